@@ -1,0 +1,210 @@
+"""The annotation CSV: download, validation, and the 3-of-5 majority rule that labels a pair core or spurious."""
+
+import csv
+import hashlib
+import logging
+import os
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .constants import (
+    ANSWER_CHOICES,
+    ANSWERS_PER_PAIR,
+    CONFIDENCE_RANGE,
+    FEATURES_PER_CLASS,
+    MAJORITY,
+    NUM_CLASSES,
+    PUBLISHED_ANNOTATION_STATS,
+    SPURIOUS_ANSWERS,
+)
+from .schema import wordnet_ids
+
+log = logging.getLogger(__name__)
+
+COLUMNS = (
+    "WorkerId",
+    "Input.wordnet_id",
+    "Input.class_index",
+    "Input.feature_index",
+    "Input.feature_rank",
+    "Answer.main",
+    "Answer.confidence",
+    "Answer.reasons",
+)
+
+
+class AnnotationError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Answer:
+    worker_id: str
+    answer: str
+    confidence: float
+    reason: str
+
+
+@dataclass
+class Pair:
+    class_index: int
+    wordnet_id: str
+    feature_index: int
+    feature_rank: int
+    answers: list[Answer] = field(default_factory=list)
+
+    @property
+    def votes(self) -> Counter:
+        return Counter(a.answer for a in self.answers)
+
+    @property
+    def kind(self) -> str:
+        return classify(a.answer for a in self.answers)[0]
+
+    @property
+    def spurious_type(self) -> str | None:
+        return classify(a.answer for a in self.answers)[1]
+
+    @property
+    def mean_confidence(self) -> float:
+        return sum(a.confidence for a in self.answers) / len(self.answers)
+
+
+def classify(answers) -> tuple[str, str | None]:
+    """(kind, spurious sub-type) of a pair from its answers, by the paper's majority rule."""
+    votes = Counter(answers)
+    if sum(votes[a] for a in SPURIOUS_ANSWERS) < MAJORITY:
+        return "core", None
+    for sub_type in SPURIOUS_ANSWERS[::-1]:  # background first, then separate_object
+        if votes[sub_type] >= MAJORITY:
+            return "spurious", sub_type
+    return "spurious", "mixed"
+
+
+@dataclass
+class Annotations:
+    pairs: dict[tuple[int, int], Pair]  # (class_index, feature_index) -> pair
+    source: str
+    sha256: str
+
+    def for_class(self, class_index: int) -> list[Pair]:
+        return sorted((p for p in self.pairs.values() if p.class_index == class_index), key=lambda p: p.feature_rank)
+
+    @property
+    def classes(self) -> list[int]:
+        return sorted({c for c, _ in self.pairs})
+
+    def restrict(self, classes) -> "Annotations":
+        keep = set(classes)
+        return Annotations({k: p for k, p in self.pairs.items() if k[0] in keep}, self.source, self.sha256)
+
+    def stats(self) -> dict:
+        kinds = Counter(p.kind for p in self.pairs.values())
+        sub_types = Counter(p.spurious_type for p in self.pairs.values() if p.kind == "spurious")
+        answers = [a for p in self.pairs.values() for a in p.answers]
+        return {
+            "pairs": len(self.pairs),
+            "answers": len(answers),
+            "workers": len({a.worker_id for a in answers}),
+            "core": kinds["core"],
+            "spurious": kinds["spurious"],
+            **{f"spurious_{t}": sub_types[t] for t in ("background", "separate_object", "mixed")},
+            "classes": len(self.classes),
+            "classes_with_spurious": len({p.class_index for p in self.pairs.values() if p.kind == "spurious"}),
+            "mean_confidence": round(sum(a.confidence for a in answers) / max(len(answers), 1), 4),
+        }
+
+
+def parse(path: str | os.PathLike, num_features: int = 2048) -> Annotations:
+    """Read and validate an annotation CSV in the published format; errors name the file and row."""
+    path = Path(path)
+    wnids = wordnet_ids()
+    pairs: dict[tuple[int, int], Pair] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise AnnotationError(f"{path}: missing column(s) {', '.join(missing)}; header is {reader.fieldnames}")
+        for row in reader:
+            where = f"{path}, row {reader.line_num}"
+            try:
+                class_index = _int(row, "Input.class_index", 0, NUM_CLASSES - 1)
+                feature_index = _int(row, "Input.feature_index", 0, num_features - 1)
+                rank = _int(row, "Input.feature_rank", 1, FEATURES_PER_CLASS)
+                answer = row["Answer.main"].strip()
+                if answer not in ANSWER_CHOICES:
+                    raise AnnotationError(f"Answer.main {answer!r} is not one of {ANSWER_CHOICES}")
+                confidence = float(row["Answer.confidence"])
+                if not CONFIDENCE_RANGE[0] <= confidence <= CONFIDENCE_RANGE[1]:
+                    raise AnnotationError(f"Answer.confidence {confidence} outside {CONFIDENCE_RANGE}")
+                wnid = row["Input.wordnet_id"].strip()
+                if wnid != wnids[class_index]:
+                    raise AnnotationError(f"Input.wordnet_id {wnid} is not class {class_index} ({wnids[class_index]})")
+            except (AnnotationError, ValueError, TypeError) as e:
+                raise AnnotationError(f"{where}: {e}") from None
+            pair = pairs.setdefault((class_index, feature_index), Pair(class_index, wnid, feature_index, rank))
+            if pair.feature_rank != rank:
+                raise AnnotationError(f"{where}: feature {feature_index} of class {class_index} has rank {rank}, "
+                                      f"earlier rows say {pair.feature_rank}")
+            pair.answers.append(Answer(row["WorkerId"].strip(), answer, confidence, row["Answer.reasons"] or ""))
+    for pair in pairs.values():
+        if len(pair.answers) != ANSWERS_PER_PAIR:
+            raise AnnotationError(f"{path}: class {pair.class_index} feature {pair.feature_index} has "
+                                  f"{len(pair.answers)} answers, expected {ANSWERS_PER_PAIR}")
+    per_class = Counter(c for c, _ in pairs)
+    too_many = [c for c, n in per_class.items() if n > FEATURES_PER_CLASS]
+    if too_many:
+        raise AnnotationError(f"{path}: class {too_many[0]} has {per_class[too_many[0]]} annotated features, "
+                              f"at most {FEATURES_PER_CLASS} expected")
+    return Annotations(pairs, str(path), sha256_file(path))
+
+
+def _int(row: dict, column: str, low: int, high: int) -> int:
+    value = float(row[column])  # the release writes some integers as floats ("3.0")
+    if value != int(value) or not low <= value <= high:
+        raise AnnotationError(f"{column} {row[column]!r} is not an integer in [{low}, {high}]")
+    return int(value)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch(path_or_url: str, cache_dir: str | os.PathLike) -> Path:
+    """A local path as is; a URL downloaded once into cache_dir (atomic write)."""
+    if "://" not in path_or_url:
+        path = Path(path_or_url)
+        if not path.is_file():
+            raise AnnotationError(f"annotation file not found: {path}")
+        return path
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    target = cache_dir / Path(path_or_url.split("?")[0]).name
+    if not target.exists():
+        log.info("downloading annotations from %s", path_or_url)
+        tmp = target.with_suffix(target.suffix + ".part")
+        with urllib.request.urlopen(path_or_url, timeout=60) as response, open(tmp, "wb") as f:
+            f.write(response.read())
+        os.replace(tmp, target)
+    return target
+
+
+def load(path_or_url: str, cache_dir: str | os.PathLike, num_features: int = 2048, expect_published: bool = False,
+         sha256: str | None = None) -> Annotations:
+    """Fetch, verify (pinned sha256 if given; published statistics for the published file) and parse."""
+    path = fetch(path_or_url, cache_dir)
+    if sha256 and sha256_file(path) != sha256:
+        raise AnnotationError(f"{path}: sha256 {sha256_file(path)} does not match the pinned {sha256}")
+    annotations = parse(path, num_features)
+    if expect_published:
+        stats = annotations.stats()
+        wrong = {k: (stats[k], v) for k, v in PUBLISHED_ANNOTATION_STATS.items() if stats[k] != v}
+        if wrong:
+            raise AnnotationError(f"{path}: not the published annotation file (got, expected): {wrong}")
+    return annotations

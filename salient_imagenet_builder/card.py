@@ -1,0 +1,141 @@
+"""The dataset card: `dataset_card.md` rendered with the build's YAML metadata, provenance and statistics.
+
+The YAML `configs` and `dataset_info` come from the same `Features` the writer used, so card and parquet agree.
+`build_info.json` keeps the raw provenance and statistics beside the card (publishing re-renders the card with
+the Hub repo id; evaluation reports the dataset's provenance).
+"""
+
+import json
+from pathlib import Path
+from string import Template
+
+import yaml
+from datasets import DatasetInfo, SplitDict, SplitInfo
+
+from .constants import ANNOTATIONS_CONFIG, CROP_SIZE, MAJORITY, RESIZE_SIZE
+from .schema import annotation_features, image_features
+from .writer import write_text_atomic
+
+TEMPLATE = Path(__file__).with_name("dataset_card.md")
+BUILD_INFO = "build_info.json"
+
+
+def config_layout(split: str) -> list[dict]:
+    """The two configs and their data files: one definition for the card, the checker and the publisher."""
+    return [
+        {"config_name": "default", "default": True,
+         "data_files": [{"split": split, "path": f"data/{split}-*.parquet"}]},
+        {"config_name": ANNOTATIONS_CONFIG,
+         "data_files": [{"split": "train", "path": f"data/{ANNOTATIONS_CONFIG}-*.parquet"}]},
+    ]
+
+
+def size_category(rows: int) -> str:
+    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                        (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
+        if rows < bound:
+            return name
+    return "10M<n<100M"
+
+
+def front_matter(split: str, stats: dict) -> dict:
+    infos = []
+    for name, features, split_name, rows, size in (
+        ("default", image_features(), split, stats["images_written"], stats["default_bytes"]),
+        (ANNOTATIONS_CONFIG, annotation_features(), "train", stats["annotation_stats"]["pairs"],
+         stats["annotation_bytes"]),
+    ):
+        splits = SplitDict()
+        splits.add(SplitInfo(name=split_name, num_bytes=size, num_examples=rows))
+        info = DatasetInfo(features=features, splits=splits, dataset_size=size, download_size=size)._to_yaml_dict()
+        infos.append({"config_name": name, **info})
+    return {
+        "license": "other",
+        "license_name": "imagenet-terms-of-access",
+        "license_link": "https://image-net.org/download.php",
+        "pretty_name": "Salient ImageNet",
+        "task_categories": ["image-classification"],
+        "tags": ["imagenet", "spurious-correlations", "robustness", "saliency", "interpretability", "masks"],
+        "size_categories": [size_category(stats["images_written"])],
+        "configs": config_layout(split),
+        "dataset_info": infos,
+    }
+
+
+def _table(rows) -> str:
+    return "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def render(provenance: dict, stats: dict, split: str, repo_id: str = "path/to/salient_imagenet") -> str:
+    ann = stats["annotation_stats"]
+    agreement = stats["top5_agreement"]
+    constants = provenance["constants"]
+    provenance_rows = [
+        ("package version", provenance["package_version"]),
+        ("command", f"`{provenance['command']}`"),
+        ("source", provenance["source"]),
+        ("model", f"`{provenance['model']}` ({provenance['arch']})"),
+        ("model checkpoint", provenance["checkpoint"] or "timm pretrained weights"),
+        ("checkpoint sha256", f"`{provenance['checkpoint_sha256']}`"),
+        ("annotations", provenance["annotations"]),
+        ("annotations sha256", f"`{provenance['annotations_sha256']}`"),
+        ("preprocessing", f"resize {constants['resize']} (bilinear), center-crop {constants['crop']}, [0, 1], "
+                          f"mean {tuple(constants['mean'])}, std {tuple(constants['std'])}; "
+                          f"JPEG draft decoding: {constants['jpeg_draft']}"),
+        ("grouping / top-k / majority", f"{constants['group_by']} / {constants['top_k']} / "
+                                        f"{constants['majority']} of 5"),
+        ("software", f"python {provenance['python']}, torch {provenance['torch']}, device {provenance['device']}"),
+    ]
+    statistics_rows = [
+        ("classes built", len(provenance["classes"])),
+        ("annotated pairs", ann["pairs"]),
+        ("core pairs", ann["core"]),
+        ("spurious pairs (background / separate_object / mixed)",
+         f"{ann['spurious']} ({ann['spurious_background']} / {ann['spurious_separate_object']} / "
+         f"{ann['spurious_mixed']})"),
+        ("classes with a spurious feature", ann["classes_with_spurious"]),
+        ("answers / workers / mean confidence", f"{ann['answers']} / {ann['workers']} / {ann['mean_confidence']}"),
+        ("images read", stats["images_scanned"]),
+        ("images with masks (rows)", stats["images_written"]),
+        ("masks", stats["masks_written"]),
+        ("corrupt images skipped", stats["skipped_images"]
+         if not stats["skipped_ids"] else f"{stats['skipped_images']} ({', '.join(stats['skipped_ids'][:10])})"),
+        ("requested classes without annotations (skipped)", len(stats["classes_without_annotations"])),
+        ("build time", f"{stats['seconds_total']} s ({stats['images_per_second']} images/s)"),
+    ]
+    agreement_sentence = (
+        f"{agreement['agree']} of the {agreement['pairs_with_images']} annotated pairs whose class received images "
+        f"are among the top features by importance computed in this build ({agreement['pairs']} pairs in all). "
+        "With the published robust model and the full train split this should be (nearly) all of them; a low "
+        "count means different weights or preprocessing, or too few images per class for a stable estimate."
+    )
+    join = ""
+    if constants["image_mode"] == "none":
+        join = ("## Join with your ImageNet copy\n\nThis build carries no images. Rows are keyed by `image_id` (the "
+                "ImageNet file stem); attach your own copy, resized and center-cropped as above, e.g. "
+                "`salient-imagenet evaluate --dataset ... --imagenet /data/imagenet`.\n")
+    demo = provenance.get("demo")
+    values = {
+        "yaml": yaml.safe_dump(front_matter(split, stats), sort_keys=False, allow_unicode=True, width=1000).strip(),
+        "demo_title": " (offline demo build)" if demo else "",
+        "demo_warning": ("> **Demo build.** Generated images, a random-weight model and generated annotations: the "
+                         "masks and labels here mean nothing. Build with the real weights and annotations for "
+                         "real use.\n\n") if demo else "",
+        "package_version": provenance["package_version"], "model": provenance["model"], "arch": provenance["arch"],
+        "split": split, "source": provenance["source"], "group_by": constants["group_by"],
+        "top_k": constants["top_k"], "crop": CROP_SIZE, "resize": RESIZE_SIZE, "majority": MAJORITY,
+        "provenance_table": _table(provenance_rows), "statistics_table": _table(statistics_rows),
+        "agreement_sentence": agreement_sentence, "repo_id": repo_id, "annotations_config": ANNOTATIONS_CONFIG,
+        "image_mode": constants["image_mode"], "join_section": join,
+    }
+    return Template(TEMPLATE.read_text(encoding="utf-8")).substitute(values)
+
+
+def write_card(folder: Path, provenance: dict, stats: dict, split: str, repo_id: str | None = None) -> None:
+    info = {"provenance": provenance, "stats": stats, "split": split}
+    write_text_atomic(folder / BUILD_INFO, json.dumps(info, indent=2, default=str))
+    write_text_atomic(folder / "README.md", render(provenance, stats, split, repo_id or str(folder.name)))
+
+
+def read_build_info(folder: Path) -> dict:
+    return json.loads((Path(folder) / BUILD_INFO).read_text(encoding="utf-8"))

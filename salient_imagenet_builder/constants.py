@@ -1,0 +1,57 @@
+"""Every constant of the method, defined once (Singla & Feizi, ICLR 2022; see shared reference notes).
+
+Everything else imports these; nothing re-types a number.
+"""
+
+# Preprocessing: resize the shorter side to RESIZE_SIZE (bilinear), center-crop CROP_SIZE, scale to [0, 1],
+# normalise with the ImageNet mean/std.
+RESIZE_SIZE = 256
+CROP_SIZE = 224
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+NUM_CLASSES = 1000
+
+# Annotation study: the top FEATURES_PER_CLASS features by importance were each shown to ANSWERS_PER_PAIR workers.
+FEATURES_PER_CLASS = 5
+ANSWERS_PER_PAIR = 5
+ANSWER_CHOICES = ("main_object", "separate_object", "background")
+SPURIOUS_ANSWERS = ("separate_object", "background")
+# A pair is spurious when at least MAJORITY of its answers are spurious answers; the same count decides
+# the spurious sub-type (background / separate_object, else mixed).
+MAJORITY = 3
+CONFIDENCE_RANGE = (1.0, 5.0)
+
+# Top images kept per (class, feature) pair in the published dataset.
+DEFAULT_TOP_K = 65
+# How many top images the annotators saw (stored in the annotations config).
+ANNOTATOR_TOP_IMAGES = 5
+
+# Evaluation: Gaussian noise inside a mask.
+DEFAULT_NOISE_STD = 0.25
+
+# Default robust model: ResNet-50, adversarially trained, L2 eps = 3 (madrylab robustness library).
+ROBUST_MODELS = {
+    "resnet50_l2_eps3": {
+        "arch": "resnet50",
+        "repo_id": "madrylab/robust-imagenet-models",
+        "filename": "resnet50_l2_eps3.ckpt",
+    },
+}
+DEFAULT_MODEL = "resnet50_l2_eps3"
+
+# Published annotations (one row per worker answer). Its licence forbids redistribution: downloaded, never shipped.
+ANNOTATIONS_URL = (
+    "https://raw.githubusercontent.com/singlasahil14/salient_imagenet/main/"
+    "mturk_results/discover_spurious_features.csv"
+)
+# The published file's statistics (paper + release). A download is checked against them, since its sha256 could
+# not be read from here (no network); the sha256 is recorded on first download and pinned from then on.
+PUBLISHED_ANNOTATION_STATS = {"answers": 25000, "pairs": 5000, "spurious": 630, "workers": 265}
+
+# Output layout.
+DEFAULT_OUT = "salient_imagenet"
+ANNOTATIONS_CONFIG = "annotations"
+MAX_SHARD_BYTES = 400 * 1024**2  # Hub convention: <= ~500 MB per parquet shard
+MAX_ROW_GROUP_BYTES = 64 * 1024**2  # viewer scan limit ~286 MiB; Hub convention <= ~100 MB
+ROW_GROUP_ROWS = 100  # small row groups: the viewer's first page reads one

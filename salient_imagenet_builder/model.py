@@ -1,0 +1,205 @@
+"""The feature model: a timm network behind a normaliser, loaded safely from a robust-library checkpoint.
+
+`FeatureModel(x)` takes pixels in [0, 1] and returns the three things the method needs from one forward pass:
+the spatial penultimate map (`forward_features`, e.g. N x 2048 x 7 x 7), its pooled features r(x)
+(`forward_head(pre_logits=True)`) and the logits.
+"""
+
+import hashlib
+import logging
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from .constants import IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES, ROBUST_MODELS
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+class FeatureModel(nn.Module):
+    def __init__(self, net: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    @property
+    def num_features(self) -> int:
+        return self.net.num_features
+
+    @property
+    def classifier_weight(self) -> torch.Tensor:
+        return self.net.get_classifier().weight  # W, num_classes x num_features
+
+    def forward(self, x: torch.Tensor):
+        spatial = self.net.forward_features((x - self.mean) / self.std)
+        pooled = self.net.forward_head(spatial, pre_logits=True)
+        logits = self.net.get_classifier()(pooled)
+        return spatial, pooled, logits
+
+
+@dataclass
+class ModelInfo:
+    name: str  # the --model value
+    arch: str  # the timm architecture
+    checkpoint: str | None  # where the weights came from (path or hub reference)
+    sha256: str | None
+
+
+# --- safe checkpoint loading -------------------------------------------------------------------------------------
+
+class _Inert:
+    """Stands in for any class a checkpoint pickle names that is not a tensor or container: built without running
+    any of the pickle's code (robust-library checkpoints are saved with dill and carry optimizer/schedule objects)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def __call__(self, *args, **kwargs):
+        return _Inert()
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only the globals torch's own weights-only unpickler allows (tensor rebuilders, dtypes,
+    OrderedDict...); every other global becomes `_Inert`, so nothing named by the pickle is ever called."""
+
+    def find_class(self, module, name):
+        try:
+            from torch._weights_only_unpickler import _get_allowed_globals
+            allowed = _get_allowed_globals()
+        except ImportError:  # private API: without it only the basics below are rebuilt
+            allowed = {}
+        if f"{module}.{name}" in allowed:
+            return allowed[f"{module}.{name}"]
+        if (module, name) in (("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"),
+                              ("torch._utils", "_rebuild_parameter")):
+            return super().find_class(module, name)
+        return _Inert
+
+
+class _RestrictedPickleModule:
+    Unpickler = _RestrictedUnpickler
+    load = staticmethod(lambda f, **kw: _RestrictedUnpickler(f, **kw).load())
+    __name__ = "salient_restricted_pickle"
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint without executing pickled code: `weights_only=True`, and where that refuses (dill-saved
+    objects), a restricted unpickler that rebuilds only tensors and plain containers and leaves the rest inert."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        log.info("%s: weights_only load refused (%s); using the restricted unpickler", path, str(e).splitlines()[0])
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickleModule)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint: {e}") from None
+
+
+def extract_state_dict(ckpt, path) -> dict[str, torch.Tensor]:
+    """The network's weights from a robust-library checkpoint (`module.model.*` inside ckpt['model'] or
+    ckpt['state_dict']) or a plain state dict (optionally `module.`-prefixed)."""
+    state = ckpt
+    if isinstance(ckpt, dict):
+        for key in ("model", "state_dict"):
+            if isinstance(ckpt.get(key), dict):
+                state = ckpt[key]
+                break
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"{path}: no state dict found (top-level keys: {list(ckpt)[:10]})")
+    for prefix in ("module.model.", "model.", "module."):
+        if any(k.startswith(prefix) for k in state):
+            if prefix == "module.model." or not any(k.startswith("module.model.") for k in state):
+                return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return dict(state)
+
+
+def check_normalizer(ckpt, path) -> None:
+    """The robust library keeps the normalisation inside the model; ours must be the same."""
+    state = ckpt.get("model", ckpt.get("state_dict", {})) if isinstance(ckpt, dict) else {}
+    for key, expected in (("module.normalizer.new_mean", IMAGENET_MEAN), ("module.normalizer.new_std", IMAGENET_STD)):
+        if key in state and not torch.allclose(state[key].flatten().float(), torch.tensor(expected), atol=1e-4):
+            raise CheckpointError(f"{path}: {key} = {state[key].flatten().tolist()}, expected {expected}")
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def create_feature_model(name: str, checkpoint: str | None = None, arch: str | None = None,
+                         pretrained: bool | None = None) -> tuple[FeatureModel, ModelInfo]:
+    """The one way to make the feature model.
+
+    `name` is a robust model from ROBUST_MODELS (weights downloaded with huggingface_hub unless `checkpoint` is
+    given) or any timm model name (timm's pretrained weights unless `checkpoint` is given; `arch` defaults to it).
+    """
+    if name in ROBUST_MODELS:
+        spec = ROBUST_MODELS[name]
+        arch = arch or spec["arch"]
+        if checkpoint is None:
+            checkpoint = download_robust(name)
+        pretrained = False
+    else:
+        arch = arch or name
+        pretrained = checkpoint is None if pretrained is None else pretrained
+    try:
+        net = timm.create_model(arch, pretrained=pretrained, num_classes=NUM_CLASSES)
+    except RuntimeError as e:
+        raise CheckpointError(f"--model {arch!r}: {e}") from None
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    sha = None
+    if checkpoint is not None:
+        ckpt = load_checkpoint(checkpoint)
+        check_normalizer(ckpt, checkpoint)
+        load_weights(net, extract_state_dict(ckpt, checkpoint), checkpoint)
+        sha = sha256_file(checkpoint)
+    elif pretrained:
+        mean, std = net.pretrained_cfg.get("mean", mean), net.pretrained_cfg.get("std", std)
+    model = FeatureModel(net, mean, std).eval()
+    return model, ModelInfo(name, arch, str(checkpoint) if checkpoint else None, sha)
+
+
+def load_weights(net: nn.Module, state: dict, path) -> None:
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: does not fit this architecture: {len(missing)} missing key(s) "
+                              f"{missing[:5]}, {len(unexpected)} unexpected key(s) {unexpected[:5]}")
+    wrong = [k for k, v in state.items() if v.shape != expected[k].shape]
+    if wrong:
+        raise CheckpointError(f"{path}: shape mismatch for {wrong[:5]} "
+                              f"(e.g. {tuple(state[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)})")
+    net.load_state_dict(state)
+
+
+def download_robust(name: str) -> str:
+    from huggingface_hub import hf_hub_download
+
+    spec = ROBUST_MODELS[name]
+    log.info("downloading %s/%s (cached by huggingface_hub)", spec["repo_id"], spec["filename"])
+    return hf_hub_download(spec["repo_id"], spec["filename"])
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,89 @@
+"""The dataset's two schemas, declared once as `datasets.Features` and reused by the writer, the card and the tests."""
+
+from functools import lru_cache
+
+from datasets import ClassLabel, Features, Image, List, Value
+from timm.data import ImageNetInfo
+
+KINDS = ("core", "spurious")
+SPURIOUS_TYPES = ("background", "separate_object", "mixed")
+
+
+@lru_cache(maxsize=1)
+def imagenet_info() -> ImageNetInfo:
+    return ImageNetInfo()
+
+
+def wordnet_ids() -> list[str]:
+    """The 1,000 wnids in class-index order (sorted wnids, as torchvision, timm and the robust model use)."""
+    return list(imagenet_info().label_names())
+
+
+@lru_cache(maxsize=1)
+def class_names() -> list[str]:
+    """timm's class descriptions; the two "crane"s (bird 134, machine 517) get their wnid so names stay unique,
+    as ClassLabel requires."""
+    info = imagenet_info()
+    names = [info.index_to_description(i) for i in range(info.num_classes())]
+    duplicated = {n for n in names if names.count(n) > 1}
+    return [f"{n} ({w})" if n in duplicated else n for n, w in zip(names, info.label_names())]
+
+
+def class_label() -> ClassLabel:
+    return ClassLabel(names=class_names())
+
+
+def image_features() -> Features:
+    """`default` config: one row per image."""
+    feature = {
+        "feature_index": Value("int32"),
+        "feature_rank": Value("int8"),
+        "kind": Value("string"),
+        "activation": Value("float32"),
+        "rank": Value("int32"),  # 1-based position among the pair's top-k images
+        "nam": List(List(Value("float32"))),  # raw neural activation map (layer4 channel, e.g. 7x7), max-normalised
+        "mask": Image(),  # the NAM upsampled to the image view, lossless 8-bit greyscale PNG
+    }
+    return Features(
+        {
+            "image": Image(),
+            "image_id": Value("string"),
+            "label": class_label(),
+            "wordnet_id": Value("string"),
+            "prediction": class_label(),
+            "group": class_label(),  # the class whose annotated features are attached (prediction or label)
+            "features": List(feature),
+            "core_mask": Image(),
+            "spurious_mask": Image(),
+        }
+    )
+
+
+def annotation_features() -> Features:
+    """`annotations` config: one row per annotated (class, feature) pair."""
+    answer = {
+        "worker_id": Value("string"),
+        "answer": Value("string"),
+        "confidence": Value("float32"),
+        "reason": Value("string"),
+    }
+    return Features(
+        {
+            "class_index": Value("int32"),
+            "wordnet_id": Value("string"),
+            "class_name": Value("string"),
+            "feature_index": Value("int32"),
+            "feature_rank": Value("int8"),
+            "importance": Value("float32"),  # FI[c, j] computed in this build (null if the group was empty)
+            "computed_rank": Value("int32"),  # rank of the feature by FI in this build (1 = most important)
+            "kind": Value("string"),
+            "spurious_type": Value("string"),  # background / separate_object / mixed; null for core pairs
+            "votes_main_object": Value("int8"),
+            "votes_separate_object": Value("int8"),
+            "votes_background": Value("int8"),
+            "mean_confidence": Value("float32"),
+            "answers": List(answer),
+            "group_size": Value("int32"),  # images grouped into this class in this build
+            "top_image_ids": List(Value("string")),
+        }
+    )

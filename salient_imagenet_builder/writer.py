@@ -1,0 +1,168 @@
+"""Persisting rows: an Arrow spill file in reader order, then sorted, bounded parquet shards.
+
+Everything is written inside a staging folder next to the output; the output appears only by a final rename,
+so an interrupted build never leaves a shard that `load_dataset` would read.
+"""
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from datasets import Features
+
+from .constants import MAX_ROW_GROUP_BYTES, MAX_SHARD_BYTES, ROW_GROUP_ROWS
+
+log = logging.getLogger(__name__)
+
+
+class OutputExists(FileExistsError):
+    pass
+
+
+def encode_rows(rows: list[dict], features: Features) -> pa.Table:
+    """Python rows -> Arrow table of exactly the declared schema (features metadata included)."""
+    encoded = [features.encode_example(row) for row in rows]
+    return pa.Table.from_pylist(encoded, schema=features.arrow_schema)
+
+
+class Spill:
+    """Rows appended in any order to an uncompressed Arrow IPC file; `sorted_batches` reads them back sorted,
+    memory-mapped, so sorting a large build needs disk, not memory."""
+
+    def __init__(self, path: Path, features: Features):
+        self.path, self.features = path, features
+        self._writer = pa.ipc.new_file(str(path), features.arrow_schema)
+        self.rows = 0
+
+    def append(self, rows: list[dict]) -> None:
+        if rows:
+            self._writer.write_table(encode_rows(rows, self.features))
+            self.rows += len(rows)
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def sorted_batches(self, keys: list[str], batch_rows: int = ROW_GROUP_ROWS):
+        table = pa.ipc.open_file(pa.memory_map(str(self.path))).read_all()
+        order = pc.sort_indices(table.select(keys), sort_keys=[(k, "ascending") for k in keys])
+        for start in range(0, len(order), batch_rows):
+            yield table.take(order[start:start + batch_rows])
+
+
+class ShardWriter:
+    """Writes `<split>-NNNNN-of-MMMMM.parquet` shards of bounded size with small row groups, the page index, the
+    `huggingface` features metadata, and uncompressed image bytes (they are already compressed)."""
+
+    def __init__(self, folder: Path, split: str, features: Features, max_shard_bytes: int = MAX_SHARD_BYTES,
+                 max_row_group_bytes: int = MAX_ROW_GROUP_BYTES, row_group_rows: int = ROW_GROUP_ROWS):
+        self.folder, self.split, self.features = Path(folder), split, features
+        self.max_shard_bytes, self.max_row_group_bytes = max_shard_bytes, max_row_group_bytes
+        self.row_group_rows = row_group_rows
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.paths: list[Path] = []
+        self._writer = None
+        self._shard_bytes = 0
+        self.rows = 0
+        self.bytes = 0
+
+    def _open(self) -> None:
+        path = self.folder / f".{self.split}-{len(self.paths):05d}.parquet.partial"
+        schema = self.features.arrow_schema
+        self._writer = pq.ParquetWriter(str(path), schema, compression=_compression(schema),
+                                        write_page_index=True, use_dictionary=False)
+        self.paths.append(path)
+        self._shard_bytes = 0
+
+    def write(self, table: pa.Table) -> None:
+        """Append a table, cut into row groups of at most `row_group_rows` rows and about `max_row_group_bytes`."""
+        start = 0
+        while start < len(table):
+            stop = min(start + self.row_group_rows, len(table))
+            while stop - start > 1 and table.slice(start, stop - start).nbytes > self.max_row_group_bytes:
+                stop = start + (stop - start) // 2
+            chunk = table.slice(start, stop - start)
+            if self._writer is None or self._shard_bytes + chunk.nbytes > self.max_shard_bytes:
+                self._close_current()
+                self._open()
+            self._writer.write_table(chunk, row_group_size=len(chunk))
+            self._shard_bytes += chunk.nbytes
+            self.bytes += chunk.nbytes
+            self.rows += len(chunk)
+            start = stop
+
+    def _close_current(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def close(self) -> list[Path]:
+        """Close and give the shards their final names (the count is known only now)."""
+        self._close_current()
+        if not self.paths:  # an empty split still gets one (empty) shard, so its config loads
+            self._open()
+            self._writer.write_table(self.features.arrow_schema.empty_table())
+            self._close_current()
+        final = []
+        for i, path in enumerate(self.paths):
+            target = self.folder / f"{self.split}-{i:05d}-of-{len(self.paths):05d}.parquet"
+            os.replace(path, target)
+            final.append(target)
+        return final
+
+
+def _compression(schema: pa.Schema) -> dict[str, str]:
+    """Per leaf column: none for image bytes, zstd for the rest."""
+    codecs = {}
+    for path, leaf_type in _leaves(schema):
+        codecs[path] = "none" if pa.types.is_binary(leaf_type) or pa.types.is_large_binary(leaf_type) else "zstd"
+    return codecs
+
+
+def _leaves(fields, prefix=""):
+    """(parquet column path, arrow type) of every leaf; lists are `<name>.list.element` in parquet."""
+    for field in fields:
+        name = f"{prefix}{field.name}"
+        if pa.types.is_struct(field.type):
+            yield from _leaves(list(field.type), name + ".")
+        elif pa.types.is_list(field.type) or pa.types.is_large_list(field.type):
+            yield from _leaves([field.type.value_field.with_name("element")], name + ".list.")
+        else:
+            yield name, field.type
+
+
+def staging_folder(out: Path) -> Path:
+    return out.parent / f".{out.name}.partial"
+
+
+def prepare_output(out: Path, overwrite: bool) -> Path:
+    """Refuse an existing output unless `overwrite`; return a fresh staging folder beside it."""
+    if out.exists() and not overwrite:
+        raise OutputExists(f"{out} already exists; pass --overwrite to replace it")
+    staging = staging_folder(out)
+    if staging.exists():
+        shutil.rmtree(staging)  # left by an interrupted build: never read by anyone
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Swap the staging folder into place: the old output stays whole until the new one is complete."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
