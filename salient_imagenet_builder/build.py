@@ -8,6 +8,7 @@ Then the spill is sorted by (group, image_id) into parquet shards, the annotatio
 
 import logging
 import platform
+import shutil
 import sys
 import time
 from collections import Counter, defaultdict
@@ -161,8 +162,19 @@ class Builder:
     def run(self) -> dict:
         config = self.config
         out = Path(config.out)
-        start = time.perf_counter()
         staging = prepare_output(out, config.overwrite)
+        try:
+            self._run(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # the previous output, if any, is untouched
+            raise
+        publish(staging, out)
+        log.info("stage seconds: %s", self.stats["stage_seconds"])
+        return self.stats
+
+    def _run(self, staging: Path) -> None:
+        config = self.config
+        start = time.perf_counter()
         self.device = pick_device(config.device)
         with self.timer("load model"):
             self.model, self.model_info = create_feature_model(config.model, config.model_checkpoint, config.arch)
@@ -183,6 +195,10 @@ class Builder:
         spill = Spill(staging / ".rows.arrow", image_features())
         self.materialize(selected, spill)
         spill.close()
+        if spill.rows == 0:
+            raise ValueError(f"no image was grouped into the built classes {self.classes[:20]} "
+                             f"({self.stats['images_scanned']} read): nothing to write. With few images per class, "
+                             "try --group-by label or a larger --limit.")
         with self.timer("write shards"):
             shards = ShardWriter(staging / "data", config.split, image_features())
             for table in spill.sorted_batches(["group", "image_id"]):
@@ -199,9 +215,6 @@ class Builder:
         self.stats["stage_seconds"] = self.timer.report()
         self.stats["images_per_second"] = round(self.stats["images_scanned"] / max(self.stats["seconds_total"], 1e-9), 2)
         card.write_card(staging, self.provenance(), self.stats, config.split)
-        publish(staging, out)
-        log.info("stage seconds: %s", self.stats["stage_seconds"])
-        return self.stats
 
     def _load_annotations(self):
         config = self.config

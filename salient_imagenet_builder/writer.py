@@ -102,10 +102,8 @@ class ShardWriter:
     def close(self) -> list[Path]:
         """Close and give the shards their final names (the count is known only now)."""
         self._close_current()
-        if not self.paths:  # an empty split still gets one (empty) shard, so its config loads
-            self._open()
-            self._writer.write_table(self.features.arrow_schema.empty_table())
-            self._close_current()
+        if not self.paths:
+            raise ValueError(f"no rows to write for split {self.split!r}")
         final = []
         for i, path in enumerate(self.paths):
             target = self.folder / f"{self.split}-{i:05d}-of-{len(self.paths):05d}.parquet"

@@ -1,0 +1,84 @@
+"""Fixtures made here, offline: generated images (with ImageNet's quirks), a random-weight model saved in the
+robust-library checkpoint layout, and an annotation CSV in the published format."""
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+import timm
+from datasets import ClassLabel, Dataset, Features, Image
+
+from salient_imagenet_builder.build import BuildConfig
+from salient_imagenet_builder.demo import make_annotations, make_checkpoint, make_images
+from salient_imagenet_builder.schema import class_names
+
+CLASSES = [0, 1, 2]
+ARCH = "resnet18"  # small and fast; the ResNet-50 layout is tested where it matters (test_model, the demo)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.getbasetemp() / "hf_datasets_cache"))
+
+
+@pytest.fixture(scope="session")
+def inputs(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("inputs")
+    written = make_images(root / "imagenet", CLASSES, per_class=7, seed=1)
+    num_features = timm.create_model(ARCH, pretrained=False).num_features
+    return {
+        "root": root,
+        "folder": root / "imagenet",
+        "written": written,
+        "checkpoint": make_checkpoint(root / f"{ARCH}.ckpt", ARCH, seed=3, classes=CLASSES),
+        "annotations": make_annotations(root / "annotations.csv", CLASSES, num_features, seed=2),
+    }
+
+
+@pytest.fixture(scope="session")
+def parquet_source(inputs) -> Path:
+    """The same images as Hugging Face parquet shards (image struct with the original path, ClassLabel label)."""
+    folder = inputs["root"] / "parquet" / "data"
+    folder.mkdir(parents=True)
+    written = inputs["written"]
+    features = Features({"image": Image(), "label": ClassLabel(names=class_names())})
+    half = len(written) // 2
+    for i, part in enumerate((written[:half], written[half:])):
+        Dataset.from_dict({"image": [{"bytes": b, "path": n} for n, _, b in part], "label": [l for _, l, _ in part]},
+                          features=features).to_parquet(folder / f"train-{i:05d}-of-00002.parquet")
+    return folder.parent
+
+
+@pytest.fixture(scope="session")
+def webdataset_source(inputs) -> Path:
+    """The same images as WebDataset tars: `<key>.jpg`, `<key>.cls`, `<key>.json` (file name inside the json)."""
+    folder = inputs["root"] / "wds"
+    folder.mkdir()
+    written = inputs["written"]
+    half = len(written) // 2
+    for i, part in enumerate((written[:half], written[half:])):
+        with tarfile.open(folder / f"imagenet1k-train-{i:04d}.tar", "w") as tar:
+            for j, (name, label, data) in enumerate(part):
+                key = f"s{i}{j:05d}"
+                for ext, payload in (("jpg", data), ("cls", str(label).encode()),
+                                     ("json", json.dumps({"filename": name}).encode())):
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(payload)
+                    tar.addfile(info, io.BytesIO(payload))
+    return folder
+
+
+@pytest.fixture
+def config(inputs, tmp_path):
+    def make(**overrides) -> BuildConfig:
+        fields = dict(source=str(inputs["folder"]), out=str(tmp_path / "out"), model=ARCH,
+                      model_checkpoint=str(inputs["checkpoint"]), annotations=str(inputs["annotations"]),
+                      workers=0, batch_size=8, cache_dir=str(tmp_path / "cache"))
+        fields.update(overrides)
+        return BuildConfig(**fields)
+
+    return make

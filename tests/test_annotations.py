@@ -1,0 +1,93 @@
+"""The annotation CSV: the 3-of-5 rule on crafted answers, counted by hand, and clear errors on bad rows."""
+
+import csv
+
+import pytest
+
+from salient_imagenet_builder.annotations import COLUMNS, AnnotationError, classify, load, parse
+from salient_imagenet_builder.demo import make_annotations
+
+B, S, M = "background", "separate_object", "main_object"
+
+
+@pytest.mark.parametrize("answers, expected", [
+    ([M, M, M, M, M], ("core", None)),
+    ([B, B, M, M, M], ("core", None)),  # 2 spurious answers: not a majority
+    ([B, S, M, M, M], ("core", None)),
+    ([B, B, B, M, M], ("spurious", "background")),
+    ([S, S, S, B, M], ("spurious", "separate_object")),
+    ([B, B, S, S, M], ("spurious", "mixed")),  # 4 spurious answers, neither sub-type reaches 3
+    ([B, S, S, B, B], ("spurious", "background")),
+    ([S, S, B, M, M], ("spurious", "mixed")),
+])
+def test_majority_rule(answers, expected):
+    assert classify(answers) == expected
+
+
+def test_parse_counts_match_hand_count(tmp_path):
+    fixed = {(0, 1): [B, B, B, M, M], (0, 2): [S, S, B, M, M], (1, 1): [M] * 5}
+    path = make_annotations(tmp_path / "a.csv", classes=[0, 1, 2], answers=fixed, seed=4)
+    annotations = parse(path)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(annotations.pairs) == 15 and annotations.stats()["answers"] == len(rows) == 75
+    for (c, j), pair in annotations.pairs.items():
+        answers = [r["Answer.main"] for r in rows
+                   if int(r["Input.class_index"]) == c and int(r["Input.feature_index"]) == j]
+        spurious = sum(a != M for a in answers)
+        assert pair.kind == ("spurious" if spurious >= 3 else "core")
+        assert pair.votes[B] == answers.count(B)
+        assert pair.answers[0].reason.startswith('it shows the "')  # quoted text with commas survives
+    by_rank = {(p.class_index, p.feature_rank): p for p in annotations.pairs.values()}
+    assert (by_rank[(0, 1)].kind, by_rank[(0, 1)].spurious_type) == ("spurious", "background")
+    assert by_rank[(0, 2)].spurious_type == "mixed"
+    assert by_rank[(1, 1)].kind == "core"
+    stats = annotations.stats()
+    assert stats["core"] + stats["spurious"] == 15
+    assert stats["spurious"] == sum(stats[f"spurious_{t}"] for t in (B, S, "mixed"))
+
+
+def _write(path, rows, header=COLUMNS):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def _pair(class_index=0, wnid="n01440764", feature=7, rank=1, answers=(M,) * 5):
+    return [[i, wnid, class_index, feature, rank, a, "4.0", "why, because"] for i, a in enumerate(answers)]
+
+
+@pytest.mark.parametrize("rows, header, message", [
+    (_pair(), COLUMNS[:-1], "missing column\\(s\\) Answer.reasons"),
+    (_pair(answers=(M, M, "maybe", M, M)), COLUMNS, "row 4: Answer.main 'maybe'"),
+    (_pair(class_index=1000), COLUMNS, "row 2: Input.class_index '1000'"),
+    (_pair(feature=2048), COLUMNS, "row 2: Input.feature_index '2048'"),
+    (_pair(rank=6), COLUMNS, "row 2: Input.feature_rank '6'"),
+    (_pair(wnid="n99999999"), COLUMNS, "row 2: Input.wordnet_id n99999999 is not class 0"),
+    (_pair(answers=(M,) * 4), COLUMNS, "class 0 feature 7 has 4 answers, expected 5"),
+    (_pair() + _pair(feature=7, rank=2)[:1], COLUMNS, "row 7: feature 7 of class 0 has rank 2"),
+])
+def test_bad_rows_name_the_problem(tmp_path, rows, header, message):
+    path = _write(tmp_path / "bad.csv", rows, header)
+    with pytest.raises(AnnotationError, match=message):
+        parse(path)
+
+
+def test_confidence_out_of_range(tmp_path):
+    rows = _pair()
+    rows[2][6] = "9.0"
+    with pytest.raises(AnnotationError, match="row 4: Answer.confidence 9.0"):
+        parse(_write(tmp_path / "bad.csv", rows))
+
+
+def test_load_checks_pin_and_published_statistics(tmp_path):
+    path = make_annotations(tmp_path / "a.csv", classes=[0, 1])
+    with pytest.raises(AnnotationError, match="does not match the pinned"):
+        load(str(path), tmp_path, sha256="0" * 64)
+    with pytest.raises(AnnotationError, match="not the published annotation file"):
+        load(str(path), tmp_path, expect_published=True)
+    with pytest.raises(AnnotationError, match="not found"):
+        load(str(tmp_path / "missing.csv"), tmp_path)
+    assert len(load(str(path), tmp_path).pairs) == 10

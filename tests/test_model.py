@@ -1,0 +1,90 @@
+"""Checkpoints in the robust-library layout load safely; the feature model's outputs are the network's own."""
+
+import pickle
+
+import pytest
+import torch
+
+from salient_imagenet_builder.demo import make_checkpoint
+from salient_imagenet_builder.model import CheckpointError, create_feature_model, load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def resnet50_checkpoint(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "resnet50_l2_eps3.ckpt", "resnet50", seed=5)
+
+
+def test_robust_layout_loads_into_resnet50(resnet50_checkpoint):
+    model, info = create_feature_model("resnet50_l2_eps3", str(resnet50_checkpoint))
+    state = torch.load(resnet50_checkpoint, weights_only=True)["model"]
+    for name, tensor in model.net.state_dict().items():
+        assert torch.equal(tensor, state["module.model." + name]), name
+    assert info.arch == "resnet50" and len(info.sha256) == 64 and model.num_features == 2048
+
+
+def test_outputs_are_layer4_its_pool_and_the_logits(resnet50_checkpoint):
+    model, _ = create_feature_model("resnet50_l2_eps3", str(resnet50_checkpoint))
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        spatial, pooled, logits = model(x)
+        net = model.net
+        h = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
+            1, 3, 1, 1)
+        h = net.maxpool(net.act1(net.bn1(net.conv1(h))))
+        layer4 = net.layer4(net.layer3(net.layer2(net.layer1(h))))
+    assert spatial.shape == (2, 2048, 7, 7)
+    torch.testing.assert_close(spatial, layer4)
+    torch.testing.assert_close(pooled, layer4.mean((2, 3)))
+    torch.testing.assert_close(logits, pooled @ net.fc.weight.T + net.fc.bias)
+
+
+def test_missing_and_unexpected_keys_are_named(tmp_path):
+    path = make_checkpoint(tmp_path / "r18.ckpt", "resnet18")
+    with pytest.raises(CheckpointError, match="does not fit this architecture.*missing key"):
+        create_feature_model("resnet50_l2_eps3", str(path))
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model"]["module.model.extra.weight"] = torch.zeros(1)
+    torch.save(ckpt, tmp_path / "extra.ckpt")
+    with pytest.raises(CheckpointError, match="1 unexpected key\\(s\\) \\['extra.weight'\\]"):
+        create_feature_model("resnet18", str(tmp_path / "extra.ckpt"))
+
+
+def test_wrong_normalizer_is_refused(tmp_path):
+    path = make_checkpoint(tmp_path / "r18.ckpt", "resnet18")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model"]["module.normalizer.new_mean"] = torch.tensor([0.5, 0.5, 0.5]).view(3, 1, 1)
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="new_mean"):
+        create_feature_model("resnet18", str(path))
+
+
+class Exploit:
+    """Pickles to a call of os.system: a loader that runs pickled code would create the marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_pickled_code_is_never_executed(tmp_path):
+    path = make_checkpoint(tmp_path / "r18.ckpt", "resnet18")
+    ckpt = torch.load(path, weights_only=True)
+    marker = tmp_path / "pwned"
+    ckpt["schedule"] = Exploit(marker)  # like the dill-pickled objects of real robust-library checkpoints
+    torch.save(ckpt, path, pickle_module=pickle)
+    loaded = load_checkpoint(path)
+    assert not marker.exists()
+    assert torch.equal(loaded["model"]["module.model.fc.weight"], ckpt["model"]["module.model.fc.weight"])
+    model, _ = create_feature_model("resnet18", str(path))
+    assert not marker.exists()
+
+
+def test_unknown_model_and_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        create_feature_model("resnet18", str(tmp_path / "nope.ckpt"))
+    with pytest.raises(CheckpointError, match="no_such_net"):
+        create_feature_model("no_such_net", str(make_checkpoint(tmp_path / "r.ckpt", "resnet18")))
