@@ -33,8 +33,10 @@ you pass the endpoint and token explicitly, e.g.
 disabled: ``monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)``
 (``is_xet_available()`` reads that constant at call time; ``hf_xet`` is installed,
 and without this the client tries the Xet protocol, which this server does not
-implement). Downloads (``hf_hub_download``, ``HfFileSystem``, ``load_dataset``)
-need the subprocess route.
+implement). Offline mode is also an import-time constant: if the process was started
+with ``HF_HUB_OFFLINE=1``, also ``monkeypatch.setattr(huggingface_hub.constants,
+"HF_HUB_OFFLINE", False)``. Downloads (``hf_hub_download``, ``HfFileSystem``,
+``load_dataset``) need the subprocess route.
 
 Client environment
 ==================
@@ -47,7 +49,7 @@ Client environment
     HF_DATASETS_CACHE=<home>/datasets     HF_TOKEN_PATH=<home>/token
     HF_HUB_DISABLE_TELEMETRY=1            HF_HUB_DISABLE_PROGRESS_BARS=1
     HF_DATASETS_DISABLE_PROGRESS_BARS=1   HF_HUB_DISABLE_UPDATE_CHECK=1
-    NO_PROXY=no_proxy=127.0.0.1,localhost
+    NO_PROXY=127.0.0.1,localhost          no_proxy=127.0.0.1,localhost
 
 (``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE`` are thereby unset.) Use a fresh
 ``home`` per client process when you want a cold cache.
@@ -61,14 +63,45 @@ Server-side API (for assertions)
 ================================
 
 ``HubServer(token="hf_dummy", user="user", *, read_only=False, orgs=(), lfs_threshold=10 MiB,
-gitattributes=True, tree_page_size=1000)``; ``start()``/``stop()`` or a ``with`` block;
-``url``, ``port``, ``token``, ``user``; ``add_token()``; ``create_repo()``, ``seed()``;
-``files()``, ``commits()``, ``commit_messages()``, ``repo_exists()``, ``is_private()``;
-``requests`` (list of ``LoggedRequest(method, path, status)``, path without query string,
-status 0 = connection dropped by an injected fault), ``unhandled`` (requests that hit no
-route: handy to spot new client calls), ``token_leaks`` (responses that contained a
-token: must stay empty), ``clear_requests()``; fault injection with ``fail_next()`` and
-``clear_faults()``.
+gitattributes=True, tree_page_size=1000)``; ``start()``/``stop()`` or a ``with`` block
+(``stop()`` closes idle keep-alive connections and joins every server thread);
+``url``, ``port``, ``token``, ``user``; ``add_token()``; ``client_env()``;
+``create_repo()``, ``seed()`` (server-side, no HTTP: e.g. stale shards from an "older build");
+``files()``, ``lfs_files()``, ``commits()``, ``commit_messages()``, ``repo_exists()``,
+``is_private()``; ``requests`` (list of ``LoggedRequest(method, path, status)``, raw path
+without the query string, status 0 = connection dropped by an injected fault);
+``unhandled`` (requests that hit no route - handy to spot a client call the fake does not
+know; assert it is empty); ``token_leaks`` (responses whose headers/body contained a
+registered token or the token sent with that request: must stay empty);
+``clear_requests()``; fault injection with ``fail_next()``, ``pending_faults`` and
+``clear_faults()``. ``tree_page_size`` may be lowered (even on a running server) to
+exercise the client's pagination.
+
+Endpoints (``{T}`` = models|datasets|spaces, ``{prefix}`` = ""|datasets/|spaces/)
+==========================================================================
+
+``GET /api/whoami-v2`` - ``POST /api/repos/create`` - ``DELETE /api/repos/delete`` -
+``POST /api/validate-yaml`` - ``GET /api/{T}/{id}`` and ``/api/{T}/{id}/revision/{rev}``
+(``?blobs=true`` adds sizes/LFS info to siblings; ``cardData`` from the README YAML) -
+``GET /api/{T}/{id}/tree/{rev}[/{path}]`` (``recursive``, ``expand``, ``cursor`` pagination
+with a ``Link: rel="next"`` header) - ``POST /api/{T}/{id}/paths-info/{rev}`` (form or JSON) -
+``POST /api/{T}/{id}/preupload/{rev}`` - ``POST /api/{T}/{id}/commit/{rev}`` (NDJSON
+``header``/``file``/``lfsFile``/``deletedFile``/``deletedFolder``, ``?create_pr=1``) -
+``GET /api/{T}/{id}/commits/{rev}`` - ``GET /api/{T}/{id}/refs`` - ``PUT /api/{T}/{id}/settings``
+- ``POST /{prefix}{id}.git/info/lfs/objects/batch`` and ``.../verify`` -
+``PUT /__lfs__/...`` (the signed upload href) - ``GET|HEAD /{prefix}{id}/resolve/{rev}/{path}``.
+Revisions: branch names, ``refs/pr/N``, full or abbreviated commit shas. Anything else is
+404 and listed in ``unhandled``. (``/api/datasets/{id}/parquet`` and
+``revision/refs%2Fconvert%2Fparquet`` are 404 here, i.e. "no parquet export"; the installed
+clients do not call them for ``load_dataset`` of a repo with data files.)
+
+Which client calls retry (huggingface_hub 2.4, ``http_backoff``: 408/429/5xx and network
+errors, sleeping 1 s, 2 s, 4 s...): preupload, LFS batch, LFS PUT, LFS verify, tree
+listing, HfFileSystem reads; the HEAD of ``hf_hub_download`` is tried once, then (if the
+file is not cached) again with backoff. NOT retried: the commit POST, create_repo, whoami,
+paths-info, repo info. File downloads resume with a ``Range`` request after a
+broken body (``action="truncate"``); the client reads 10 MiB chunks, so the resume offset is
+a multiple of 10 MiB (0 for smaller files).
 
 Behaviour worth knowing
 =======================
@@ -96,7 +129,13 @@ Behaviour worth knowing
 * Files are served straight from ``/resolve/`` (no CDN redirect) with ``ETag`` (git
   blob sha1, or sha256 for LFS files), ``X-Linked-Etag``/``X-Linked-Size`` for LFS files,
   ``X-Repo-Commit``, ``Accept-Ranges`` and single-range ``Range`` support (206/416).
-* Not implemented: Xet, multipart LFS, pull-request merging/discussions, the dataset viewer.
+* Not implemented: Xet (its token routes answer 501 and show up in ``unhandled``: set
+  ``HF_HUB_DISABLE_XET=1``), multipart LFS, pull-request merging/discussions, the dataset
+  viewer, CDN redirects. ``create_pr=True`` commits do work (``refs/pr/N``).
+* With Xet disabled, ``upload_folder`` is ONE commit (preupload -> LFS -> commit). With
+  ``hf_xet`` active, huggingface_hub 2.4 uses a pipelined multi-commit uploader instead, so
+  this fake tests the legacy path only. ``upload_large_folder`` does not exist in 2.4.
+  ``datasets.Dataset.push_to_hub`` also works against this server.
 """
 
 from __future__ import annotations
@@ -256,7 +295,8 @@ class _Fault:
             return False
         if self.method is not None and self.method.upper() != method:
             return False
-        if self.path_contains is not None and self.path_contains not in unquote(path) and self.path_contains not in path:
+        if self.path_contains is not None and self.path_contains not in path \
+                and self.path_contains not in unquote(path):
             return False
         return True
 
@@ -428,7 +468,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, method: str, path: str, status: int, headers: dict[str, str], payload: bytes, *,
               handled: bool, truncate_at: int | None = None) -> None:
         hub = self.server.hub
-        hub._check_leak(path, headers, payload)
+        sent_token = self.headers.get("Authorization", "").partition(" ")[2].strip()
+        hub._check_leak(path, headers, payload, extra_token=sent_token)
         self.send_response(status)
         headers = {"Content-Length": str(len(payload)), **headers}
         for key, value in headers.items():
@@ -502,13 +543,19 @@ class HubServer:
         if server is None:
             return
         server.shutdown()
-        with server.conn_lock:
-            connections = list(server.open_connections)
-        for conn in connections:  # unblock handler threads waiting on idle keep-alive connections
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        deadline = time.monotonic() + 10
+        while True:  # unblock handler threads waiting on idle keep-alive connections
+            with server.conn_lock:
+                connections = list(server.open_connections)
+            for conn in connections:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            alive = [t for t in list(getattr(server, "_threads", None) or []) if t.is_alive()]
+            if not alive or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         server.server_close()  # joins handler threads
         if self._thread is not None:
             self._thread.join(timeout=10)
@@ -703,9 +750,10 @@ class HubServer:
                     return fault
             return None
 
-    def _check_leak(self, path: str, headers: Mapping[str, str], payload: bytes) -> None:
+    def _check_leak(self, path: str, headers: Mapping[str, str], payload: bytes, extra_token: str = "") -> None:
+        """Record `path` if the response echoes a registered token or the one this request sent."""
         blob = "\n".join(f"{k}: {v}" for k, v in headers.items()).encode() + b"\n" + payload
-        for token in self._tokens:
+        for token in [*self._tokens, extra_token]:
             if token and token.encode() in blob:
                 with self._lock:
                     self._leaks.append(path)
@@ -840,6 +888,9 @@ class HubServer:
                 return self._create_repo_api(headers, body)
             if segs[1] == "delete" and method == "DELETE":
                 return self._delete_repo_api(headers, body)
+        if any(seg.startswith("xet-") for seg in segs):
+            raise HubError(501, "Xet is not supported by this fake Hub: set HF_HUB_DISABLE_XET=1 in the client "
+                                "environment", "_Unhandled")
         if segs[0] in _REPO_TYPES and len(segs) >= 3:
             repo_type = _REPO_TYPES[segs[0]]
             repo_id = f"{unquote(segs[1])}/{unquote(segs[2])}"
@@ -868,7 +919,8 @@ class HubServer:
     # ------------------------------------------------------------------ route handlers
 
     @staticmethod
-    def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    def _json(data: Any, status: int = 200,
+              headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
         return status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, json.dumps(data).encode()
 
     @staticmethod
@@ -1141,6 +1193,11 @@ class HubServer:
     def _sign(self, *parts: str) -> str:
         return hmac.new(self._secret, "\0".join(parts).encode(), hashlib.sha256).hexdigest()
 
+    def _lfs_href(self, repo_type: str, repo_id: str, oid: str, size: int) -> str:
+        """A pre-signed storage URL (like S3's): the client sends no token to it."""
+        signature = self._sign(repo_type, repo_id, oid, str(size))
+        return f"{self.url}/__lfs__/{repo_type}/{repo_id}/{oid}?size={size}&sig={signature}"
+
     def _lfs_batch_or_verify(self, method: str, repo_type: str, repo_id: str, segs: list[str],
                              headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
         if method != "POST" or segs not in (["batch"], ["verify"]):
@@ -1172,13 +1229,13 @@ class HubServer:
                 if not present:
                     objects.append({"oid": oid, "size": size, "error": {"code": 404, "message": "Object not found"}})
                 else:
-                    href = f"{self.url}/__lfs__/{repo_type}/{repo_id}/{oid}?size={size}&sig={self._sign(repo_type, repo_id, oid, str(size))}"
+                    href = self._lfs_href(repo_type, repo_id, oid, size)
                     objects.append({"oid": oid, "size": size, "authenticated": True,
                                     "actions": {"download": {"href": href}}})
             elif present:
                 objects.append({"oid": oid, "size": size})  # already uploaded: no actions
             else:
-                href = f"{self.url}/__lfs__/{repo_type}/{repo_id}/{oid}?size={size}&sig={self._sign(repo_type, repo_id, oid, str(size))}"
+                href = self._lfs_href(repo_type, repo_id, oid, size)
                 objects.append({"oid": oid, "size": size, "authenticated": True,
                                 "actions": {"upload": {"href": href},
                                             "verify": {"href": f"{git_base}/verify", "header": {}}}})
