@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from . import __version__, annotations as annotations_mod, card
 from .constants import (
     ANNOTATIONS_CONFIG, ANNOTATIONS_URL, ANNOTATOR_TOP_IMAGES, CROP_SIZE, DEFAULT_MODEL, DEFAULT_OUT, DEFAULT_TOP_K,
-    IMAGENET_MEAN, IMAGENET_STD, MAJORITY, NUM_CLASSES, RESIZE_SIZE,
+    IMAGENET_MEAN, IMAGENET_STD, MAJORITY, MAX_SHARD_BYTES, NUM_CLASSES, RESIZE_SIZE,
 )
 from .images import CorruptImage, center_view, decode, to_uint8_tensor, to_unit_float
 from .masks import encode_png, normalized_maps, to_uint8, upsample
@@ -62,6 +62,7 @@ class BuildConfig:
     cache_dir: str = str(Path.home() / ".cache" / "salient_imagenet")
     command: str = ""
     demo: bool = False
+    max_shard_bytes: int = MAX_SHARD_BYTES
 
     def __post_init__(self):
         if self.group_by not in GROUP_BY:
@@ -200,7 +201,7 @@ class Builder:
                              f"({self.stats['images_scanned']} read): nothing to write. With few images per class, "
                              "try --group-by label or a larger --limit.")
         with self.timer("write shards"):
-            shards = ShardWriter(staging / "data", config.split, image_features())
+            shards = ShardWriter(staging / "data", config.split, image_features(), config.max_shard_bytes)
             for table in spill.sorted_batches(["group", "image_id"]):
                 shards.write(table)
             self.stats["default_shards"] = [p.name for p in shards.close()]

@@ -79,10 +79,11 @@ class ShardWriter:
 
     def write(self, table: pa.Table) -> None:
         """Append a table, cut into row groups of at most `row_group_rows` rows and about `max_row_group_bytes`."""
+        limit = min(self.max_row_group_bytes, self.max_shard_bytes)
         start = 0
         while start < len(table):
             stop = min(start + self.row_group_rows, len(table))
-            while stop - start > 1 and table.slice(start, stop - start).nbytes > self.max_row_group_bytes:
+            while stop - start > 1 and table.slice(start, stop - start).nbytes > limit:
                 stop = start + (stop - start) // 2
             chunk = table.slice(start, stop - start)
             if self._writer is None or self._shard_bytes + chunk.nbytes > self.max_shard_bytes:

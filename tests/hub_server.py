@@ -289,6 +289,7 @@ class _Fault:
     truncate_at: int | None
     delay: float
     headers: dict[str, str]
+    skip: int = 0  # matching requests to let through before failing
 
     def matches(self, method: str, path: str) -> bool:
         if self.remaining <= 0:
@@ -690,8 +691,10 @@ class HubServer:
 
     def fail_next(self, n: int = 1, status: int = 500, *, path_contains: str | None = None,
                   method: str | None = None, action: str = "status", truncate_at: int | None = None,
-                  delay: float = 0.0, headers: Mapping[str, str] | None = None) -> None:
+                  delay: float = 0.0, headers: Mapping[str, str] | None = None, skip: int = 0) -> None:
         """Make the next ``n`` requests matching (``method``, substring of the path) fail.
+
+        ``skip`` lets that many matching requests through first (e.g. fail every commit after the first).
 
         ``action``: ``"status"`` answers ``status`` with a JSON error (body read first);
         ``"drop"`` closes the connection without answering (client sees a protocol/network
@@ -704,7 +707,7 @@ class HubServer:
             raise ValueError(f"unknown action {action!r}")
         with self._lock:
             self._faults.append(_Fault(n, status, path_contains, method.upper() if method else None, action,
-                                       truncate_at, delay, dict(headers or {})))
+                                       truncate_at, delay, dict(headers or {}), skip))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -746,6 +749,9 @@ class HubServer:
         with self._lock:
             for fault in self._faults:
                 if fault.matches(method, path):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        return None
                     fault.remaining -= 1
                     return fault
             return None

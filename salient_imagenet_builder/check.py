@@ -1,0 +1,148 @@
+"""`salient-imagenet check`: is a dataset folder or Hub repo what `load_dataset` and the dataset viewer need?
+
+Checks the card's YAML (configs, dataset_info, metadata), that every config's shards exist and share one schema,
+that the schema is the declared `Features` (parquet metadata and card alike), split sizes, shard and row-group
+sizes (the viewer's scan limit), the page index, uncompressed image bytes, and that the first rows stream.
+"""
+
+import fnmatch
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import yaml
+from datasets import Features
+
+from .constants import ANNOTATIONS_CONFIG, HUB_MAX_ROW_GROUP_BYTES, HUB_MAX_SHARD_BYTES
+from .schema import annotation_features, image_features
+
+DECLARED = {"default": image_features, ANNOTATIONS_CONFIG: annotation_features}
+REQUIRED_METADATA = ("license", "pretty_name", "task_categories", "configs", "dataset_info")
+
+
+class Target:
+    """A local folder or a Hub dataset repo, seen as files."""
+
+    def __init__(self, target: str):
+        self.local = Path(target).exists()
+        self.name = target
+        if self.local:
+            self.root = Path(target)
+            self.files = sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
+        else:
+            from huggingface_hub import HfFileSystem
+
+            self.fs = HfFileSystem()
+            base = f"datasets/{target}"
+            self.files = sorted(f[len(base) + 1:] for f in self.fs.find(base))
+
+    def open(self, path: str):
+        return open(self.root / path, "rb") if self.local else self.fs.open(f"datasets/{self.name}/{path}", "rb")
+
+    def read_text(self, path: str) -> str:
+        with self.open(path) as f:
+            return f.read().decode("utf-8")
+
+
+def parse_card(text: str) -> dict:
+    match = re.match(r"^---\n(.*?)\n---\n", text, re.S)
+    if not match:
+        raise ValueError("README.md has no YAML front matter (--- ... ---)")
+    return yaml.safe_load(match.group(1)) or {}
+
+
+def check(target: str, stream: bool = True) -> list[str]:
+    """Problems found (empty: all good)."""
+    try:
+        where = Target(target)
+    except Exception as e:
+        return [f"{target}: cannot list files ({type(e).__name__}: {e})"]
+    if "README.md" not in where.files:
+        return [f"{target}: no README.md (the dataset card with the configs)"]
+    try:
+        meta = parse_card(where.read_text("README.md"))
+    except (ValueError, yaml.YAMLError) as e:
+        return [f"README.md: {e}"]
+    problems = [f"README.md: metadata has no `{key}`" for key in REQUIRED_METADATA if key not in meta]
+    configs = {c.get("config_name"): c for c in meta.get("configs") or []}
+    infos = meta.get("dataset_info") or []
+    infos = {i.get("config_name", "default"): i for i in (infos if isinstance(infos, list) else [infos])}
+    for name, declared in DECLARED.items():
+        if name not in configs:
+            problems.append(f"README.md: no config `{name}` in `configs`")
+            continue
+        problems += _check_config(where, name, configs[name], infos.get(name), declared(), stream)
+    return problems
+
+
+def _check_config(where: Target, name: str, config: dict, info: dict | None, declared: Features,
+                  stream: bool) -> list[str]:
+    problems = []
+    if info is None:
+        problems.append(f"README.md: no `dataset_info` for config `{name}`")
+    elif Features._from_yaml_list(info.get("features", [])) != declared:
+        problems.append(f"README.md: dataset_info features of `{name}` differ from the declared schema")
+    sizes = {s["name"]: s.get("num_examples") for s in (info or {}).get("splits", [])}
+    for data_files in config.get("data_files", []):
+        split, pattern = data_files["split"], data_files["path"]
+        files = [f for f in where.files if fnmatch.fnmatch(f, pattern)]
+        if not files:
+            problems.append(f"config `{name}` split `{split}`: no file matches {pattern}")
+            continue
+        rows, schemas = 0, {}
+        for path in files:
+            with where.open(path) as f:
+                parquet = pq.ParquetFile(f)
+                schemas[path] = parquet.schema_arrow
+                rows += parquet.metadata.num_rows
+                problems += _check_shard(path, parquet, declared)
+        first = files[0]
+        for path, schema in schemas.items():
+            if not schema.equals(schemas[first], check_metadata=True):
+                problems.append(f"{path}: schema differs from {first} (all shards of `{name}` must share one)")
+        if sizes.get(split) is not None and sizes[split] != rows:
+            problems.append(f"README.md: `{name}` split `{split}` says {sizes[split]} rows, the shards hold {rows}")
+        if stream and not problems:
+            problems += _check_stream(where, name, split)
+    return problems
+
+
+def _check_shard(path: str, parquet: pq.ParquetFile, declared: Features) -> list[str]:
+    problems = []
+    metadata = parquet.metadata
+    schema = parquet.schema_arrow
+    if not schema.metadata or b"huggingface" not in schema.metadata:
+        problems.append(f"{path}: no `huggingface` features metadata in the parquet schema")
+    elif Features.from_arrow_schema(schema) != declared:
+        problems.append(f"{path}: parquet features differ from the declared schema")
+    groups = [metadata.row_group(i) for i in range(metadata.num_row_groups)]
+    size = sum(g.column(j).total_compressed_size for g in groups for j in range(g.num_columns))
+    if size > HUB_MAX_SHARD_BYTES:
+        problems.append(f"{path}: {size / 1e6:.0f} MB, above the {HUB_MAX_SHARD_BYTES / 1e6:.0f} MB shard limit")
+    for i, group in enumerate(groups):
+        if group.total_byte_size > HUB_MAX_ROW_GROUP_BYTES:
+            problems.append(f"{path}: row group {i} holds {group.total_byte_size / 1e6:.0f} MB uncompressed, above "
+                            f"{HUB_MAX_ROW_GROUP_BYTES / 1e6:.0f} MB: the dataset viewer cannot page through it")
+        if group.num_columns and not group.column(0).has_offset_index:
+            problems.append(f"{path}: row group {i} has no page index")
+            break
+        for j in range(group.num_columns):
+            column = group.column(j)
+            if column.path_in_schema.endswith(".bytes") and column.compression != "UNCOMPRESSED":
+                problems.append(f"{path}: image bytes column {column.path_in_schema} is {column.compression}-"
+                                "compressed (images are compressed already; store them uncompressed)")
+                break
+    return problems
+
+
+def _check_stream(where: Target, name: str, split: str) -> list[str]:
+    from datasets import load_dataset
+
+    try:
+        rows = load_dataset(str(where.root) if where.local else where.name, name, split=split, streaming=True)
+        first = next(iter(rows))
+    except Exception as e:
+        return [f"config `{name}`: the first row does not stream ({type(e).__name__}: {e})"]
+    if name == "default" and first["features"] and first["features"][0]["mask"] is None:
+        return [f"config `{name}`: the first row's mask does not decode"]
+    return []

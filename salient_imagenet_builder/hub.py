@@ -1,0 +1,144 @@
+"""Publishing a built folder to the Hugging Face Hub.
+
+Data shards go up first, in several commits for large folders; the last commit adds the card and removes shards
+of an earlier build, so the repo switches from one consistent build to the next. Files already on the Hub with
+the same content are skipped, which makes an interrupted push resumable: run it again. Transient HTTP errors are
+retried with back-off. The token comes from `huggingface-cli login` or HF_TOKEN and is never printed.
+"""
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+from .card import BUILD_INFO, read_build_info, write_card
+from .check import check
+
+log = logging.getLogger(__name__)
+
+FILES_PER_COMMIT = 50
+RETRIES = 5
+BACKOFF_SECONDS = 1.0  # doubled after each failed try
+RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+IMAGENET_TERMS = ("ImageNet's terms of access (https://image-net.org/download.php) allow non-commercial research "
+                  "and educational use and forbid redistributing the images")
+
+
+class PushError(RuntimeError):
+    pass
+
+
+def default_repo_id(api) -> str:
+    return f"{_call(api.whoami, what='identify the logged-in user')['name']}/salient_imagenet"
+
+
+def push(folder: str | Path, repo_id: str | None = None, private: bool = True, api=None) -> str:
+    """Push a built folder; returns the repo id."""
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    if not (folder / BUILD_INFO).is_file():
+        raise PushError(f"{folder}: not a Salient ImageNet build (no {BUILD_INFO}); build it first")
+    problems = check(str(folder), stream=False)
+    if problems:
+        raise PushError(f"{folder} fails `salient-imagenet check`, not pushing:\n  " + "\n  ".join(problems))
+    api = api or HfApi()
+    repo_id = repo_id or default_repo_id(api)
+    info = read_build_info(folder)
+    if not private and info["provenance"]["constants"]["image_mode"] != "none":
+        log.warning("pushing ImageNet images to a PUBLIC repo: %s. Prefer a private repo, or an --image-mode none "
+                    "build for public release.", IMAGENET_TERMS)
+    write_card(folder, info["provenance"], info["stats"], info["split"], repo_id)  # the card's examples name the repo
+    retry = _retrying(RETRIES, BACKOFF_SECONDS)
+    retry(_call, api.create_repo, repo_id, repo_type="dataset", private=private, exist_ok=True,
+          what=f"create {repo_id}")
+    remote = retry(_remote_files, api, repo_id)
+    local = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    changed = [path for path in local if remote.get(path) not in _local_ids(folder / path)]
+    data = [p for p in changed if p.startswith("data/")]
+    last = [p for p in changed if not p.startswith("data/")]
+    stale = [p for p in remote if p.startswith("data/") and p not in local]
+    log.info("pushing to %s: %d file(s) changed, %d unchanged, %d stale to delete", repo_id, len(changed),
+             len(local) - len(changed), len(stale))
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    chunks = [data[i:i + FILES_PER_COMMIT] for i in range(0, len(data), FILES_PER_COMMIT)]
+    for n, chunk in enumerate(chunks, start=1):
+        retry(_commit, api, repo_id, [CommitOperationAdd(p, str(folder / p)) for p in chunk],
+              f"Add data shards ({n}/{len(chunks)})")
+    final = [CommitOperationAdd(p, str(folder / p)) for p in last] + [CommitOperationDelete(p) for p in stale]
+    if final:
+        retry(_commit, api, repo_id, final, "Update dataset card" + (", remove stale shards" if stale else ""))
+    return repo_id
+
+
+def _commit(api, repo_id, operations, message):
+    return _call(api.create_commit, repo_id, operations, commit_message=message, repo_type="dataset",
+                 what=f"commit to {repo_id}")
+
+
+def _remote_files(api, repo_id) -> dict[str, str]:
+    """path -> sha256 (LFS files) or git blob id (regular files)."""
+    files = {}
+    for item in _call(api.list_repo_tree, repo_id, repo_type="dataset", recursive=True, what=f"list {repo_id}"):
+        if hasattr(item, "blob_id"):  # a file, not a folder
+            lfs = getattr(item, "lfs", None)
+            files[item.path] = lfs.sha256 if lfs else item.blob_id
+    return files
+
+
+def _local_ids(path: Path) -> set[str]:
+    """The ids a remote file with this content could carry: its sha256 (LFS) or git blob sha1 (regular)."""
+    data = path.read_bytes()
+    blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    return {hashlib.sha256(data).hexdigest(), blob}
+
+
+def _call(fn, *args, what: str, **kwargs):
+    """Call the Hub; turn its errors into clear messages (the token never appears in them)."""
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    try:
+        return fn(*args, **kwargs)
+    except GatedRepoError:
+        raise PushError(f"cannot {what}: the repo is gated; accept its terms on the Hub first") from None
+    except RepositoryNotFoundError:
+        raise PushError(f"cannot {what}: repo not found, or not visible to this token") from None
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else None
+        if status == 401:
+            raise PushError(f"cannot {what}: not logged in or invalid token (401); run `huggingface-cli login` or "
+                            "set HF_TOKEN") from None
+        if status == 403:
+            raise PushError(f"cannot {what}: the token has no write access (403); use a write token for a "
+                            "namespace you own") from None
+        raise
+
+
+def _transient(error: Exception) -> bool:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(error, HfHubHTTPError):
+        return error.response is not None and error.response.status_code in RETRY_STATUS
+    return isinstance(error, (ConnectionError, TimeoutError)) or type(error).__name__ in (
+        "ConnectError", "ReadError", "RemoteProtocolError", "ReadTimeout", "WriteError", "ConnectTimeout")
+
+
+def _retrying(retries: int, backoff: float):
+    def retry(fn, *args, **kwargs):
+        for attempt in range(retries + 1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:
+                if not _transient(e):
+                    raise
+                if attempt == retries:
+                    first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    raise PushError(f"the Hub kept failing after {retries} retries ({first_line}); what was "
+                                    "committed is kept: run the same command again to resume") from None
+                wait = backoff * 2**attempt
+                log.warning("transient error (%s), retrying in %.1f s (%d/%d)", type(e).__name__, wait,
+                            attempt + 1, retries)
+                time.sleep(wait)
+
+    return retry

@@ -1,0 +1,92 @@
+"""`salient-imagenet check` passes a fresh build and names what is wrong with a broken one."""
+
+import shutil
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from salient_imagenet_builder.build import BuildConfig, build
+from salient_imagenet_builder.check import check
+from salient_imagenet_builder.constants import HUB_MAX_ROW_GROUP_BYTES
+
+
+@pytest.fixture(scope="module")
+def fresh(inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("check") / "built"
+    build(BuildConfig(source=str(inputs["folder"]), out=str(out), model="resnet18",
+                      model_checkpoint=str(inputs["checkpoint"]), annotations=str(inputs["annotations"]),
+                      workers=0, top_k=2, group_by="label", classes=[1, 2]))
+    return out
+
+
+@pytest.fixture
+def copy(fresh, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(fresh, target)
+    return target
+
+
+def test_fresh_build_passes_through_the_cli(fresh):
+    result = subprocess.run([sys.executable, "-m", "salient_imagenet_builder.cli", "check", str(fresh)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip().endswith(": OK"), result.stdout + result.stderr
+
+
+def test_broken_card(copy):
+    readme = copy / "README.md"
+    text = readme.read_text()
+    readme.write_text(text.replace("- config_name: annotations", "- config_name: other"))
+    assert check(str(copy)) == ["README.md: no config `annotations` in `configs`"]
+    readme.write_text(text.replace("license: other\n", ""))
+    assert check(str(copy)) == ["README.md: metadata has no `license`"]
+    readme.write_text(text.replace("num_examples: ", "num_examples: 1", 1))
+    assert any("says 1" in p and "the shards hold" in p for p in check(str(copy)))
+    readme.write_text(text.replace("dtype: float32", "dtype: float64", 1))
+    assert check(str(copy)) == ["README.md: dataset_info features of `default` differ from the declared schema"]
+    readme.write_text("no front matter")
+    assert check(str(copy)) == ["README.md: README.md has no YAML front matter (--- ... ---)"]
+    result = subprocess.run([sys.executable, "-m", "salient_imagenet_builder.cli", "check", str(copy)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "FAIL README.md" in result.stdout
+
+
+def test_mismatched_shard_schema(copy):
+    shard = next((copy / "data").glob("train-*.parquet"))
+    table = pq.read_table(shard)
+    odd = table.drop_columns(["wordnet_id"])
+    pq.write_table(odd, copy / "data" / "train-00001-of-00002.parquet", write_page_index=True)
+    problems = check(str(copy), stream=False)
+    assert "data/train-00001-of-00002.parquet: parquet features differ from the declared schema" in problems
+    assert any("schema differs from" in p and "must share one" in p for p in problems)
+
+
+def test_oversized_row_group(copy):
+    shard = next((copy / "data").glob("train-*.parquet"))
+    table = pq.read_table(shard)
+    big = pa.array([{"bytes": b"\0" * (HUB_MAX_ROW_GROUP_BYTES + 1), "path": None}] + [None] * (len(table) - 1),
+                   type=table.schema.field("image").type)
+    table = table.set_column(table.schema.get_field_index("image"), table.schema.field("image"), big)
+    pq.write_table(table, shard, row_group_size=len(table), write_page_index=True, compression="none")
+    problems = check(str(copy), stream=False)
+    assert any(f"{shard.relative_to(copy)}: row group 0 holds" in p and "cannot page through it" in p
+               for p in problems), problems
+
+
+def test_missing_page_index_and_compressed_images(copy):
+    shard = next((copy / "data").glob("train-*.parquet"))
+    pq.write_table(pq.read_table(shard), shard, write_page_index=False, compression="zstd")
+    problems = check(str(copy), stream=False)
+    name = shard.relative_to(copy)
+    assert f"{name}: row group 0 has no page index" in problems
+    pq.write_table(pq.read_table(shard), shard, write_page_index=True, compression="zstd")
+    assert any(p.startswith(f"{name}: image bytes column image.bytes is ZSTD-compressed")
+               for p in check(str(copy), stream=False))
+
+
+def test_missing_shards(copy):
+    for shard in (copy / "data").glob("annotations-*"):
+        shard.unlink()
+    assert check(str(copy)) == ["config `annotations` split `train`: no file matches data/annotations-*.parquet"]

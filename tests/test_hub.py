@@ -1,0 +1,154 @@
+"""Publishing: the real huggingface_hub client pushes a fixture build to the local Hub server (tests/hub_server.py),
+and the real `datasets` client loads it back; re-push, interrupted push, auth errors, token hygiene."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from salient_imagenet_builder.build import build
+
+try:
+    from tests.hub_server import HubServer
+except ImportError:
+    from hub_server import HubServer
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "hf_secret_token_do_not_print_42"
+REPO = "user/salient_imagenet"
+
+
+@pytest.fixture
+def hub():
+    with HubServer(token=TOKEN, user="user") as server:
+        yield server
+        assert not server.token_leaks
+
+
+@pytest.fixture(scope="module")
+def builds(inputs, tmp_path_factory):
+    """Two builds of the same classes: three default shards, then one."""
+    from salient_imagenet_builder.build import BuildConfig
+
+    root = tmp_path_factory.mktemp("hub_builds")
+    made = {}
+    for name, shard_bytes in (("many", 150_000), ("one", 10**9)):
+        config = BuildConfig(source=str(inputs["folder"]), out=str(root / name), model="resnet18",
+                             model_checkpoint=str(inputs["checkpoint"]), annotations=str(inputs["annotations"]),
+                             workers=0, batch_size=8, top_k=4, group_by="label", max_shard_bytes=shard_bytes)
+        build(config)
+        made[name] = root / name
+    assert len(list((made["many"] / "data").glob("train-*"))) >= 3
+    return made
+
+
+def cli(hub, home, *args, token=True):
+    return subprocess.run([sys.executable, str(ROOT / "build_dataset.py"), *args], env=hub.client_env(home, token=token),
+                          capture_output=True, text=True, timeout=300)
+
+
+def load_remote(hub, home, out: Path) -> None:
+    """load_dataset from the Hub, both configs, in a fresh interpreter; rows saved as parquet for comparison."""
+    code = (f"from datasets import load_dataset\n"
+            f"load_dataset({REPO!r}, split='train').to_parquet({str(out / 'default.parquet')!r})\n"
+            f"load_dataset({REPO!r}, 'annotations', split='train').to_parquet({str(out / 'annotations.parquet')!r})\n")
+    result = subprocess.run([sys.executable, "-c", code], env=hub.client_env(home), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def load_local(folder: Path, out: Path) -> None:
+    from datasets import load_dataset
+
+    load_dataset(str(folder), split="train").to_parquet(out / "default.parquet")
+    load_dataset(str(folder), "annotations", split="train").to_parquet(out / "annotations.parquet")
+
+
+def assert_same_rows(a: Path, b: Path):
+    for name in ("default.parquet", "annotations.parquet"):
+        left, right = pq.read_table(a / name), pq.read_table(b / name)
+        assert left.num_rows > 0 and left.equals(right), name
+
+
+def test_push_then_load_returns_identical_rows(hub, builds, tmp_path):
+    result = cli(hub, tmp_path / "hf", "--push", "--out", str(builds["many"]))
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert f"Pushed {builds['many']} to" in result.stdout and "user/salient_imagenet" in result.stdout
+    assert TOKEN not in result.stdout + result.stderr
+    assert hub.is_private(REPO)  # private unless --public
+    files = hub.files(REPO)
+    local = {str(p.relative_to(builds["many"])) for p in builds["many"].rglob("*") if p.is_file()}
+    assert set(files) - {".gitattributes"} == local
+    assert f"load_dataset(\"{REPO}\"" in files["README.md"].decode()  # the card names the repo it lives in
+    (tmp_path / "remote").mkdir()
+    (tmp_path / "local").mkdir()
+    load_remote(hub, tmp_path / "hf", tmp_path / "remote")
+    load_local(builds["many"], tmp_path / "local")
+    assert_same_rows(tmp_path / "remote", tmp_path / "local")
+
+    check = subprocess.run([sys.executable, "-m", "salient_imagenet_builder.cli", "check", REPO],
+                           env=hub.client_env(tmp_path / "hf"), capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_repush_with_fewer_shards_leaves_no_stale_shard(hub, builds, tmp_path):
+    assert cli(hub, tmp_path / "hf", "--push", "--out", str(builds["many"])).returncode == 0
+    result = cli(hub, tmp_path / "hf", "--push", "--out", str(builds["one"]))
+    assert result.returncode == 0, result.stderr[-4000:]
+    data = sorted(p for p in hub.files(REPO) if p.startswith("data/"))
+    assert data == ["data/annotations-00000-of-00001.parquet", "data/train-00000-of-00001.parquet"]
+    (tmp_path / "remote").mkdir()
+    (tmp_path / "local").mkdir()
+    load_remote(hub, tmp_path / "hf", tmp_path / "remote")
+    load_local(builds["one"], tmp_path / "local")
+    assert_same_rows(tmp_path / "remote", tmp_path / "local")
+
+
+def test_transient_commit_failure_is_retried(hub, builds, tmp_path):
+    hub.fail_next(2, status=503, path_contains="/commit/")
+    result = cli(hub, tmp_path / "hf", "--push", "--out", str(builds["many"]), "--repo-id", REPO)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "retrying" in result.stderr
+    assert set(hub.files(REPO)) - {".gitattributes"} == {
+        str(p.relative_to(builds["many"])) for p in builds["many"].rglob("*") if p.is_file()}
+
+
+def push_in_subprocess(hub, home, folder):
+    """`build_dataset.py --push` with one file per commit and a short back-off, so a test sees several commits."""
+    code = ("import sys, salient_imagenet_builder.hub as h; h.FILES_PER_COMMIT = 1; h.BACKOFF_SECONDS = 0.01\n"
+            "from salient_imagenet_builder.cli import build_main; sys.exit(build_main(sys.argv[1:]))")
+    return subprocess.run([sys.executable, "-c", code, "--push", "--out", str(folder)], env=hub.client_env(home),
+                          capture_output=True, text=True, timeout=300)
+
+
+def count_lfs_puts(hub):
+    return sum(1 for r in hub.requests if r.method == "PUT" and "__lfs__" in r.path)
+
+
+def test_interrupted_push_resumes_without_reuploading(hub, builds, tmp_path):
+    hub.create_repo(REPO, private=True)
+    commits_before = hub.commits(REPO)
+    hub.fail_next(1000, status=500, path_contains="/commit/", method="POST", skip=1)  # a lasting outage
+    first = push_in_subprocess(hub, tmp_path / "hf", builds["many"])
+    assert first.returncode == 3 and "500" in first.stderr, first.stderr[-3000:]
+    assert hub.commits(REPO) - commits_before == 1  # one data shard landed, then the outage
+    assert "README.md" not in hub.files(REPO)  # the card comes last: never half-published
+    hub.clear_faults()
+    hub.clear_requests()
+    second = push_in_subprocess(hub, tmp_path / "hf", builds["many"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    data = [p for p in builds["many"].rglob("*.parquet")]
+    assert count_lfs_puts(hub) <= len(data) - 1  # the shard already on the Hub is not uploaded again
+    assert set(hub.files(REPO)) - {".gitattributes"} == {
+        str(p.relative_to(builds["many"])) for p in builds["many"].rglob("*") if p.is_file()}
+
+
+def test_unauthorised_push_is_clear_and_never_prints_the_token(hub, builds, tmp_path):
+    result = cli(hub, tmp_path / "hf", "--push", "--out", str(builds["one"]), token="hf_wrong_token_777")
+    assert result.returncode == 3
+    assert "not logged in or invalid token (401)" in result.stderr
+    assert "hf_wrong_token_777" not in result.stdout + result.stderr and TOKEN not in result.stdout + result.stderr
+    assert not hub.repo_exists(REPO)
