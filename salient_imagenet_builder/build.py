@@ -6,6 +6,7 @@ Pass 2 reads only the selected images again: decode -> masks -> rows (workers) -
 Then the spill is sorted by (group, image_id) into parquet shards, the annotations config is written, and the card.
 """
 
+import io
 import logging
 import platform
 import shutil
@@ -84,21 +85,18 @@ class ImageMeta:
 
 # --- worker functions (module level: they run in forked processes) -------------------------------------------------
 
-def _preprocess(sample: Sample, draft: bool):
-    """Pass 1 worker: bytes -> uint8 224 view, or the error of a corrupt image."""
-    try:
-        return sample, to_uint8_tensor(center_view(decode(sample.data, draft))), None
-    except CorruptImage as e:
-        return sample, None, str(e)
-
-
 class _Pass1Worker:
+    """Pass 1 worker: bytes -> uint8 224 view, or the error of a corrupt image. Bytes are not sent back."""
+
     def __init__(self, draft):
         self.draft = draft
 
-    def __call__(self, sample):
-        sample, tensor, error = _preprocess(sample, self.draft)
-        return Sample(sample.image_id, sample.label, b"", sample.ref), tensor, error  # don't ship bytes back
+    def __call__(self, sample: Sample):
+        meta = Sample(sample.image_id, sample.label, b"", sample.ref)
+        try:
+            return meta, to_uint8_tensor(center_view(decode(sample.data, self.draft))), None
+        except CorruptImage as e:
+            return meta, None, str(e)
 
 
 class _Pass2Worker:
@@ -120,8 +118,6 @@ class _Pass2Worker:
 
 
 def _encode_image(view) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     view.save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()

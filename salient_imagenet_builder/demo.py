@@ -109,9 +109,10 @@ def make_annotations(path: Path, classes=DEMO_CLASSES, num_features: int = 2048,
 def make_inputs(folder: Path, classes=DEMO_CLASSES, per_class: int = 6, arch: str = "resnet50") -> dict:
     folder = Path(folder)
     make_images(folder / "imagenet", classes, per_class)
-    net = timm.create_model(arch, pretrained=False)
+    checkpoint = make_checkpoint(folder / f"{arch}_random.ckpt", arch, classes=classes)
+    num_features = torch.load(checkpoint, weights_only=True)["model"]["module.model.fc.weight"].shape[1]
     return {
         "source": str(folder / "imagenet"),
-        "checkpoint": str(make_checkpoint(folder / f"{arch}_random.ckpt", arch, classes=classes)),
-        "annotations": str(make_annotations(folder / "annotations.csv", classes, net.num_features)),
+        "checkpoint": str(checkpoint),
+        "annotations": str(make_annotations(folder / "annotations.csv", classes, num_features)),
     }

@@ -152,3 +152,24 @@ def test_unauthorised_push_is_clear_and_never_prints_the_token(hub, builds, tmp_
     assert "not logged in or invalid token (401)" in result.stderr
     assert "hf_wrong_token_777" not in result.stdout + result.stderr and TOKEN not in result.stdout + result.stderr
     assert not hub.repo_exists(REPO)
+
+
+def test_public_push_warns_about_imagenet_terms(hub, builds, tmp_path):
+    result = cli(hub, tmp_path / "hf", "--push", "--out", str(builds["one"]), "--public", "--repo-id", "user/pub")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "PUBLIC repo" in result.stderr and "ImageNet's terms of access" in result.stderr
+    assert not hub.is_private("user/pub")
+
+
+def test_build_from_a_hub_parquet_dataset_equals_the_folder_build(hub, inputs, parquet_source, builds, tmp_path):
+    """`--source user/imagenet`: the shards are read from the Hub (HfFileSystem) and give the same dataset."""
+    shards = {str(p.relative_to(parquet_source)): p.read_bytes() for p in parquet_source.rglob("*.parquet")}
+    hub.seed("user/imagenet", shards, private=True)
+    out = tmp_path / "from_hub"
+    result = cli(hub, tmp_path / "hf", "--source", "user/imagenet", "--out", str(out), "--model", "resnet18",
+                 "--model-checkpoint", str(inputs["checkpoint"]), "--annotations", str(inputs["annotations"]),
+                 "--workers", "0", "--batch-size", "8", "--top-k", "4", "--group-by", "label")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for shard in ("train-00000-of-00001.parquet", "annotations-00000-of-00001.parquet"):
+        assert pq.read_table(out / "data" / shard).equals(pq.read_table(builds["one"] / "data" / shard)), shard
+    assert "parquet shards user/imagenet" in (out / "README.md").read_text()
