@@ -211,7 +211,7 @@ class Builder:
         self.stats["seconds_total"] = round(time.perf_counter() - start, 2)
         self.stats["stage_seconds"] = self.timer.report()
         self.stats["images_per_second"] = round(self.stats["images_scanned"] / max(self.stats["seconds_total"], 1e-9), 2)
-        card.write_card(staging, self.provenance(), self.stats, config.split)
+        card.write_card(staging, self.provenance(), self.stats, config.split, repo_id=str(config.out))
 
     def _load_annotations(self):
         config = self.config

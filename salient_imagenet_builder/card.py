@@ -134,7 +134,7 @@ def render(provenance: dict, stats: dict, split: str, repo_id: str = "path/to/sa
 def write_card(folder: Path, provenance: dict, stats: dict, split: str, repo_id: str | None = None) -> None:
     info = {"provenance": provenance, "stats": stats, "split": split}
     write_text_atomic(folder / BUILD_INFO, json.dumps(info, indent=2, default=str))
-    write_text_atomic(folder / "README.md", render(provenance, stats, split, repo_id or str(folder.name)))
+    write_text_atomic(folder / "README.md", render(provenance, stats, split, repo_id or folder.name))
 
 
 def read_build_info(folder: Path) -> dict:

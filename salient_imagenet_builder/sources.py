@@ -315,17 +315,14 @@ def open_source(source: str, split: str = "train", kind: str | None = None) -> S
 
 
 def _open_local(path: Path, split: str, kind: str | None) -> Source:
-    if path.is_file():
-        files = [str(path)]
-        root = path.parent
-    else:
-        files = [str(p) for p in sorted(path.rglob("*")) if p.is_file()]
-        root = path
+    root = path.parent if path.is_file() else path
+    files = [str(path)] if path.is_file() else [str(p) for p in sorted(path.rglob("*")) if p.is_file()]
     by_ext = _group_by_extension(files)
     kind = kind or _detect(path, by_ext)
     if kind == "folder":
         return FolderSource(path, split)
-    chosen = _split_files(by_ext, kind, split, path, relative_to=root)
+    # one file named on the command line is read whatever its name says; in a folder, the split picks the files
+    chosen = files if path.is_file() else _split_files(by_ext, kind, split, path, relative_to=root)
     if kind == "parquet":
         return ParquetSource(chosen, where=str(path))
     info_file = root / "_info.json"

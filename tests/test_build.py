@@ -135,6 +135,7 @@ def test_features_round_trip_and_layout(built):
     assert not list(out.parent.glob(".*partial*"))
     card = (out / "README.md").read_text()
     assert "config_name: annotations" in card and "data/train-*.parquet" in card
+    assert f'load_dataset("{out}", split="train")' in card
     assert f"| corrupt images skipped | 1 (n01440764_truncated) |" in card
 
 

@@ -52,3 +52,9 @@ def test_parquet_without_label_column(tmp_path):
     Dataset.from_dict({"image": [{"bytes": b"x", "path": "a.JPEG"}]}).to_parquet(tmp_path / "train-0.parquet")
     with pytest.raises(SourceError, match="no label column"):
         open_source(str(tmp_path))
+
+
+def test_a_single_shard_file_is_read_whatever_its_name(parquet_source):
+    shard = sorted(parquet_source.rglob("*.parquet"))[0]
+    source = open_source(str(shard), split="validation")
+    assert isinstance(source, ParquetSource) and len(list(source.samples())) > 0
