@@ -11,6 +11,7 @@ from pathlib import Path
 from .constants import ANNOTATIONS_URL, DEFAULT_MODEL, DEFAULT_OUT, DEFAULT_TOP_K, ROBUST_MODELS
 
 log = logging.getLogger("salient_imagenet_builder")
+DEMO_OUT = "salient_imagenet_demo"
 
 
 def parse_classes(text: str) -> list[int]:
@@ -113,7 +114,7 @@ def run_demo(args) -> int:
     from .card import read_build_info
     from .demo import DEMO_CLASSES, make_inputs
 
-    out = Path(args.out or "salient_imagenet_demo")
+    out = Path(args.out)
     overwrite = args.overwrite
     if out.exists() and not overwrite:
         try:
@@ -156,19 +157,48 @@ def build_parser() -> argparse.ArgumentParser:
                                              "spurious, written as a Hugging Face dataset (parquet + card).")
     add_build_arguments(parser)
     parser.add_argument("--demo", action="store_true", help="offline demo build on generated inputs")
+    add_push_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
 
+def add_push_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--push", action="store_true",
+                        help="publish to the Hugging Face Hub (after building, or the existing --out folder)")
+    parser.add_argument("--repo-id", help="Hub dataset repo (default: <logged-in user>/salient_imagenet)")
+    parser.add_argument("--public", action="store_true",
+                        help="make a new repo public (default: private, as ImageNet's terms restrict its images)")
+
+
+def run_push(args) -> int:
+    from .hub import push
+
+    out = args.out or DEFAULT_OUT
+    repo_id = push(out, args.repo_id, private=not args.public)
+    print(f"Pushed {out} to https://huggingface.co/datasets/{repo_id} "
+          f"({'public' if args.public else 'private'}). Load it with load_dataset({repo_id!r}).")
+    return 0
+
+
 def build_main(argv=None) -> int:
     """`python build_dataset.py`."""
+    from .hub import PushError
+
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
-        return run_demo(args) if args.demo else run_build(args)
+        if args.demo:
+            args.out = args.out or DEMO_OUT
+            run_demo(args)
+        elif args.source is not None or not args.push:
+            run_build(args)
+        return run_push(args) if args.push else 0
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         log.error("%s", e)
         return 2
+    except PushError as e:
+        log.error("%s", e)
+        return 3
 
 
 def setup_logging(verbose: bool) -> None:
@@ -185,8 +215,43 @@ def main(argv=None) -> int:
     build_cmd = commands.add_parser("build", help="build the dataset (same options as build_dataset.py)")
     add_build_arguments(build_cmd)
     build_cmd.add_argument("--demo", action="store_true", help="offline demo build on generated inputs")
+    add_push_arguments(build_cmd)
     build_cmd.add_argument("-v", "--verbose", action="store_true")
+    push_cmd = commands.add_parser("push", help="publish a built folder to the Hub")
+    push_cmd.add_argument("out", nargs="?", default=DEFAULT_OUT, help=f"built folder (default: ./{DEFAULT_OUT})")
+    push_cmd.add_argument("--repo-id", help="Hub dataset repo (default: <logged-in user>/salient_imagenet)")
+    push_cmd.add_argument("--public", action="store_true", help="make a new repo public (default: private)")
+    check_cmd = commands.add_parser("check", help="validate a dataset folder or Hub repo for load_dataset and "
+                                                  "the dataset viewer")
+    check_cmd.add_argument("target", help="a built folder or a Hub dataset repo id")
+    check_cmd.add_argument("--no-stream", action="store_true", help="skip streaming the first rows")
+    from . import evaluate
+
+    evaluate_cmd = commands.add_parser("evaluate", help="evaluate classifiers: core / spurious accuracy, RCS")
+    evaluate.add_arguments(evaluate_cmd)
     args = parser.parse_args(argv)
     if args.command == "build":
         return build_main(sys.argv[2:] if argv is None else list(argv)[1:])
-    return 1
+    if args.command == "evaluate":
+        setup_logging(args.verbose)
+        return evaluate.run(args)
+    setup_logging(False)
+    if args.command == "push":
+        return build_main([*(["--repo-id", args.repo_id] if args.repo_id else []), *(["--public"] if args.public
+                                                                                     else []),
+                           "--push", "--out", args.out])
+    return run_check(args.target, stream=not args.no_stream)
+
+
+def run_check(target: str, stream: bool = True) -> int:
+    from .check import check
+
+    problems = check(target, stream=stream)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    print(f"{target}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -55,3 +55,14 @@ ANNOTATIONS_CONFIG = "annotations"
 MAX_SHARD_BYTES = 400 * 1024**2  # Hub convention: <= ~500 MB per parquet shard
 MAX_ROW_GROUP_BYTES = 64 * 1024**2  # viewer scan limit ~286 MiB; Hub convention <= ~100 MB
 ROW_GROUP_ROWS = 100  # small row groups: the viewer's first page reads one
+
+# Evaluation runs (`salient-imagenet evaluate`).
+DEFAULT_DRAWS = 5  # seeded noise draws, reported as mean and standard deviation
+DEFAULT_SEED = 0
+DEFAULT_EVAL_BATCH_SIZE = 64
+DEFAULT_RESULTS_DIR = "results"  # each model writes results/<model>/
+DEFAULT_TOP_PAIRS = 10  # single-feature test: the (class, feature) pairs whose noise hurts most, listed and plotted
+EVAL_IN_MEMORY_BYTES = 8 * 1024**3  # decoded views + masks above this spill to a memory-mapped temporary file
+# What the Hub and its dataset viewer accept (checked by `salient-imagenet check`).
+HUB_MAX_SHARD_BYTES = 500 * 1000**2
+HUB_MAX_ROW_GROUP_BYTES = 100 * 1000**2
