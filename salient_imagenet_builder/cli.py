@@ -28,26 +28,19 @@ def parse_classes(text: str) -> list[int]:
     return sorted(classes)
 
 
+def positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def parse_top_k(text: str) -> int | None:
     if text == "all":
         return None
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--top-k {text!r}: expected a positive integer or 'all'")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"--top-k {text!r}: expected a positive integer or 'all'") from None
 
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
