@@ -70,12 +70,13 @@ class Exploit:
         return os.system, (f"touch {self.marker}",)
 
 
-def test_pickled_code_is_never_executed(tmp_path):
+@pytest.mark.parametrize("zip_format", [True, False])  # 2020-era checkpoints may use the legacy format
+def test_pickled_code_is_never_executed(tmp_path, zip_format):
     path = make_checkpoint(tmp_path / "r18.ckpt", "resnet18")
     ckpt = torch.load(path, weights_only=True)
     marker = tmp_path / "pwned"
     ckpt["schedule"] = Exploit(marker)  # like the dill-pickled objects of real robust-library checkpoints
-    torch.save(ckpt, path, pickle_module=pickle)
+    torch.save(ckpt, path, pickle_module=pickle, _use_new_zipfile_serialization=zip_format)
     loaded = load_checkpoint(path)
     assert not marker.exists()
     assert torch.equal(loaded["model"]["module.model.fc.weight"], ckpt["model"]["module.model.fc.weight"])
