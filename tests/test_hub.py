@@ -88,6 +88,8 @@ def test_push_then_load_returns_identical_rows(hub, builds, tmp_path):
     load_remote(hub, tmp_path / "hf", tmp_path / "remote")
     load_local(builds["many"], tmp_path / "local")
     assert_same_rows(tmp_path / "remote", tmp_path / "local")
+    written = [p.read_bytes() for p in builds["many"].rglob("*") if p.is_file()] + list(files.values())
+    assert not any(TOKEN.encode() in data for data in written)  # in no file, local or pushed
 
     check = subprocess.run([sys.executable, "-m", "salient_imagenet_builder.cli", "check", REPO],
                            env=hub.client_env(tmp_path / "hf"), capture_output=True, text=True, timeout=300)
@@ -152,6 +154,13 @@ def test_unauthorised_push_is_clear_and_never_prints_the_token(hub, builds, tmp_
     assert "not logged in or invalid token (401)" in result.stderr
     assert "hf_wrong_token_777" not in result.stdout + result.stderr and TOKEN not in result.stdout + result.stderr
     assert not hub.repo_exists(REPO)
+
+
+def test_read_only_token_gets_a_clear_403(hub, builds, tmp_path):
+    hub.add_token("hf_read_only_token_9", read_only=True)
+    result = cli(hub, tmp_path / "hf", "--push", "--out", str(builds["one"]), token="hf_read_only_token_9")
+    assert result.returncode == 3 and "no write access (403)" in result.stderr, result.stderr[-2000:]
+    assert "hf_read_only_token_9" not in result.stdout + result.stderr
 
 
 def test_public_push_warns_about_imagenet_terms(hub, builds, tmp_path):
