@@ -1,7 +1,6 @@
 """Command line: `python build_dataset.py ...` (the build) and `salient-imagenet <command> ...`."""
 
 import argparse
-import json
 import logging
 import shlex
 import sys

@@ -21,7 +21,7 @@ from salient_imagenet_builder.model import create_feature_model
 from salient_imagenet_builder.schema import annotation_features, image_features
 from salient_imagenet_builder.writer import OutputExists
 
-from conftest import ARCH, CLASSES
+from conftest import ARCH
 
 TOP_K = 3
 
@@ -136,7 +136,7 @@ def test_features_round_trip_and_layout(built):
     card = (out / "README.md").read_text()
     assert "config_name: annotations" in card and "data/train-*.parquet" in card
     assert f'load_dataset("{out}", split="train")' in card
-    assert f"| corrupt images skipped | 1 (n01440764_truncated) |" in card
+    assert "| corrupt images skipped | 1 (n01440764_truncated) |" in card
 
 
 def test_corrupt_and_odd_images(built, inputs):

@@ -1,7 +1,6 @@
 """Publishing: the real huggingface_hub client pushes a fixture build to the local Hub server (tests/hub_server.py),
 and the real `datasets` client loads it back; re-push, interrupted push, auth errors, token hygiene."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path

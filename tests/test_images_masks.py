@@ -1,11 +1,9 @@
 """Preprocessing against torchvision's transforms; NAMs and masks against direct computation."""
 
-import io
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torchvision import transforms
 
 from salient_imagenet_builder.demo import jpeg_bytes, synthetic_image
