@@ -239,7 +239,7 @@ class Builder:
 
     def scan(self) -> None:
         config = self.config
-        classes = set(self.classes)
+        classes = None if len(self.classes) == NUM_CLASSES else set(self.classes)  # None: no filter to apply
         total = self.source.count(classes, config.limit)
         samples = self.source.samples(classes, config.limit)
         scanned = 0

@@ -59,6 +59,8 @@ class Source:
             yield sample
 
     def count(self, classes: set[int] | None = None, limit_per_class: int | None = None) -> int | None:
+        if classes is None and limit_per_class is None and self._total() is not None:
+            return self._total()
         counts = self._label_counts()
         if counts is None:
             return None
@@ -66,6 +68,10 @@ class Source:
         return sum(min(counts[c], limit_per_class or counts[c]) for c in keys)
 
     def _label_counts(self) -> dict[int, int] | None:
+        return None
+
+    def _total(self) -> int | None:
+        """All samples, when cheaper to know than the per-class counts."""
         return None
 
     def _iter(self, classes: set[int] | None) -> Iterator[Sample]:
@@ -178,6 +184,15 @@ class ParquetSource(Source):
             parquet = pq.ParquetFile(f)
             for i in range(parquet.num_row_groups):
                 yield i, parquet.read_row_group(i, columns=columns)
+
+    def _total(self):
+        if any(path.endswith(".arrow") for path in self.files):
+            return None
+        total = 0
+        for path in self.files:  # footers only: one small read per file, even on the Hub
+            with self._open(path) as f:
+                total += pq.ParquetFile(f).metadata.num_rows
+        return total
 
     def _label_counts(self):
         counts: dict[int, int] = defaultdict(int)
