@@ -162,20 +162,21 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
                         help="make a new repo public (default: private, as ImageNet's terms restrict its images)")
 
 
-def run_push(args) -> int:
-    from .hub import push
+def run_push(out: str, repo_id: str | None, public: bool) -> int:
+    from .hub import PushError, push
 
-    out = args.out or DEFAULT_OUT
-    repo_id = push(out, args.repo_id, private=not args.public)
+    try:
+        repo_id = push(out, repo_id, private=not public)
+    except PushError as e:
+        log.error("%s", e)
+        return 3
     print(f"Pushed {out} to https://huggingface.co/datasets/{repo_id} "
-          f"({'public' if args.public else 'private'}). Load it with load_dataset({repo_id!r}).")
+          f"({'public' if public else 'private'}). Load it with load_dataset({repo_id!r}).")
     return 0
 
 
 def build_main(argv=None) -> int:
     """`python build_dataset.py`."""
-    from .hub import PushError
-
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
@@ -184,13 +185,10 @@ def build_main(argv=None) -> int:
             run_demo(args)
         elif args.source is not None or not args.push:
             run_build(args)
-        return run_push(args) if args.push else 0
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         log.error("%s", e)
         return 2
-    except PushError as e:
-        log.error("%s", e)
-        return 3
+    return run_push(args.out or DEFAULT_OUT, args.repo_id, args.public) if args.push else 0
 
 
 def setup_logging(verbose: bool) -> None:
@@ -229,9 +227,7 @@ def main(argv=None) -> int:
         return evaluate.run(args)
     setup_logging(False)
     if args.command == "push":
-        return build_main([*(["--repo-id", args.repo_id] if args.repo_id else []), *(["--public"] if args.public
-                                                                                     else []),
-                           "--push", "--out", args.out])
+        return run_push(args.out, args.repo_id, args.public)
     return run_check(args.target, stream=not args.no_stream)
 
 

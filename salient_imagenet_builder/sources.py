@@ -59,8 +59,9 @@ class Source:
             yield sample
 
     def count(self, classes: set[int] | None = None, limit_per_class: int | None = None) -> int | None:
-        if classes is None and limit_per_class is None and self._total() is not None:
-            return self._total()
+        total = self._total() if classes is None and limit_per_class is None else None
+        if total is not None:
+            return total
         counts = self._label_counts()
         if counts is None:
             return None
