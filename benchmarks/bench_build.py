@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from salient_imagenet_builder.build import BuildConfig, build  # noqa: E402
-from salient_imagenet_builder.demo import jpeg_bytes, make_annotations, make_checkpoint, synthetic_image  # noqa: E402
+from salient_imagenet_builder.build.demo import jpeg_bytes, make_annotations, make_checkpoint, synthetic_image  # noqa: E402
 from salient_imagenet_builder.images import center_view, decode, to_uint8_tensor, to_unit_float  # noqa: E402
 from salient_imagenet_builder.model import create_feature_model, pick_device  # noqa: E402
 from salient_imagenet_builder.schema import wordnet_ids  # noqa: E402

@@ -19,6 +19,7 @@ from .constants import (
     PUBLISHED_ANNOTATION_STATS,
     SPURIOUS_ANSWERS,
 )
+from .errors import InputError
 from .schema import wordnet_ids
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ COLUMNS = (
 )
 
 
-class AnnotationError(ValueError):
+class AnnotationError(InputError):
     pass
 
 

@@ -16,11 +16,12 @@ import torch
 from torch import nn
 
 from .constants import IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES, ROBUST_MODELS
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     pass
 
 

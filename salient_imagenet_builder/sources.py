@@ -22,6 +22,7 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import InputError
 from .schema import wordnet_ids
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ SPLIT_ALIASES = {"val": "validation", "validation": "val"}
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
 
-class SourceError(ValueError):
+class SourceError(InputError):
     pass
 
 

@@ -11,7 +11,7 @@ import timm
 from datasets import ClassLabel, Dataset, Features, Image
 
 from salient_imagenet_builder.build import BuildConfig
-from salient_imagenet_builder.demo import make_annotations, make_checkpoint, make_images
+from salient_imagenet_builder.build.demo import make_annotations, make_checkpoint, make_images
 from salient_imagenet_builder.schema import class_names
 
 CLASSES = [0, 1, 2]

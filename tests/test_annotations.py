@@ -5,7 +5,7 @@ import csv
 import pytest
 
 from salient_imagenet_builder.annotations import COLUMNS, AnnotationError, classify, load, parse
-from salient_imagenet_builder.demo import make_annotations
+from salient_imagenet_builder.build.demo import make_annotations
 
 B, S, M = "background", "separate_object", "main_object"
 

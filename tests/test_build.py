@@ -19,7 +19,7 @@ from salient_imagenet_builder.build import build
 from salient_imagenet_builder.constants import IMAGENET_MEAN, IMAGENET_STD
 from salient_imagenet_builder.model import create_feature_model
 from salient_imagenet_builder.schema import annotation_features, image_features
-from salient_imagenet_builder.writer import OutputExists
+from salient_imagenet_builder.build.output import OutputExists
 
 from conftest import ARCH
 

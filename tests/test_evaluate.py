@@ -16,14 +16,15 @@ from PIL import Image
 from torch import nn
 
 from salient_imagenet_builder import evaluate as ev
+from salient_imagenet_builder.evaluate import rows as _rows  # noqa: F401  (ev.rows for monkeypatching)
 from salient_imagenet_builder.build import BuildConfig, build
 from salient_imagenet_builder.cli import main
 from salient_imagenet_builder.constants import CROP_SIZE, IMAGENET_MEAN
-from salient_imagenet_builder.demo import make_annotations, make_checkpoint, make_images
+from salient_imagenet_builder.build.demo import make_annotations, make_checkpoint, make_images
 from salient_imagenet_builder.masks import decode_mask
 from salient_imagenet_builder.model import CheckpointError
 from salient_imagenet_builder.schema import image_features
-from salient_imagenet_builder.writer import ShardWriter, encode_rows
+from salient_imagenet_builder.build.writer import ShardWriter, encode_rows
 
 CLASSES = [0, 1, 2]
 HALF = CROP_SIZE // 2
@@ -427,7 +428,7 @@ def test_cli_on_a_builder_fixture_matches_an_independent_computation(built, inde
 def test_several_models_in_one_run_decode_the_dataset_once(built, tmp_path, monkeypatch):
     calls = []
     decode_rows = ev.decode_rows
-    monkeypatch.setattr(ev, "decode_rows", lambda *a, **k: calls.append(1) or decode_rows(*a, **k))
+    monkeypatch.setattr(ev.rows, "decode_rows", lambda *a, **k: calls.append(1) or decode_rows(*a, **k))
     other = make_checkpoint(tmp_path / "other.ckpt", arch="resnet10t", seed=1, classes=CLASSES)
     code = main(["evaluate", "--dataset", str(built["crop"]), "--model", "resnet10t", "--checkpoint",
                  str(built["checkpoint"]), "--model", "resnet10t", "--checkpoint", str(other), "--draws", "2",
@@ -445,7 +446,7 @@ def test_decoded_masks_are_the_stored_masks(built, monkeypatch):
     from datasets import Image as ImageFeature, load_dataset
 
     data = ev.load_eval_data(str(built["crop"]), progress=False)
-    monkeypatch.setattr(ev, "EVAL_IN_MEMORY_BYTES", 0)  # large runs: the same tensors, memory-mapped on disk
+    monkeypatch.setattr(ev.rows, "EVAL_IN_MEMORY_BYTES", 0)  # large runs: the same tensors, memory-mapped on disk
     spilled = ev.load_eval_data(str(built["crop"]), workers=2, progress=False)
     assert spilled.spill is not None and data.spill is None
     assert torch.equal(spilled.images, data.images) and torch.equal(spilled.masks, data.masks)

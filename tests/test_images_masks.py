@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision import transforms
 
-from salient_imagenet_builder.demo import jpeg_bytes, synthetic_image
+from salient_imagenet_builder.build.demo import jpeg_bytes, synthetic_image
 from salient_imagenet_builder.images import CorruptImage, center_view, decode
 from salient_imagenet_builder.masks import decode_mask, encode_png, normalized_maps, to_uint8, upsample
 

@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from salient_imagenet_builder.demo import make_checkpoint
+from salient_imagenet_builder.build.demo import make_checkpoint
 from salient_imagenet_builder.model import CheckpointError, create_feature_model, load_checkpoint
 
 

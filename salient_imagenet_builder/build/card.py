@@ -12,11 +12,11 @@ from string import Template
 import yaml
 from datasets import DatasetInfo, SplitDict, SplitInfo
 
-from .constants import ANNOTATIONS_CONFIG, CROP_SIZE, MAJORITY, RESIZE_SIZE
-from .schema import annotation_features, image_features
-from .writer import write_text_atomic
+from ..constants import ANNOTATIONS_CONFIG, CROP_SIZE, MAJORITY, RESIZE_SIZE
+from ..schema import annotation_features, image_features
+from .output import write_text_atomic
 
-TEMPLATE = Path(__file__).with_name("dataset_card.md")
+TEMPLATE = Path(__file__).parent.parent / "dataset_card.md"  # the package root holds the one template
 BUILD_INFO = "build_info.json"
 
 

@@ -6,7 +6,6 @@ so an interrupted build never leaves a shard that `load_dataset` would read.
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,13 +13,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasets import Features
 
-from .constants import MAX_ROW_GROUP_BYTES, MAX_SHARD_BYTES, ROW_GROUP_ROWS
+from ..constants import MAX_ROW_GROUP_BYTES, MAX_SHARD_BYTES, ROW_GROUP_ROWS
 
 log = logging.getLogger(__name__)
-
-
-class OutputExists(FileExistsError):
-    pass
 
 
 def encode_rows(rows: list[dict], features: Features) -> pa.Table:
@@ -131,37 +126,3 @@ def _leaves(fields, prefix=""):
             yield from _leaves([field.type.value_field.with_name("element")], name + ".list.")
         else:
             yield name, field.type
-
-
-def staging_folder(out: Path) -> Path:
-    return out.parent / f".{out.name}.partial"
-
-
-def prepare_output(out: Path, overwrite: bool) -> Path:
-    """Refuse an existing output unless `overwrite`; return a fresh staging folder beside it."""
-    if out.exists() and not overwrite:
-        raise OutputExists(f"{out} already exists; pass --overwrite to replace it")
-    staging = staging_folder(out)
-    if staging.exists():
-        shutil.rmtree(staging)  # left by an interrupted build: never read by anyone
-    staging.mkdir(parents=True)
-    return staging
-
-
-def publish(staging: Path, out: Path) -> None:
-    """Swap the staging folder into place: the old output stays whole until the new one is complete."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

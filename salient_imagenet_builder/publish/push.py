@@ -11,7 +11,8 @@ import logging
 import time
 from pathlib import Path
 
-from .card import BUILD_INFO, read_build_info, write_card
+from ..build.card import BUILD_INFO, read_build_info, write_card
+from ..errors import HubError
 from .check import check
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ IMAGENET_TERMS = ("ImageNet's terms of access (https://image-net.org/download.ph
                   "and educational use and forbid redistributing the images")
 
 
-class PushError(RuntimeError):
+class PushError(HubError):
     pass
 
 

@@ -12,9 +12,9 @@ import timm
 import torch
 from PIL import Image, ImageDraw
 
-from .constants import ANSWER_CHOICES, ANSWERS_PER_PAIR, FEATURES_PER_CLASS, IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES
-from .annotations import COLUMNS
-from .schema import wordnet_ids
+from ..annotations import COLUMNS
+from ..constants import ANSWER_CHOICES, ANSWERS_PER_PAIR, FEATURES_PER_CLASS, IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES
+from ..schema import wordnet_ids
 
 DEMO_CLASSES = list(range(10))
 

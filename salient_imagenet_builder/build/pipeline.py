@@ -6,7 +6,6 @@ Pass 2 reads only the selected images again: decode -> masks -> rows (workers) -
 Then the spill is sorted by (group, image_id) into parquet shards, the annotations config is written, and the card.
 """
 
-import io
 import logging
 import platform
 import shutil
@@ -16,23 +15,37 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__, annotations as annotations_mod, card
-from .constants import (
-    ANNOTATIONS_CONFIG, ANNOTATIONS_URL, ANNOTATOR_TOP_IMAGES, CROP_SIZE, DEFAULT_MODEL, DEFAULT_OUT, DEFAULT_TOP_K,
-    IMAGENET_MEAN, IMAGENET_STD, MAJORITY, MAX_SHARD_BYTES, NUM_CLASSES, RESIZE_SIZE,
+from .. import __version__
+from .. import annotations as annotations_mod
+from ..constants import (
+    ANNOTATIONS_CONFIG,
+    ANNOTATIONS_URL,
+    ANNOTATOR_TOP_IMAGES,
+    CROP_SIZE,
+    DEFAULT_MODEL,
+    DEFAULT_OUT,
+    DEFAULT_TOP_K,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MAJORITY,
+    MAX_SHARD_BYTES,
+    NUM_CLASSES,
+    RESIZE_SIZE,
 )
-from .images import CorruptImage, center_view, decode, to_uint8_tensor, to_unit_float
-from .masks import encode_png, normalized_maps, to_uint8, upsample
-from .model import create_feature_model, pick_device
-from .schema import annotation_features, class_names, image_features, wordnet_ids
+from ..images import to_unit_float
+from ..masks import normalized_maps
+from ..model import create_feature_model, pick_device
+from ..schema import annotation_features, class_names, image_features
+from ..sources import Sample, open_source
+from ..stages import StageTimer, batched, default_workers, ordered_map, synchronize, timed_iter
+from . import card
+from .output import prepare_output, publish
+from .rows import ImageMeta, Pass1Decoder, Pass2Decoder, make_row_job
 from .selection import Candidate, FeatureImportance, TopK
-from .sources import Sample, open_source
-from .stages import StageTimer, batched, default_workers, ordered_map, synchronize, timed_iter
-from .writer import ShardWriter, Spill, encode_rows, prepare_output, publish
+from .writer import ShardWriter, Spill, encode_rows
 
 log = logging.getLogger(__name__)
 
@@ -73,82 +86,6 @@ class BuildConfig:
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"--top-k must be a positive integer or 'all', got {self.top_k}")
 
-
-@dataclass
-class ImageMeta:
-    image_id: str
-    label: int
-    prediction: int
-    group: int
-    ref: str
-
-
-# --- worker functions (module level: they run in forked processes) -------------------------------------------------
-
-class _Pass1Worker:
-    """Pass 1 worker: bytes -> uint8 224 view, or the error of a corrupt image. Bytes are not sent back."""
-
-    def __init__(self, draft):
-        self.draft = draft
-
-    def __call__(self, sample: Sample):
-        meta = Sample(sample.image_id, sample.label, b"", sample.ref)
-        try:
-            return meta, to_uint8_tensor(center_view(decode(sample.data, self.draft))), None
-        except CorruptImage as e:
-            return meta, None, str(e)
-
-
-class _Pass2Worker:
-    """Pass 2 worker: the selected image's view (and encoded image column), then its masks once the NAMs are known."""
-
-    def __init__(self, image_mode, draft):
-        self.image_mode, self.draft = image_mode, draft
-
-    def view(self, item):
-        ref, data = item
-        view = center_view(decode(data, self.draft))
-        if self.image_mode == "crop":
-            image = {"bytes": _encode_image(view), "path": None}
-        elif self.image_mode == "original":
-            image = {"bytes": data, "path": None}
-        else:
-            image = None
-        return ref, to_uint8_tensor(view), image
-
-
-def _encode_image(view) -> bytes:
-    buffer = io.BytesIO()
-    view.save(buffer, format="PNG", compress_level=6)
-    return buffer.getvalue()
-
-
-def make_row(meta: ImageMeta, image, entries: list[dict]) -> dict:
-    """One `default` row. `entries`: dicts with pair fields, `activation`, `rank` and the normalised `nam`."""
-    entries = sorted(entries, key=lambda e: e["feature_rank"])
-    nams = torch.from_numpy(np.stack([e["nam"] for e in entries]).astype(np.float32))
-    masks = to_uint8(upsample(nams))
-    features, by_kind = [], defaultdict(list)
-    for entry, mask in zip(entries, masks):
-        features.append({
-            "feature_index": entry["feature_index"], "feature_rank": entry["feature_rank"], "kind": entry["kind"],
-            "activation": entry["activation"], "rank": entry["rank"], "nam": entry["nam"].tolist(),
-            "mask": {"bytes": encode_png(mask), "path": None},
-        })
-        by_kind[entry["kind"]].append(mask)
-    combined = {kind: {"bytes": encode_png(np.max(np.stack(m), axis=0)), "path": None} for kind, m in by_kind.items()}
-    return {
-        "image": image, "image_id": meta.image_id, "label": meta.label, "wordnet_id": wordnet_ids()[meta.label],
-        "prediction": meta.prediction, "group": meta.group, "features": features,
-        "core_mask": combined.get("core"), "spurious_mask": combined.get("spurious"),
-    }
-
-
-def _make_row(args):
-    return make_row(*args)
-
-
-# --- the builder -----------------------------------------------------------------------------------------------------
 
 class Builder:
     def __init__(self, config: BuildConfig):
@@ -244,7 +181,7 @@ class Builder:
         samples = self.source.samples(classes, config.limit)
         scanned = 0
         bar = tqdm(total=total, unit="img", desc="pass 1/2: robust model over the source", dynamic_ncols=True)
-        with ordered_map(_Pass1Worker(config.draft), config.workers) as imap:
+        with ordered_map(Pass1Decoder(config.draft), config.workers) as imap:
             decoded = timed_iter(imap(samples), self.timer, "read+decode (pass 1)")
             for batch in batched(decoded, config.batch_size):
                 good = [(s, t) for s, t, error in batch if error is None]
@@ -316,10 +253,10 @@ class Builder:
     def materialize(self, selected: dict[int, list[dict]], spill: Spill) -> None:
         config = self.config
         by_ref = {self.metas[seq].ref: seq for seq in selected}
-        worker = _Pass2Worker(config.image_mode, config.draft)
+        worker = Pass2Decoder(config.image_mode, config.draft)
         bar = tqdm(total=len(by_ref), unit="img", desc="pass 2/2: masks for the selected images", dynamic_ncols=True)
         masks = 0
-        with ordered_map(worker.view, config.workers) as imap, ordered_map(_make_row, config.workers) as rows_map:
+        with ordered_map(worker.view, config.workers) as imap, ordered_map(make_row_job, config.workers) as rows_map:
             views = timed_iter(imap(self.source.read_many(list(by_ref))), self.timer, "read+decode (pass 2)")
             for batch in batched(views, config.batch_size):
                 seqs = [by_ref[ref] for ref, _, _ in batch]

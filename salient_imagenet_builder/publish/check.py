@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import yaml
 from datasets import Features
 
-from .constants import ANNOTATIONS_CONFIG, HUB_MAX_ROW_GROUP_BYTES, HUB_MAX_SHARD_BYTES
-from .schema import annotation_features, image_features
+from ..constants import ANNOTATIONS_CONFIG, HUB_MAX_ROW_GROUP_BYTES, HUB_MAX_SHARD_BYTES
+from ..schema import annotation_features, image_features
 
 DECLARED = {"default": image_features, ANNOTATIONS_CONFIG: annotation_features}
 REQUIRED_METADATA = ("license", "pretty_name", "task_categories", "configs", "dataset_info")

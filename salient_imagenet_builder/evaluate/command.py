@@ -1,0 +1,102 @@
+"""`salient-imagenet evaluate`: checks the arguments, decodes the dataset once, evaluates each model, writes."""
+
+import platform
+import re
+from pathlib import Path
+
+import timm
+import torch
+
+from .. import __version__
+from ..model import CheckpointError, pick_device
+from ..sources import SourceError
+from ..stages import StageTimer, default_workers
+from .models import Classifier, check_model_name, load_classifier
+from .outputs import format_table, format_top_pairs, write_comparison, write_model_outputs
+from .rows import EvalData, load_eval_data
+from .runner import ModelResult, evaluate_model, place
+from .settings import (
+    EvalSettings,
+    EvaluationError,
+    log,
+)
+
+
+def model_specs(models: list[str], checkpoints: list[str] | None) -> list[tuple[str, str | None, str]]:
+    """(name, checkpoint, label) per model, checked before the dataset is decoded."""
+    checkpoints = checkpoints or [None] * len(models)
+    if len(checkpoints) != len(models):
+        raise EvaluationError(f"{len(checkpoints)} --checkpoint for {len(models)} --model: give one per model "
+                              "(in the same order) or none")
+    specs, labels = [], set()
+    for name, checkpoint in zip(models, checkpoints):
+        check_model_name(name)
+        if checkpoint is not None and not Path(checkpoint).is_file():
+            raise EvaluationError(f"--checkpoint {checkpoint}: no such file")
+        label = re.sub(r"[^\w.+-]+", "_", name if checkpoint is None else f"{name}-{Path(checkpoint).stem}")
+        while label in labels:
+            label += "_"
+        labels.add(label)
+        specs.append((name, checkpoint, label))
+    return specs
+
+
+def settings_from_args(args) -> EvalSettings:
+    return EvalSettings(noise_std=args.noise_std, draws=args.draws, seed=args.seed, batch_size=args.batch_size,
+                        device=args.device, amp=not args.no_amp, single_feature=not args.no_single_feature,
+                        top_pairs=args.top_pairs)
+
+
+def run(args) -> int:
+    try:
+        return _run(args)
+    except (EvaluationError, CheckpointError, SourceError) as e:
+        log.error("%s", e)
+        return 2
+
+
+def _run(args) -> int:
+    specs = model_specs(args.model, args.checkpoint)
+    settings = settings_from_args(args)
+    timer, out = StageTimer(), Path(args.out)
+    with timer("decode dataset"):
+        data = load_eval_data(args.dataset, args.split, args.imagenet, args.imagenet_type,
+                              default_workers() if args.workers is None else args.workers, settings.single_feature)
+    data = place(data, pick_device(settings.device))
+    results = []
+    for name, checkpoint, label in specs:
+        with timer(f"load {label}"):
+            classifier = load_classifier(name, checkpoint, label)
+        with timer(f"evaluate {label}"):
+            result = evaluate_model(data, classifier.module, classifier.data_config, settings, label)
+        summary = make_summary(result, classifier, settings, data, args, timer)
+        write_model_outputs(out / label, result, summary, data.pairs, settings.top_pairs)
+        results.append(result)
+        del classifier
+    write_comparison(out, results)
+    print("\n" + format_table(results))
+    for result in results:
+        print("\n" + format_top_pairs(result, data.pairs, min(5, settings.top_pairs)))
+    print(f"\nResults in {out}/ ({', '.join(r.label for r in results)}; comparison.csv, comparison.png)")
+    return 0
+
+
+def make_summary(result: ModelResult, classifier: Classifier, settings: EvalSettings, data: EvalData, args,
+                 timer: StageTimer) -> dict:
+    device = pick_device(settings.device)
+    return {
+        "model": {"label": result.label, **classifier.info, "data_config": classifier.data_config},
+        "settings": {
+            "noise_std": settings.noise_std, "draws": settings.draws, "seed": settings.seed,
+            "batch_size": settings.batch_size, "device": str(device), "amp": settings.amp and device.type == "cuda",
+            "single_feature": settings.single_feature, "arguments": vars(args),
+            "noise": "x' = clamp(x + mask * sigma * z, 0, 1), z ~ N(0, 1) seeded per (seed, draw, image_id)",
+            "std": "sample standard deviation over draws (ddof 1; 0 for one draw)",
+            "package_version": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "timm": timm.__version__,
+        },
+        "dataset": data.source,
+        "metrics": result.metrics,
+        "throughput": result.throughput,
+        "stage_seconds": timer.report(),
+    }

@@ -1,0 +1,116 @@
+"""The package layout: capabilities in folders, no import cycles, a light command line, a wheel that carries the card."""
+
+import ast
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "salient_imagenet_builder"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Package modules imported by `path` at module level or inside functions (relative imports resolved)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                found.add(candidate if module_file(candidate) else base)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m.startswith("salient_imagenet_builder") and module_file(m)}
+
+
+def module_file(name: str) -> Path | None:
+    base = ROOT.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def graph() -> dict[str, set[str]]:
+    return {module_name(p): imports_of(p) for p in PACKAGE.rglob("*.py")}
+
+
+def test_no_capability_imports_the_command_line():
+    offenders = [m for m, deps in graph().items() if "salient_imagenet_builder.cli" in deps]
+    assert offenders == []
+
+
+def test_no_import_cycles_between_modules():
+    edges = graph()
+    for deps in edges.values():  # a module importing its own package's __init__ is not a cycle worth naming
+        deps.discard("salient_imagenet_builder")
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node, stack):
+        state[node] = 1
+        for dep in sorted(edges.get(node, ())):
+            if state.get(dep) == 1:
+                cycles.append(stack[stack.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep, stack + [dep])
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
+
+
+def test_every_capability_folder_opens_with_its_stages():
+    folders = [p for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()]
+    assert {p.name for p in folders} >= {"build", "publish", "evaluate"}
+    for folder in folders:
+        doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text()))
+        assert doc and "stages" in doc.lower(), folder
+
+
+def test_help_imports_neither_torch_nor_timm():
+    code = ("import sys, contextlib, io\nfrom salient_imagenet_builder.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n    main(['--help'])\n"
+            "for sub in ('build', 'evaluate', 'check', 'push'):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "        main([sub, '--help'])\n"
+            "print(sorted(m for m in ('torch', 'timm', 'datasets') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_wheel_carries_the_card_template(tmp_path):
+    """The package's dataset_card.md is a link to the top-level template; a wheel must hold its content."""
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    wheel = next((tmp_path / "dist").glob("*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        assert "salient_imagenet_builder/dataset_card.md" in names
+        assert archive.read("salient_imagenet_builder/dataset_card.md") == (ROOT / "dataset_card.md").read_bytes()
+    target = tmp_path / "installed"
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                                str(wheel)], capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr
+    code = "import salient_imagenet_builder.build.card as c; print(c.TEMPLATE)"
+    where = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(target)},
+                           capture_output=True, text=True, timeout=120)
+    assert where.returncode == 0, where.stderr
+    template = Path(where.stdout.strip())
+    assert template.is_relative_to(target) and not template.is_symlink()
+    assert template.read_bytes() == (ROOT / "dataset_card.md").read_bytes()
