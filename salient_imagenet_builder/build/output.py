@@ -1,0 +1,46 @@
+"""The output folder: everything is written in a staging folder beside it, then renamed into place, so an
+interrupted build never leaves a shard that `load_dataset` would read, and the previous build stays whole until
+the new one is complete."""
+
+import os
+import shutil
+from pathlib import Path
+from ..errors import InputError
+
+
+class OutputExists(InputError, FileExistsError):
+    pass
+
+
+def staging_folder(out: Path) -> Path:
+    return out.parent / f".{out.name}.partial"
+
+
+def prepare_output(out: Path, overwrite: bool) -> Path:
+    """Refuse an existing output unless `overwrite`; return a fresh staging folder beside it."""
+    if out.exists() and not overwrite:
+        raise OutputExists(f"{out} already exists; pass --overwrite to replace it")
+    staging = staging_folder(out)
+    if staging.exists():
+        shutil.rmtree(staging)  # left by an interrupted build: never read by anyone
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Swap the staging folder into place: the old output stays whole until the new one is complete."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
