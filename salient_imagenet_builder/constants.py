@@ -66,3 +66,9 @@ EVAL_IN_MEMORY_BYTES = 8 * 1024**3  # decoded views + masks above this spill to 
 # What the Hub and its dataset viewer accept (checked by `salient-imagenet check`).
 HUB_MAX_SHARD_BYTES = 500 * 1000**2
 HUB_MAX_ROW_GROUP_BYTES = 100 * 1000**2
+
+# Work units of a build (resume and distribution): a folder source is cut into blocks of this many images of one
+# class; parquet sources into row groups, WebDataset sources into tar files (`--unit-size` applies to folders).
+DEFAULT_UNIT_SIZE = 1000
+WORK_DIR = "work"  # inside the staging folder: unit results, done markers, the fingerprint
+DISTRIBUTED_TIMEOUT_S = 6 * 3600  # a rank may wait this long at a barrier while rank 0 writes the shards

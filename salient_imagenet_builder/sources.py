@@ -9,6 +9,7 @@ Three layouts:
 Image ids are the original file name's stem (`n01440764_10026`), whatever the layout.
 """
 
+import functools
 import json
 import logging
 import os
@@ -85,6 +86,14 @@ class Source:
     def describe(self) -> str:
         raise NotImplementedError
 
+    # work units (build/units.py): specs fixed by the data, in reader order; `unit_samples` reads one back
+    def plan_units(self, classes: set[int] | None, limit_per_class: int | None, unit_size: int) -> list[dict]:
+        """Default: the whole source is one unit (resume granularity: the whole pass)."""
+        return [{"all": True}]
+
+    def unit_samples(self, spec: dict, classes: set[int] | None, limit_per_class: int | None) -> Iterator[Sample]:
+        return self.samples(classes, limit_per_class)
+
 
 def image_id_from_name(name: str) -> str:
     return PurePosixPath(name).name.split(".")[0]
@@ -118,6 +127,7 @@ class FolderSource(Source):
             raise SourceError(f"{root}: no ImageNet class folders (<wnid>/) under {root / split} or {root}")
         self.class_dirs = {i: self.dir / w for i, w in enumerate(wordnet_ids()) if (self.dir / w).is_dir()}
 
+    @functools.lru_cache(maxsize=None)
     def _files(self, label: int) -> list[str]:
         return sorted(e.name for e in os.scandir(self.class_dirs[label]) if e.is_file() and not e.name.startswith("."))
 
@@ -135,6 +145,20 @@ class FolderSource(Source):
     def read_many(self, refs):
         for ref in refs:
             yield ref, (self.dir / ref).read_bytes()
+
+    def plan_units(self, classes, limit_per_class, unit_size):
+        units = []
+        for label in sorted(self.class_dirs):
+            if classes is None or label in classes:
+                n = min(len(self._files(label)), limit_per_class or len(self._files(label)))
+                units += [{"label": label, "start": s, "stop": min(s + unit_size, n)} for s in range(0, n, unit_size)]
+        return units
+
+    def unit_samples(self, spec, classes, limit_per_class):
+        label = spec["label"]
+        for name in self._files(label)[spec["start"]:spec["stop"]]:
+            ref = f"{self.class_dirs[label].name}/{name}"
+            yield Sample(image_id_from_name(name), label, (self.dir / ref).read_bytes(), ref)
 
     def describe(self):
         return f"ImageNet folder {self.dir}"
@@ -178,13 +202,13 @@ class ParquetSource(Source):
         except pa.ArrowInvalid:
             return pa.ipc.open_file(data).read_all()
 
-    def _row_groups(self, path, columns) -> Iterator[tuple[int, pa.Table]]:
+    def _row_groups(self, path, columns, only: int | None = None) -> Iterator[tuple[int, pa.Table]]:
         if path.endswith(".arrow"):
             yield 0, self._arrow_table(path).select(columns)
             return
         with self._open(path) as f:
             parquet = pq.ParquetFile(f)
-            for i in range(parquet.num_row_groups):
+            for i in range(parquet.num_row_groups) if only is None else [only]:
                 yield i, parquet.read_row_group(i, columns=columns)
 
     def _total(self):
@@ -207,14 +231,40 @@ class ParquetSource(Source):
     def _iter(self, classes):
         for file_index, path in enumerate(self.files):
             for group, table in self._row_groups(path, [self.label_column, self.image_column]):
-                labels = table.column(self.label_column).to_pylist()
-                images = table.column(self.image_column)
-                for row, label in enumerate(labels):
-                    if classes is not None and label not in classes:
-                        continue
-                    image = images[row].as_py()
-                    name = image.get("path") or f"{PurePosixPath(path).stem}_{group}_{row}"
-                    yield Sample(image_id_from_name(name), label, image["bytes"], f"{file_index}:{group}:{row}")
+                yield from self._table_samples(file_index, path, group, table, classes, None)
+
+    def _table_samples(self, file_index, path, group, table, classes, rows):
+        labels = table.column(self.label_column).to_pylist()
+        images = table.column(self.image_column)
+        for row in range(len(labels)) if rows is None else rows:
+            label = labels[row]
+            if classes is not None and label not in classes:
+                continue
+            image = images[row].as_py()
+            name = image.get("path") or f"{PurePosixPath(path).stem}_{group}_{row}"
+            yield Sample(image_id_from_name(name), label, image["bytes"], f"{file_index}:{group}:{row}")
+
+    def plan_units(self, classes, limit_per_class, unit_size):
+        """One unit per row group (per file for .arrow); with a per-class limit, each unit lists its rows."""
+        units, seen = [], defaultdict(int)
+        for file_index, path in enumerate(self.files):
+            for group, table in self._row_groups(path, [self.label_column]):
+                if limit_per_class is None:
+                    units.append({"file": file_index, "group": group, "rows": None})
+                    continue
+                rows = []
+                for row, label in enumerate(table.column(0).to_pylist()):
+                    if (classes is None or label in classes) and seen[label] < limit_per_class:
+                        seen[label] += 1
+                        rows.append(row)
+                if rows:
+                    units.append({"file": file_index, "group": group, "rows": rows})
+        return units
+
+    def unit_samples(self, spec, classes, limit_per_class):
+        path = self.files[spec["file"]]
+        for group, table in self._row_groups(path, [self.label_column, self.image_column], only=spec["group"]):
+            yield from self._table_samples(spec["file"], path, group, table, classes, spec["rows"])
 
     def read_many(self, refs):
         wanted: dict[tuple[int, int], list[tuple[int, str]]] = defaultdict(list)
@@ -303,6 +353,21 @@ class WebDatasetSource(Source):
         image_id = image_id_from_name(meta.get("filename") or key)
         data, ref = parts["image"]
         return Sample(image_id, label, data, ref)
+
+    def plan_units(self, classes, limit_per_class, unit_size):
+        if limit_per_class is not None:  # labels live inside the tars: a per-class limit needs one ordered pass
+            return [{"all": True}]
+        return [{"file": i} for i in range(len(self.files))]
+
+    def unit_samples(self, spec, classes, limit_per_class):
+        if spec.get("all"):
+            yield from self.samples(classes, limit_per_class)
+            return
+        path = self.files[spec["file"]]
+        with self._open(path) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+            for sample in self._samples(tar, spec["file"], path):
+                if classes is None or sample.label in classes:
+                    yield sample
 
     def read_many(self, refs):
         by_file: dict[int, list[tuple[int, int, str]]] = defaultdict(list)

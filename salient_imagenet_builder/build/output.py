@@ -5,6 +5,8 @@ the new one is complete."""
 import os
 import shutil
 from pathlib import Path
+
+from ..constants import WORK_DIR
 from ..errors import InputError
 
 
@@ -17,13 +19,16 @@ def staging_folder(out: Path) -> Path:
 
 
 def prepare_output(out: Path, overwrite: bool) -> Path:
-    """Refuse an existing output unless `overwrite`; return a fresh staging folder beside it."""
+    """Refuse an existing output unless `overwrite`; return a staging folder beside it, emptied except for its
+    `work/` folder (an interrupted build's unit results: the builder decides to resume or discard it)."""
     if out.exists() and not overwrite:
         raise OutputExists(f"{out} already exists; pass --overwrite to replace it")
     staging = staging_folder(out)
     if staging.exists():
-        shutil.rmtree(staging)  # left by an interrupted build: never read by anyone
-    staging.mkdir(parents=True)
+        for child in staging.iterdir():  # left by an interrupted build: never read by anyone
+            if child.name != WORK_DIR:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    staging.mkdir(parents=True, exist_ok=True)
     return staging
 
 

@@ -1,24 +1,30 @@
-"""The builder: wires the stages for one build.
+"""The builder: wires the stages for one build, on one process or on every rank of a torchrun job.
 
-Pass 1 reads every image once: decode (workers) -> robust model (batched) -> feature importance sums and the
-bounded top-k candidates of every annotated pair, whose maps come from the same forward pass.
-Pass 2 reads only the selected images again: decode -> masks -> rows (workers) -> Arrow spill.
-Then the spill is sorted by (group, image_id) into parquet shards, the annotations config is written, and the card.
+1. plan: the source is cut into work units (`units.py`), fixed by the data, not by the number of ranks;
+2. pass 1 (`pass1.py`), unit by unit, each rank taking units round-robin: decode (workers, shared memory) -> robust
+   model on the rank's own device -> per-unit FI sums and top-k candidates with their maps (or, with
+   `--top-k all`, the rows themselves), persisted in `<staging>/work/scan/` with a done marker;
+3. reduce (`reduce.py`, every rank, in unit order): FI, each annotated pair's top-k, the selection;
+4. pass 2 (`pass2.py`, bounded top-k only): the selected images of each unit read again, rows from pass 1's maps;
+5. write (rank 0): the units' rows sorted by (group, image_id) into parquet shards, the annotations config, the
+   card; the staging folder replaces `--out`.
+A run stopped anywhere resumes from the units done (same command); the dataset is the same as one run's.
 """
 
 import logging
+import os
 import platform
 import shutil
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from .. import __version__
+from .. import __version__, distributed
 from .. import annotations as annotations_mod
 from ..constants import (
     ANNOTATIONS_CONFIG,
@@ -28,24 +34,28 @@ from ..constants import (
     DEFAULT_MODEL,
     DEFAULT_OUT,
     DEFAULT_TOP_K,
+    DEFAULT_UNIT_SIZE,
     IMAGENET_MEAN,
     IMAGENET_STD,
     MAJORITY,
     MAX_SHARD_BYTES,
     NUM_CLASSES,
     RESIZE_SIZE,
+    WORK_DIR,
 )
-from ..images import to_unit_float
-from ..masks import normalized_maps
-from ..model import create_feature_model, pick_device
+from ..errors import InputError
+from ..model import create_feature_model
 from ..schema import annotation_features, class_names, image_features
-from ..sources import Sample, open_source
-from ..stages import StageTimer, batched, default_workers, ordered_map, synchronize, timed_iter
+from ..sources import open_source
+from ..stages import StageTimer
 from . import card
-from .output import prepare_output, publish
-from .rows import ImageMeta, Pass1Decoder, Pass2Decoder, make_row_job
-from .selection import Candidate, FeatureImportance, TopK
-from .writer import ShardWriter, Spill, encode_rows
+from .forward import ModelRunner, Numerics
+from .output import prepare_output, publish, staging_folder
+from .pass1 import ScanWorker
+from .pass2 import RowsWorker
+from .reduce import PairRanks, merge_scans, select, top_image_ids
+from .units import Unit, UnitFolder, fingerprint_hash, open_work, run_units
+from .writer import ShardWriter, SpilledRows, encode_rows
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +78,7 @@ class BuildConfig:
     group_by: str = "prediction"
     image_mode: str = "crop"
     batch_size: int = 64
-    workers: int = field(default_factory=default_workers)
+    workers: int | None = None  # decoding processes per rank; None: from the cores and the device
     device: str | None = None
     overwrite: bool = False
     source_type: str | None = None
@@ -77,6 +87,11 @@ class BuildConfig:
     command: str = ""
     demo: bool = False
     max_shard_bytes: int = MAX_SHARD_BYTES
+    unit_size: int = DEFAULT_UNIT_SIZE  # folder images per work unit
+    restart: bool = False  # discard the work folder of a different (or any) interrupted build
+    tf32: bool = False
+    bf16: bool = False
+    compile: bool = False
 
     def __post_init__(self):
         if self.group_by not in GROUP_BY:
@@ -85,34 +100,82 @@ class BuildConfig:
             raise ValueError(f"--image-mode must be one of {IMAGE_MODES}, got {self.image_mode!r}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"--top-k must be a positive integer or 'all', got {self.top_k}")
+        if self.unit_size < 1:
+            raise ValueError(f"--unit-size must be a positive integer, got {self.unit_size}")
+
+    @property
+    def numerics(self) -> Numerics:
+        return Numerics(tf32=self.tf32, bf16=self.bf16, compile=self.compile)
+
+
+def default_workers(device: torch.device, world: distributed.World) -> int:
+    """CPU: as many as the rank's cores (they decode between forward passes); GPU: all the rank's cores but one."""
+    cores = max(1, (os.cpu_count() or 1) // world.local_size)
+    return cores if device.type == "cpu" else max(1, cores - 1)
 
 
 class Builder:
     def __init__(self, config: BuildConfig):
         self.config = config
         self.timer = StageTimer()
-        self.stats: dict = {"skipped_images": 0, "skipped_ids": []}
+        self.stats: dict = {}
 
     def run(self) -> dict:
-        config = self.config
-        out = Path(config.out)
-        staging = prepare_output(out, config.overwrite)
+        world = distributed.world_from_env()
+        self.world, self.device = world, distributed.device_for(world, self.config.device)
+        if self.device.type == "cpu" and world.local_size > 1:  # ranks on one machine share its cores
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.local_size))
+        joined = distributed.init(world, self.device)
         try:
-            self._run(staging)
+            return self._run()
+        finally:
+            if joined:
+                distributed.destroy()
+
+    def _on_main(self, fn):
+        """Run `fn` on rank 0; its failure stops every rank with the same message (no rank left at a barrier)."""
+        failure, result = None, None
+        if self.world.is_main:
+            try:
+                result = fn()
+            except Exception as e:
+                failure = e
+        message = distributed.broadcast_object(None if failure is None else str(failure))
+        if failure is not None:
+            raise failure
+        if message is not None:
+            raise InputError(f"rank 0 stopped: {message}")
+        return result
+
+    def _run(self) -> dict:
+        config, world = self.config, self.world
+        out = Path(config.out)
+        start = time.perf_counter()
+        self.staging = self._on_main(lambda: prepare_output(out, config.overwrite)) or staging_folder(out)
+        try:
+            self._setup()
+            self._on_main(lambda: open_work(self.staging / WORK_DIR, self.fingerprint(), config.restart))
+            distributed.barrier()
+            reduced, rows_files = self._passes()
+            if world.is_main:
+                self._write(reduced, rows_files, start)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)  # the previous output, if any, is untouched
+            if world.is_main:
+                _cleanup_failed(self.staging)
             raise
-        publish(staging, out)
-        log.info("stage seconds: %s", self.stats["stage_seconds"])
+        if world.is_main:
+            shutil.rmtree(self.staging / WORK_DIR)
+            publish(self.staging, out)
+            log.info("stage seconds: %s", self.stats["stage_seconds"])
+        distributed.barrier()
         return self.stats
 
-    def _run(self, staging: Path) -> None:
+    def _setup(self) -> None:
         config = self.config
-        start = time.perf_counter()
-        self.device = pick_device(config.device)
         with self.timer("load model"):
-            self.model, self.model_info = create_feature_model(config.model, config.model_checkpoint, config.arch)
-            self.model = self.model.to(self.device, memory_format=torch.channels_last)
+            model, self.model_info = create_feature_model(config.model, config.model_checkpoint, config.arch)
+            self.runner = ModelRunner(model, self.device, config.numerics, StageTimer())
+            self.model = self.runner.model
         with self.timer("load annotations"):
             self.annotations = self._load_annotations()
         self.source = open_source(config.source, config.split, config.source_type)
@@ -120,35 +183,118 @@ class Builder:
         self.pairs_by_class = defaultdict(list)
         for pair in self.annotations.pairs.values():
             self.pairs_by_class[pair.class_index].append(pair)
-        self.topk = TopK(self.annotations.pairs, config.top_k)
-        self.fi = FeatureImportance(NUM_CLASSES, self.model.num_features)
-        self.metas: dict[int, ImageMeta] = {}
+        self.class_filter = None if len(self.classes) == NUM_CLASSES else set(self.classes)
+        with self.timer("plan"):
+            specs = self.source.plan_units(self.class_filter, config.limit, config.unit_size)
+        self.plan = [Unit(i, spec) for i, spec in enumerate(specs)]
+        self.workers = config.workers if config.workers is not None else default_workers(self.device, self.world)
 
-        self.scan()
-        selected = self.select()
-        spill = Spill(staging / ".rows.arrow", image_features())
-        self.materialize(selected, spill)
-        spill.close()
-        if spill.rows == 0:
-            raise ValueError(f"no image was grouped into the built classes {self.classes[:20]} "
-                             f"({self.stats['images_scanned']} read): nothing to write. With few images per class, "
-                             "try --group-by label or a larger --limit.")
+    def fingerprint(self) -> dict:
+        """What makes two runs the same build; the number of ranks and workers is not part of it."""
+        config, info = self.config, self.model_info
+        return {
+            "package_version": __version__, "source": self.source.describe(), "split": config.split,
+            "plan_sha256": fingerprint_hash({"plan": [u.spec for u in self.plan]}),
+            "model": info.name, "arch": info.arch, "checkpoint_sha256": info.sha256 or info.checkpoint,
+            "annotations_sha256": self.annotations.sha256, "classes": self.classes, "limit": config.limit,
+            "top_k": config.top_k, "group_by": config.group_by, "image_mode": config.image_mode,
+            "draft": config.draft, "batch_size": config.batch_size, "unit_size": config.unit_size,
+            "numerics": config.numerics.describe(), "device_type": self.device.type,
+        }
+
+    def _passes(self):
+        config, world, work = self.config, self.world, self.staging / WORK_DIR
+        worker_config = replace(config, workers=self.workers)
+        scan_folder = UnitFolder(work, "scan")
+        k = config.top_k if config.top_k is not None else ANNOTATOR_TOP_IMAGES
+        bar = tqdm(total=len(world.my_share(self.plan)), unit="unit", disable=not world.is_main,
+                   desc=f"pass 1: robust model over {len(self.plan)} units", dynamic_ncols=True)
+        self.stats["pass1_units"] = run_units(
+            self.plan, scan_folder, lambda: ScanWorker(self.source, self.runner, self.pairs_by_class, worker_config,
+                                                       self.class_filter, scan_folder.path),
+            world, "pass 1", progress=lambda unit: bar.update())
+        bar.close()
+        with self.timer("reduce"):
+            reduced = merge_scans(self.plan, scan_folder, self.annotations.pairs, k, self.model.num_features)
+        self.stats["forward_passes"] = {"images_forwarded": reduced.scanned, "per_image": 1,
+                                        "reads_of_source": 1 if config.top_k is None else 2}
+        if config.top_k is None:
+            return reduced, reduced.rows_files
+        selected = select(reduced, self.annotations.pairs)
+        plan2 = [unit for unit in self.plan if unit.index in selected]
+        rows_folder = UnitFolder(work, "rows")
+        bar = tqdm(total=len(world.my_share(plan2)), unit="unit", disable=not world.is_main,
+                   desc=f"pass 2: masks for the selected images of {len(plan2)} units", dynamic_ncols=True)
+        self.stats["pass2_units"] = run_units(
+            plan2, rows_folder, lambda: RowsWorker(self.source, worker_config, selected, rows_folder.path),
+            world, "pass 2", progress=lambda unit: bar.update())
+        bar.close()
+        for unit in plan2:
+            for stage, seconds in rows_folder.read_marker(unit.index)["timings"].items():
+                reduced.timings[stage] += seconds
+        return reduced, [rows_folder.result_dir(unit.index) / "rows.arrow" for unit in plan2]
+
+    # write (rank 0) --------------------------------------------------------------------------------------------------
+
+    def _write(self, reduced, rows_files, start) -> None:
+        config, stats = self.config, self.stats
+        for image_id, ref, error in reduced.skipped:
+            log.warning("skipped corrupt image %s (%s): %s", image_id, ref, error)
+        stats.update(images_scanned=reduced.scanned, skipped_images=len(reduced.skipped),
+                     skipped_ids=[image_id for image_id, _, _ in reduced.skipped[:100]])
         with self.timer("write shards"):
-            shards = ShardWriter(staging / "data", config.split, image_features(), config.max_shard_bytes)
-            for table in spill.sorted_batches(["group", "image_id"]):
+            rows = SpilledRows(rows_files)
+            if rows.table is None or rows.table.num_rows == 0:
+                raise ValueError(f"no image was grouped into the built classes {self.classes[:20]} "
+                                 f"({reduced.scanned} read): nothing to write. With few images per class, "
+                                 "try --group-by label or a larger --limit.")
+            fill = PairRanks(rows.table).apply if config.top_k is None else None
+            shards = ShardWriter(self.staging / "data", config.split, image_features(), config.max_shard_bytes)
+            for table in rows.sorted_batches(["group", "image_id"], fill=fill):
                 shards.write(table)
-            self.stats["default_shards"] = [p.name for p in shards.close()]
-            self.stats["default_bytes"] = shards.bytes
-            spill.path.unlink()
-            ann_rows = self.annotation_rows()
-            ann_writer = ShardWriter(staging / "data", ANNOTATIONS_CONFIG, annotation_features())
-            ann_writer.write(encode_rows(ann_rows, annotation_features()))
-            self.stats["annotation_shards"] = [p.name for p in ann_writer.close()]
-            self.stats["annotation_bytes"] = ann_writer.bytes
-        self.stats["seconds_total"] = round(time.perf_counter() - start, 2)
-        self.stats["stage_seconds"] = self.timer.report()
-        self.stats["images_per_second"] = round(self.stats["images_scanned"] / max(self.stats["seconds_total"], 1e-9), 2)
-        card.write_card(staging, self.provenance(), self.stats, config.split, repo_id=str(config.out))
+            stats["default_shards"] = [p.name for p in shards.close()]
+            stats["default_bytes"] = shards.bytes
+            stats["images_written"] = rows.table.num_rows
+            stats["masks_written"] = sum(len(chunk.flatten()) for chunk in rows.table.column("features").chunks)
+            ann_writer = ShardWriter(self.staging / "data", ANNOTATIONS_CONFIG, annotation_features())
+            ann_writer.write(encode_rows(self.annotation_rows(reduced), annotation_features()))
+            stats["annotation_shards"] = [p.name for p in ann_writer.close()]
+            stats["annotation_bytes"] = ann_writer.bytes
+            del rows
+        stats["seconds_total"] = round(time.perf_counter() - start, 2)
+        seconds = defaultdict(float, reduced.timings)
+        for stage, value in self.timer.report().items():
+            seconds[stage] += value
+        stats["stage_seconds"] = {stage: round(value, 2) for stage, value in seconds.items()}
+        stats["images_per_second"] = round(reduced.scanned / max(stats["seconds_total"], 1e-9), 2)
+        stats["world_size"] = self.world.size
+        card.write_card(self.staging, self.provenance(), stats, config.split, repo_id=str(config.out))
+
+    # annotations config ---------------------------------------------------------------------------------------------
+
+    def annotation_rows(self, reduced) -> list[dict]:
+        weight, fi = self.model.classifier_weight, reduced.fi
+        importance, ranks = fi.importance(weight), fi.ranks(weight)
+        names, rows, agree = class_names(), [], 0
+        for (c, j), pair in sorted(self.annotations.pairs.items()):
+            votes = pair.votes
+            empty = int(fi.counts[c]) == 0
+            computed_rank = None if empty else int(ranks[c, j])
+            agree += computed_rank is not None and computed_rank <= len(self.annotations.for_class(c))
+            rows.append({
+                "class_index": c, "wordnet_id": pair.wordnet_id, "class_name": names[c], "feature_index": j,
+                "feature_rank": pair.feature_rank, "importance": None if empty else float(importance[c, j]),
+                "computed_rank": computed_rank, "kind": pair.kind, "spurious_type": pair.spurious_type,
+                "votes_main_object": votes["main_object"], "votes_separate_object": votes["separate_object"],
+                "votes_background": votes["background"], "mean_confidence": pair.mean_confidence,
+                "answers": [asdict(a) for a in pair.answers], "group_size": int(fi.counts[c]),
+                "top_image_ids": top_image_ids(reduced, (c, j), ANNOTATOR_TOP_IMAGES),
+            })
+        self.stats["annotation_stats"] = self.annotations.stats()
+        self.stats["top5_agreement"] = {"agree": agree, "pairs": len(rows),
+                                        "pairs_with_images": sum(r["group_size"] > 0 for r in rows)}
+        self.stats["groups"] = dict(Counter({c: int(fi.counts[c]) for c in self.classes}))
+        return rows
 
     def _load_annotations(self):
         config = self.config
@@ -163,7 +309,7 @@ class Builder:
         annotated = set(self.annotations.classes)
         wanted = set(self.config.classes) if self.config.classes is not None else annotated
         missing = sorted(wanted - annotated)
-        if missing:
+        if missing and self.world.is_main:
             log.warning("skipping %d class(es) without annotations: %s%s", len(missing), missing[:20],
                         " ..." if len(missing) > 20 else "")
         self.stats["classes_without_annotations"] = missing
@@ -171,139 +317,6 @@ class Builder:
         if not classes:
             raise ValueError("no class to build: none of the requested classes has annotations")
         return classes
-
-    # pass 1 ----------------------------------------------------------------------------------------------------------
-
-    def scan(self) -> None:
-        config = self.config
-        classes = None if len(self.classes) == NUM_CLASSES else set(self.classes)  # None: no filter to apply
-        total = self.source.count(classes, config.limit)
-        samples = self.source.samples(classes, config.limit)
-        scanned = 0
-        bar = tqdm(total=total, unit="img", desc="pass 1/2: robust model over the source", dynamic_ncols=True)
-        with ordered_map(Pass1Decoder(config.draft), config.workers) as imap:
-            decoded = timed_iter(imap(samples), self.timer, "read+decode (pass 1)")
-            for batch in batched(decoded, config.batch_size):
-                good = [(s, t) for s, t, error in batch if error is None]
-                for s, _, error in batch:
-                    if error is not None:
-                        self._skip(s, error)
-                if good:
-                    self._scan_batch([s for s, _ in good], torch.stack([t for _, t in good]), scanned)
-                scanned += len(good)
-                bar.update(len(batch))
-        bar.close()
-        self.stats["images_scanned"] = scanned
-
-    def _skip(self, sample: Sample, error: str) -> None:
-        self.stats["skipped_images"] += 1
-        if len(self.stats["skipped_ids"]) < 100:
-            self.stats["skipped_ids"].append(sample.image_id)
-        log.warning("skipping corrupt image %s (%s): %s", sample.image_id, sample.ref, error)
-
-    def forward(self, batch_uint8: torch.Tensor):
-        with self.timer("model"), torch.inference_mode():
-            x = to_unit_float(batch_uint8.to(self.device, non_blocking=True))
-            spatial, pooled, logits = self.model(x.contiguous(memory_format=torch.channels_last))
-            synchronize(self.device)
-        return spatial, pooled, logits
-
-    def _scan_batch(self, samples: list[Sample], batch: torch.Tensor, first_seq: int) -> None:
-        spatial, pooled, logits = self.forward(batch)
-        with self.timer("select"):
-            predictions = logits.argmax(1)
-            labels = torch.tensor([s.label for s in samples], device=predictions.device)
-            groups = predictions if self.config.group_by == "prediction" else labels
-            self.fi.update(groups, pooled)
-            groups, predictions, pooled_cpu = groups.tolist(), predictions.tolist(), pooled.float().cpu()
-            for i, sample in enumerate(samples):
-                self._offer(first_seq + i, sample, predictions[i], groups[i], pooled_cpu[i], spatial[i])
-
-    def _offer(self, seq, sample, prediction, group, pooled, spatial) -> None:
-        kept = False
-        for pair in self.pairs_by_class.get(group, ()):
-            key = (pair.class_index, pair.feature_index)
-            activation = float(pooled[pair.feature_index])
-            if not self.topk.would_keep(key, activation):
-                continue
-            nam = None
-            if self.config.top_k is not None:  # bounded: keep the map from this pass; 'all' recomputes in pass 2
-                nam = normalized_maps(spatial[pair.feature_index].float()).cpu().numpy()
-            self.topk.offer(key, Candidate(activation, sample.image_id, seq, nam))
-            kept = True
-        if kept:
-            self.metas[seq] = ImageMeta(sample.image_id, sample.label, prediction, group, sample.ref)
-
-    # selection -------------------------------------------------------------------------------------------------------
-
-    def select(self) -> dict[int, list[dict]]:
-        """seq -> entries (one per pair whose top-k holds the image)."""
-        selected: dict[int, list[dict]] = defaultdict(list)
-        for key, pair in self.annotations.pairs.items():
-            for rank, candidate in enumerate(self.topk.ranked(key), start=1):
-                selected[candidate.seq].append({
-                    "feature_index": pair.feature_index, "feature_rank": pair.feature_rank, "kind": pair.kind,
-                    "activation": candidate.activation, "rank": rank, "nam": candidate.nam,
-                })
-        self.metas = {seq: self.metas[seq] for seq in selected}
-        return selected
-
-    # pass 2 ----------------------------------------------------------------------------------------------------------
-
-    def materialize(self, selected: dict[int, list[dict]], spill: Spill) -> None:
-        config = self.config
-        by_ref = {self.metas[seq].ref: seq for seq in selected}
-        worker = Pass2Decoder(config.image_mode, config.draft)
-        bar = tqdm(total=len(by_ref), unit="img", desc="pass 2/2: masks for the selected images", dynamic_ncols=True)
-        masks = 0
-        with ordered_map(worker.view, config.workers) as imap, ordered_map(make_row_job, config.workers) as rows_map:
-            views = timed_iter(imap(self.source.read_many(list(by_ref))), self.timer, "read+decode (pass 2)")
-            for batch in batched(views, config.batch_size):
-                seqs = [by_ref[ref] for ref, _, _ in batch]
-                if any(e["nam"] is None for seq in seqs for e in selected[seq]):
-                    self._recompute_nams(seqs, torch.stack([v for _, v, _ in batch]), selected)
-                jobs = [(self.metas[seq], image, selected[seq]) for seq, (_, _, image) in zip(seqs, batch)]
-                with self.timer("masks+encode"):
-                    rows = list(rows_map(jobs))
-                with self.timer("spill"):
-                    spill.append(rows)
-                masks += sum(len(selected[seq]) for seq in seqs)
-                bar.update(len(batch))
-        bar.close()
-        self.stats["images_written"] = spill.rows
-        self.stats["masks_written"] = masks
-
-    def _recompute_nams(self, seqs, batch, selected) -> None:
-        spatial, _, _ = self.forward(batch)
-        for i, seq in enumerate(seqs):
-            for entry in selected[seq]:
-                entry["nam"] = normalized_maps(spatial[i, entry["feature_index"]].float()).cpu().numpy()
-
-    # annotations config ---------------------------------------------------------------------------------------------
-
-    def annotation_rows(self) -> list[dict]:
-        weight = self.model.classifier_weight
-        importance, ranks = self.fi.importance(weight), self.fi.ranks(weight)
-        names, rows, agree = class_names(), [], 0
-        for (c, j), pair in sorted(self.annotations.pairs.items()):
-            votes = pair.votes
-            empty = int(self.fi.counts[c]) == 0
-            computed_rank = None if empty else int(ranks[c, j])
-            agree += computed_rank is not None and computed_rank <= len(self.annotations.for_class(c))
-            rows.append({
-                "class_index": c, "wordnet_id": pair.wordnet_id, "class_name": names[c], "feature_index": j,
-                "feature_rank": pair.feature_rank, "importance": None if empty else float(importance[c, j]),
-                "computed_rank": computed_rank, "kind": pair.kind, "spurious_type": pair.spurious_type,
-                "votes_main_object": votes["main_object"], "votes_separate_object": votes["separate_object"],
-                "votes_background": votes["background"], "mean_confidence": pair.mean_confidence,
-                "answers": [asdict(a) for a in pair.answers], "group_size": int(self.fi.counts[c]),
-                "top_image_ids": [cand.image_id for cand in self.topk.ranked((c, j))[:ANNOTATOR_TOP_IMAGES]],
-            })
-        self.stats["annotation_stats"] = self.annotations.stats()
-        self.stats["top5_agreement"] = {"agree": agree, "pairs": len(rows),
-                                        "pairs_with_images": sum(r["group_size"] > 0 for r in rows)}
-        self.stats["groups"] = dict(Counter({c: int(self.fi.counts[c]) for c in self.classes}))
-        return rows
 
     def provenance(self) -> dict:
         config, info = self.config, self.model_info
@@ -319,10 +332,18 @@ class Builder:
                 "top_k": config.top_k if config.top_k is not None else "all", "group_by": config.group_by,
                 "majority": MAJORITY, "image_mode": config.image_mode, "jpeg_draft": config.draft,
             },
+            "numerics": config.numerics.describe(),
             "classes": self.classes,
             "demo": config.demo,
             "python": platform.python_version(), "torch": torch.__version__, "device": str(self.device),
+            "world_size": self.world.size,
         }
+
+
+def _cleanup_failed(staging: Path) -> None:
+    """Keep a failed build's finished units for a resume; a staging folder with none is removed."""
+    if not any((staging / WORK_DIR).glob("*/*.done.json")):
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def build(config: BuildConfig) -> dict:

@@ -5,6 +5,7 @@ so an interrupted build never leaves a shard that `load_dataset` would read.
 """
 
 import logging
+import mmap
 import os
 from pathlib import Path
 
@@ -46,6 +47,36 @@ class Spill:
         order = pc.sort_indices(table.select(keys), sort_keys=[(k, "ascending") for k in keys])
         for start in range(0, len(order), batch_rows):
             yield table.take(order[start:start + batch_rows])
+
+
+class SpilledRows:
+    """Several spill files (one per unit, in unit order) read back as one table, memory-mapped. `release()` drops
+    the pages read so far from this process (they stay in the page cache), so peak RSS does not grow with the build.
+    """
+
+    def __init__(self, paths: list[Path]):
+        self._maps, tables = [], []
+        for path in paths:
+            with open(path, "rb") as f:
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._maps.append(mapped)
+            tables.append(pa.ipc.open_file(pa.py_buffer(mapped)).read_all())
+        self.table = pa.concat_tables(tables) if tables else None
+
+    def sorted_batches(self, keys: list[str], batch_rows: int = ROW_GROUP_ROWS, fill=None):
+        """Batches in `keys` order; `fill(table, row_indices)` may complete each batch (e.g. pair ranks)."""
+        order = pc.sort_indices(self.table.select(keys), sort_keys=[(k, "ascending") for k in keys]).to_numpy()
+        for n, start in enumerate(range(0, len(order), batch_rows)):
+            indices = order[start:start + batch_rows]
+            batch = self.table.take(pa.array(indices))
+            yield batch if fill is None else fill(batch, indices)
+            if n % 20 == 19:
+                self.release()
+
+    def release(self) -> None:
+        for mapped in self._maps:
+            if hasattr(mapped, "madvise") and len(mapped):
+                mapped.madvise(mmap.MADV_DONTNEED)
 
 
 class ShardWriter:
