@@ -21,6 +21,7 @@ from .constants import (
     DEFAULT_SEED,
     DEFAULT_TOP_K,
     DEFAULT_TOP_PAIRS,
+    DEFAULT_UNIT_SIZE,
     ROBUST_MODELS,
 )
 from .errors import EXIT_INTERRUPTED, UserError
@@ -106,6 +107,15 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="decoding processes (0: decode in-process)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-draft", action="store_true", help="decode JPEGs at full size (slower)")
+    parser.add_argument("--unit-size", type=positive_int, default=DEFAULT_UNIT_SIZE,
+                        help="images per work unit of a folder source (parquet: a row group, WebDataset: a tar); "
+                             f"a stopped build resumes from its finished units (default: {DEFAULT_UNIT_SIZE})")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard the finished units of an interrupted build of --out and start afresh")
+    parser.add_argument("--tf32", action="store_true", help="TF32 matmuls/convolutions on CUDA (opt-in: changes "
+                                                            "activations slightly; recorded in the card)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (opt-in, recorded in the card)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in, recorded)")
     parser.add_argument("--cache-dir", default=None, help="download cache (default: ~/.cache/salient_imagenet)")
     parser.add_argument("--demo", action="store_true", help="offline demo build on generated inputs")
     add_push_arguments(parser, with_flag=True)

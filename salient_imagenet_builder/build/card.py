@@ -62,6 +62,14 @@ def front_matter(split: str, stats: dict) -> dict:
     }
 
 
+def _forward_passes(stats: dict) -> str:
+    passes = stats.get("forward_passes")
+    if not passes:
+        return "?"
+    return (f"{passes['images_forwarded']} ({passes['per_image']} per image read); the source was read "
+            f"{passes['reads_of_source']} time(s) (the second read: only the selected images, for their rows)")
+
+
 def _table(rows) -> str:
     return "\n".join(f"| {k} | {v} |" for k, v in rows)
 
@@ -85,6 +93,8 @@ def render(provenance: dict, stats: dict, split: str, repo_id: str = "path/to/sa
         ("grouping / top-k / majority", f"{constants['group_by']} / {constants['top_k']} / "
                                         f"{constants['majority']} of 5"),
         ("software", f"python {provenance['python']}, torch {provenance['torch']}, device {provenance['device']}"),
+        ("opt-in numerics", ", ".join(k for k, v in provenance.get("numerics", {}).items() if v) or "none (fp32)"),
+        ("processes (torchrun world size)", provenance.get("world_size", 1)),
     ]
     statistics_rows = [
         ("classes built", len(provenance["classes"])),
@@ -101,6 +111,7 @@ def render(provenance: dict, stats: dict, split: str, repo_id: str = "path/to/sa
         ("corrupt images skipped", stats["skipped_images"]
          if not stats["skipped_ids"] else f"{stats['skipped_images']} ({', '.join(stats['skipped_ids'][:10])})"),
         ("requested classes without annotations (skipped)", len(stats["classes_without_annotations"])),
+        ("model forward passes", _forward_passes(stats)),
         ("build time", f"{stats['seconds_total']} s ({stats['images_per_second']} images/s)"),
     ]
     agreement_sentence = (

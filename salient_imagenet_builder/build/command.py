@@ -36,7 +36,8 @@ def config_from_args(args, **overrides) -> BuildConfig:
         model_checkpoint=args.model_checkpoint, arch=args.arch, annotations=args.annotations, classes=args.classes,
         limit=args.limit, top_k=args.top_k, group_by=args.group_by, image_mode=args.image_mode,
         batch_size=args.batch_size, device=args.device, overwrite=args.overwrite, source_type=args.source_type,
-        draft=not args.no_draft, command=shlex.join(["python", "build_dataset.py", *sys.argv[1:]]),
+        draft=not args.no_draft, unit_size=args.unit_size, restart=args.restart, tf32=args.tf32, bf16=args.bf16,
+        compile=args.compile, command=shlex.join(["python", "build_dataset.py", *sys.argv[1:]]),
     )
     if args.workers is not None:
         fields["workers"] = args.workers
@@ -51,7 +52,8 @@ def run_build(args) -> None:
         raise SystemExit("error: --source is required (or run the offline demo with --demo)")
     config = config_from_args(args)
     stats = build(config)
-    print_summary(config.out, stats, config.split)
+    if stats["rank"] == 0:  # under torchrun, one rank reports
+        print_summary(config.out, stats, config.split)
 
 
 def run_demo(args) -> None:

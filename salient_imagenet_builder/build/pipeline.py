@@ -123,6 +123,7 @@ class Builder:
     def run(self) -> dict:
         world = distributed.world_from_env()
         self.world, self.device = world, distributed.device_for(world, self.config.device)
+        self.stats["rank"] = world.rank
         if self.device.type == "cpu" and world.local_size > 1:  # ranks on one machine share its cores
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.local_size))
         joined = distributed.init(world, self.device)
