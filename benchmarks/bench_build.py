@@ -1,14 +1,25 @@
-"""Build throughput beside its ceiling, the model's forward-only throughput, measured in one run.
+"""Build throughput beside its ceiling (the model's forward-only throughput), the decode pipeline alone, and peak
+memory at two dataset sizes 4x apart, in one run.
 
-    python benchmarks/bench_build.py [--images-per-class 12] [--classes 10] [--arch resnet50] [--batch-size 32]
+    python benchmarks/bench_build.py [--classes 4] [--images-per-class 24] [--arch resnet50] [--batch-size 32]
 
-Generates ImageNet-sized JPEGs (500x375), a random-weight checkpoint in the robust-library layout and an
-annotation CSV, then (1) times the feature model alone on preprocessed batches (channels_last, inference_mode),
-(2) times a full build (decode workers, both passes, parquet, card) of the same images.
+Generates ImageNet-sized JPEGs (500x375), a random-weight checkpoint in the robust-library layout whose BatchNorm
+statistics are calibrated on those images (an uncalibrated random ResNet-50 drifts into denormal numbers and runs
+~2x slower on CPU, which would skew the ratio), and an annotation CSV. Then:
+1. forward-only: the feature model alone on preprocessed batches (channels_last, inference_mode), before and after;
+2. two full builds (subprocesses, so each has its own peak RSS), of N and 4N images (`--limit`), with
+   `--group-by label` and top-k = k/N of ImageNet's (65 of ~1281 images per class), so the share of images that
+   get masks matches a full build; the build rate is the marginal one, (4N - N) / (t(4N) - t(N)): start-up cancels;
+3. the decode pipeline alone (read + decode + shared-memory hand-over, no model) and the row stage alone (masks and
+   PNG encoding of one selected image), per worker: how many cores one GPU needs.
 """
 
 import argparse
+import json
+import os
 import random
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,11 +31,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from salient_imagenet_builder.build import BuildConfig, build  # noqa: E402
+from salient_imagenet_builder.build.decoding import BatchDecoder  # noqa: E402
 from salient_imagenet_builder.build.demo import jpeg_bytes, make_annotations, make_checkpoint, synthetic_image  # noqa: E402
+from salient_imagenet_builder.build.rows import ImageMeta, make_row_job  # noqa: E402
 from salient_imagenet_builder.images import center_view, decode, to_uint8_tensor, to_unit_float  # noqa: E402
-from salient_imagenet_builder.model import create_feature_model, pick_device  # noqa: E402
+from salient_imagenet_builder.masks import normalized_maps  # noqa: E402
+from salient_imagenet_builder.model import create_feature_model  # noqa: E402
 from salient_imagenet_builder.schema import wordnet_ids  # noqa: E402
-from salient_imagenet_builder.stages import default_workers  # noqa: E402
+from salient_imagenet_builder.sources import Sample  # noqa: E402
+from salient_imagenet_builder.stages import batched  # noqa: E402
+
+IMAGENET_TOP_K_SHARE = 65 / 1281  # k over the images of an average train class
 
 
 def make_folder(root: Path, classes: int, per_class: int) -> list[bytes]:
@@ -34,53 +51,153 @@ def make_folder(root: Path, classes: int, per_class: int) -> list[bytes]:
         folder.mkdir(parents=True)
         for n in range(per_class):
             data = jpeg_bytes(synthetic_image(rng, label, (500, 375)))
-            (folder / f"{wordnet_ids()[label]}_{n}.JPEG").write_bytes(data)
+            (folder / f"{wordnet_ids()[label]}_{n:05d}.JPEG").write_bytes(data)
             files.append(data)
     return files
 
 
-def forward_only(model, device, files, batch_size) -> float:
+def calibrated_checkpoint(path: Path, arch: str, classes: list[int], files: list[bytes]) -> Path:
+    """make_checkpoint's random weights, with BatchNorm running statistics measured on the bench's images."""
+    make_checkpoint(path, arch, classes=classes)
+    model = create_feature_model(arch, str(path))[0]
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration batches
+    batch = torch.stack([to_uint8_tensor(center_view(decode(d))) for d in files[:64]])
+    model.train()
+    with torch.no_grad():
+        for chunk in batch.split(32):
+            model(to_unit_float(chunk))
+    ckpt = torch.load(path, weights_only=True)
+    for prefix in ("module.model.", "module.attacker.model."):
+        ckpt["model"].update({prefix + k: v.clone() for k, v in model.net.state_dict().items()})
+    torch.save(ckpt, path)
+    return path
+
+
+def forward_only(model, files, batch_size) -> float:
     batch = torch.stack([to_uint8_tensor(center_view(decode(d))) for d in files[:batch_size]])
-    x = to_unit_float(batch.to(device)).contiguous(memory_format=torch.channels_last)
+    x = to_unit_float(batch).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         model(x)  # warm-up
         start, seen = time.perf_counter(), 0
         while seen < len(files):
             model(x)
             seen += len(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
     return seen / (time.perf_counter() - start)
+
+
+def decode_alone(files, workers, batch_size) -> float:
+    decoder = BatchDecoder(workers, batch_size, draft=True)
+    samples = [Sample(str(i), 0, data, str(i)) for i, data in enumerate(files)]
+    start = time.perf_counter()
+    for _ in decoder.batches(batched(samples, batch_size), overlap=True):
+        pass
+    rate = len(files) / (time.perf_counter() - start)
+    decoder.close()
+    return rate
+
+
+def rows_alone(n, workers, batch_size, features=5) -> float:
+    """Masks + PNG of `n` selected images with `features` annotated features each (decode not included)."""
+    decoder = BatchDecoder(workers, batch_size, draft=True)
+    nams = normalized_maps(torch.relu(torch.randn(n, features, 7, 7, generator=torch.Generator().manual_seed(0))))
+    jobs = [(ImageMeta(str(i), 0, 0, 0, str(i)), None,
+             [{"feature_index": j, "feature_rank": j + 1, "kind": "core", "activation": 1.0, "rank": 1,
+               "nam": nams[i, j].numpy()} for j in range(features)]) for i in range(n)]
+    start = time.perf_counter()
+    for chunk in batched(jobs, batch_size):
+        decoder.map(make_row_job, chunk)
+    rate = n / (time.perf_counter() - start)
+    decoder.close()
+    return rate
+
+
+def child_build(spec: str) -> None:
+    stats = build(BuildConfig(**json.loads(spec)))
+    print("BENCH " + json.dumps({"stats": stats, "peak_rss_mb": peak_rss_mb()}, default=str))
+
+
+def peak_rss_mb() -> float:
+    """VmHWM: this process's peak resident set (ru_maxrss would carry over the parent's peak through fork+exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_build(fields: dict) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--child-build", json.dumps(fields)], capture_output=True,
+                            text=True, check=False)
+    line = next((x for x in result.stdout.splitlines() if x.startswith("BENCH ")), None)
+    if line is None:
+        raise SystemExit(result.stderr[-3000:])
+    return json.loads(line[len("BENCH "):])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--images-per-class", type=int, default=12)
+    parser.add_argument("--classes", type=int, default=4)
+    parser.add_argument("--images-per-class", type=int, default=24, help="N / classes; the large build has 4x")
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--workers", type=int, default=None, help="decode workers (default: the build's own)")
+    parser.add_argument("--top-k-all", action="store_true", help="--top-k all (every image gets masks)")
+    parser.add_argument("--child-build", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_build:
+        return child_build(args.child_build)
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         classes = list(range(args.classes))
-        files = make_folder(tmp / "imagenet", args.classes, args.images_per_class)
-        ckpt = make_checkpoint(tmp / "model.ckpt", args.arch, classes=classes)
+        small, large = args.images_per_class, 4 * args.images_per_class
+        files = make_folder(tmp / "imagenet", args.classes, large)
+        ckpt = calibrated_checkpoint(tmp / "model.ckpt", args.arch, classes, files)
         csv = make_annotations(tmp / "a.csv", classes, timm.create_model(args.arch).num_features)
-        device = pick_device()
-        model = create_feature_model(args.arch, str(ckpt))[0].to(device, memory_format=torch.channels_last)
-        before = forward_only(model, device, files, args.batch_size)
-        stats = build(BuildConfig(source=str(tmp / "imagenet"), out=str(tmp / "out"), model=args.arch,
-                                  model_checkpoint=str(ckpt), annotations=str(csv), batch_size=args.batch_size,
-                                  workers=args.workers, cache_dir=str(tmp / "cache")))
-        after = forward_only(model, device, files, args.batch_size)
-    ceiling = (before + after) / 2  # measured on both sides of the build: load drift shows as a spread
-    rate = stats["images_scanned"] / stats["seconds_total"]
-    print(f"\ndevice {device}, {args.arch}, batch {args.batch_size}, {args.workers} decode workers, "
-          f"{stats['images_scanned']} images (500x375 JPEG), {stats['images_written']} selected for masks")
-    print(f"model forward-only: {ceiling:.2f} images/s (before the build {before:.2f}, after {after:.2f})")
-    print(f"full build:         {rate:.2f} images/s  ({stats['seconds_total']:.1f} s; stages {stats['stage_seconds']})")
-    print(f"ratio build / forward-only: {rate / ceiling:.2f}")
+        model = create_feature_model(args.arch, str(ckpt))[0].to(memory_format=torch.channels_last).eval()
+        before = forward_only(model, files, args.batch_size)
+        runs = {}
+        for per_class in (small, large):
+            k = None if args.top_k_all else max(1, round(IMAGENET_TOP_K_SHARE * per_class))
+            fields = dict(source=str(tmp / "imagenet"), out=str(tmp / f"out{per_class}"), model=args.arch,
+                          model_checkpoint=str(ckpt), annotations=str(csv), batch_size=args.batch_size,
+                          workers=args.workers, cache_dir=str(tmp / "cache"), limit=per_class, top_k=k,
+                          group_by="label")
+            runs[per_class] = run_build(fields) | {"k": k or "all"}
+        after = forward_only(model, files, args.batch_size)
+        decode_1 = decode_alone(files, 1, args.batch_size)
+        decode_all = decode_alone(files, cores, args.batch_size)
+        rows_1 = rows_alone(64, 1, args.batch_size)
+    s, b = runs[small]["stats"], runs[large]["stats"]
+    ceiling = (before + after) / 2  # measured on both sides of the builds: load drift shows as a spread
+    marginal = (b["images_scanned"] - s["images_scanned"]) / (b["seconds_total"] - s["seconds_total"])
+    share = b["images_written"] / b["images_scanned"]
+    print(f"\nmachine: {cores} cores, load average before {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, after "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; torch {torch.__version__}, {torch.get_num_threads()} "
+          f"threads")
+    print(f"device cpu, {args.arch} (calibrated BatchNorm), batch {args.batch_size}, group-by label, "
+          f"500x375 JPEGs")
+    print(f"model forward-only:  {ceiling:.2f} images/s (before the builds {before:.2f}, after {after:.2f})")
+    for per_class, run in runs.items():
+        st = run["stats"]
+        print(f"build of {st['images_scanned']:4d} images (top-k {run['k']}, {st['images_written']} with masks): "
+              f"{st['seconds_total']:.1f} s, {st['images_per_second']:.2f} images/s overall, "
+              f"peak RSS {run['peak_rss_mb']:.0f} MB")
+        print(f"    stages (s): {st['stage_seconds']}")
+    print(f"build, marginal:     {marginal:.2f} images/s (({b['images_scanned']} - {s['images_scanned']}) images / "
+          f"({b['seconds_total']:.1f} - {s['seconds_total']:.1f}) s), {share:.0%} of images get masks")
+    print(f"ratio build / forward-only: {marginal / ceiling:.2f}")
+    print(f"peak RSS: {runs[small]['peak_rss_mb']:.0f} MB at {s['images_scanned']} images, "
+          f"{runs[large]['peak_rss_mb']:.0f} MB at {b['images_scanned']} images (4x)")
+    print(f"decode pipeline alone (read + decode + hand-over, no model): {decode_1:.0f} images/s with 1 worker, "
+          f"{decode_all:.0f} images/s with {cores} workers ({decode_all / cores:.0f} per worker)")
+    print(f"row stage alone (5 masks + PNG per selected image): {rows_1:.0f} images/s per worker")
+    per_image = 1 / decode_1 + share * (1 / decode_1 + 1 / rows_1)  # worker-seconds per image read, both passes
+    print(f"cores per 5,000 images/s (decode both passes + rows at this share): {5000 * per_image:.1f}; "
+          f"15 workers (16 cores, one for the model loop) sustain {15 / per_image:.0f} images/s")
 
 
 if __name__ == "__main__":
