@@ -56,11 +56,12 @@ def run_cli(args, tmp_path, torchrun: int = 0) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-def kill_midway(args, tmp_path, out: Path, after_units: int, torchrun: int = 0) -> int:
-    """Start a build, SIGKILL it (and its ranks) once `after_units` pass-1 units are done; the units done."""
+def kill_midway(args, tmp_path, out: Path, after_units: int, torchrun: int = 0, folder: str = "scan") -> int:
+    """Start a build, SIGKILL it (and its ranks) once `after_units` units of the pass that writes `folder`
+    ("scan": pass 1, "rows": pass 2) are done; returns the units done."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"] \
         if torchrun else [sys.executable]
-    markers = out.parent / f".{out.name}.partial" / "work" / "scan"
+    markers = out.parent / f".{out.name}.partial" / "work" / folder
     process = subprocess.Popen([*launcher, str(ROOT / "build_dataset.py"), *args], cwd=ROOT,
                                env=environment(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
@@ -136,6 +137,17 @@ def test_torchrun_killed_midway_resumes_under_torchrun(inputs, one_shot, tmp_pat
     resumed = run_cli(cli_args(inputs, out), tmp_path, torchrun=2)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr
+    assert_same_tables(out, one_shot)
+
+
+def test_killed_in_pass_2_resumes_there(inputs, one_shot, tmp_path):
+    out = tmp_path / "salient_imagenet"
+    done = kill_midway(cli_args(inputs, out), tmp_path, out, after_units=1, folder="rows")
+    assert not out.exists() and 1 <= done < 7  # 7 units hold selected images
+    resumed = run_cli(cli_args(inputs, out), tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "pass 1: resuming from 14 of 14 units" in resumed.stderr
+    assert f"pass 2: resuming from {done} of 7 units" in resumed.stderr
     assert_same_tables(out, one_shot)
 
 
