@@ -1,7 +1,7 @@
 """Build throughput beside its ceiling (the model's forward-only throughput), the decode pipeline alone, and peak
 memory at two dataset sizes 4x apart, in one run.
 
-    python benchmarks/bench_build.py [--classes 4] [--images-per-class 24] [--arch resnet50] [--batch-size 32]
+    python benchmarks/bench_build.py [--classes 2] [--images-per-class 32] [--arch resnet50] [--batch-size 32]
 
 Generates ImageNet-sized JPEGs (500x375), a random-weight checkpoint in the robust-library layout whose BatchNorm
 statistics are calibrated on those images (an uncalibrated random ResNet-50 drifts into denormal numbers and runs
@@ -76,16 +76,17 @@ def calibrated_checkpoint(path: Path, arch: str, classes: list[int], files: list
     return path
 
 
-def forward_only(model, files, batch_size) -> float:
+def forward_only(model, files, batch_size) -> tuple[float, float]:
+    """(images per wall second, images per CPU second of this process)."""
     batch = torch.stack([to_uint8_tensor(center_view(decode(d))) for d in files[:batch_size]])
     x = to_unit_float(batch).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         model(x)  # warm-up
-        start, seen = time.perf_counter(), 0
+        start, cpu, seen = time.perf_counter(), time.process_time(), 0
         while seen < len(files):
             model(x)
             seen += len(x)
-    return seen / (time.perf_counter() - start)
+    return seen / (time.perf_counter() - start), seen / (time.process_time() - cpu)
 
 
 def decode_alone(files, workers, batch_size) -> float:
@@ -127,19 +128,27 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_build(fields: dict) -> dict:
+    """The build in a subprocess: its stats, its peak RSS and the CPU seconds of it and its decode workers."""
+    cpu = children_cpu()
     result = subprocess.run([sys.executable, __file__, "--child-build", json.dumps(fields)], capture_output=True,
                             text=True, check=False)
     line = next((x for x in result.stdout.splitlines() if x.startswith("BENCH ")), None)
     if line is None:
         raise SystemExit(result.stderr[-3000:])
-    return json.loads(line[len("BENCH "):])
+    return json.loads(line[len("BENCH "):]) | {"cpu_seconds": children_cpu() - cpu}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--classes", type=int, default=4)
-    parser.add_argument("--images-per-class", type=int, default=24, help="N / classes; the large build has 4x")
+    parser.add_argument("--classes", type=int, default=2)
+    parser.add_argument("--images-per-class", type=int, default=32,
+                        help="N / classes, a multiple of --batch-size (the model's peak memory grows with the batch)")
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=None, help="decode workers (default: the build's own)")
@@ -158,7 +167,7 @@ def main() -> None:
         ckpt = calibrated_checkpoint(tmp / "model.ckpt", args.arch, classes, files)
         csv = make_annotations(tmp / "a.csv", classes, timm.create_model(args.arch).num_features)
         model = create_feature_model(args.arch, str(ckpt))[0].to(memory_format=torch.channels_last).eval()
-        before = forward_only(model, files, args.batch_size)
+        before, cpu_before = forward_only(model, files, args.batch_size)
         runs = {}
         for per_class in (small, large):
             k = None if args.top_k_all else max(1, round(IMAGENET_TOP_K_SHARE * per_class))
@@ -167,7 +176,7 @@ def main() -> None:
                           workers=args.workers, cache_dir=str(tmp / "cache"), limit=per_class, top_k=k,
                           group_by="label")
             runs[per_class] = run_build(fields) | {"k": k or "all"}
-        after = forward_only(model, files, args.batch_size)
+        after, cpu_after = forward_only(model, files, args.batch_size)
         decode_1 = decode_alone(files, 1, args.batch_size)
         decode_all = decode_alone(files, cores, args.batch_size)
         rows_1 = rows_alone(64, 1, args.batch_size)
@@ -175,6 +184,8 @@ def main() -> None:
     ceiling = (before + after) / 2  # measured on both sides of the builds: load drift shows as a spread
     marginal = (b["images_scanned"] - s["images_scanned"]) / (b["seconds_total"] - s["seconds_total"])
     share = b["images_written"] / b["images_scanned"]
+    cpu_ceiling = (cpu_before + cpu_after) / 2
+    cpu_marginal = (b["images_scanned"] - s["images_scanned"]) / (runs[large]["cpu_seconds"] - runs[small]["cpu_seconds"])
     print(f"\nmachine: {cores} cores, load average before {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, after "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads")
@@ -190,6 +201,8 @@ def main() -> None:
     print(f"build, marginal:     {marginal:.2f} images/s (({b['images_scanned']} - {s['images_scanned']}) images / "
           f"({b['seconds_total']:.1f} - {s['seconds_total']:.1f}) s), {share:.0%} of images get masks")
     print(f"ratio build / forward-only: {marginal / ceiling:.2f}")
+    print(f"same in CPU time (less sensitive to other load): forward-only {cpu_ceiling:.2f} images per CPU-second, "
+          f"build (marginal, incl. workers) {cpu_marginal:.2f}; ratio {cpu_marginal / cpu_ceiling:.2f}")
     print(f"peak RSS: {runs[small]['peak_rss_mb']:.0f} MB at {s['images_scanned']} images, "
           f"{runs[large]['peak_rss_mb']:.0f} MB at {b['images_scanned']} images (4x)")
     print(f"decode pipeline alone (read + decode + hand-over, no model): {decode_1:.0f} images/s with 1 worker, "

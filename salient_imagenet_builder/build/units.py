@@ -71,13 +71,14 @@ def open_work(work: Path, fingerprint: dict, restart: bool) -> None:
     """Keep a work folder left by the same build, or refuse one left by a different build (unless `restart`).
     Called by rank 0 only, before any pass."""
     path = work / FINGERPRINT
+    fingerprint = json.loads(json.dumps(fingerprint, default=str))  # as it reads back from the file
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
         if old != fingerprint and not restart:
             differ = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
             raise WorkMismatch(f"{work} holds a partial build with different {', '.join(differ)}; rerun the same "
                                "command to resume it, or pass --restart to discard it and start afresh")
-        if old != fingerprint or restart:
+        if restart:
             log.info("discarding the partial build in %s (--restart)", work)
             shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
