@@ -66,3 +66,12 @@ EVAL_IN_MEMORY_BYTES = 8 * 1024**3  # decoded views + masks above this spill to 
 # What the Hub and its dataset viewer accept (checked by `salient-imagenet check`).
 HUB_MAX_SHARD_BYTES = 500 * 1000**2
 HUB_MAX_ROW_GROUP_BYTES = 100 * 1000**2
+
+# Discovery (`salient-imagenet discover`): panels as the authors' annotators saw them.
+ATTACK_STEP_SIZE = 10.0  # feature attack: x <- clamp(x + step * g / ||g||_2, 0, 1)
+DEFAULT_ATTACK_STEPS = 100
+CONTEXT_IMAGES = 3  # images of the class (most confident by its logit) shown for context on each panel
+DEFAULT_STUDY_DIR = "study"
+GALLERY_FILE = "gallery.png"  # a build's top-level preview image, shown at the top of the card
+GALLERY_PAIRS = 4
+GALLERY_IMAGES = 4  # images per gallery row

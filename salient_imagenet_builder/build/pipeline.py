@@ -39,6 +39,7 @@ from ..images import to_unit_float
 from ..masks import normalized_maps
 from ..model import create_feature_model, pick_device
 from ..schema import annotation_features, class_names, image_features
+from ..show.pictures import write_gallery
 from ..sources import Sample, open_source
 from ..stages import StageTimer, batched, default_workers, ordered_map, synchronize, timed_iter
 from . import card
@@ -148,6 +149,7 @@ class Builder:
         self.stats["seconds_total"] = round(time.perf_counter() - start, 2)
         self.stats["stage_seconds"] = self.timer.report()
         self.stats["images_per_second"] = round(self.stats["images_scanned"] / max(self.stats["seconds_total"], 1e-9), 2)
+        self.stats["gallery"] = write_gallery(staging, config.split)  # a preview at the top of the card
         card.write_card(staging, self.provenance(), self.stats, config.split, repo_id=str(config.out))
 
     def _load_annotations(self):

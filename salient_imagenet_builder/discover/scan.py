@@ -1,0 +1,203 @@
+"""Pass 1 of discovery: feature importance per class and, for every (class, feature), the top images by r_j(x).
+
+The unit of work is a slice of the source (a file, a row group, N folder images). `scan_unit` turns one slice into
+a `ScanResult`, a small result that merges: FI sums and counts per class (as `build.selection.FeatureImportance`),
+and for every scanned class and *every* feature (the top features are only known once FI is complete) the k
+largest activations with the images that gave them, in [classes, features, k] tensors merged with a sort.
+Ties are broken by image id, larger id first, exactly as `build.selection.TopK` does, so the result does not
+depend on how the source was cut into units or in which order they were merged.
+
+THE SEAM: `scan_unit(samples, ...)` knows nothing about where its samples come from, and `ScanResult.merge` is
+associative; `scan_source` runs the units one after another in this process. The build's unit runner (resumable,
+distributed) can call `scan_unit` per unit and `merge` in its reduce instead, with no change here.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..build.selection import FeatureImportance
+from ..constants import NUM_CLASSES
+from ..images import to_unit_float
+from ..sources import Sample
+from ..stages import batched
+
+UNIT_IMAGES = 4096  # images per unit when one process scans the whole source
+
+
+@dataclass
+class ImageTable:
+    """The images a result refers to, sorted by image id, so a position compares like the id (the tie-break)."""
+
+    ids: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
+    refs: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    labels: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    predictions: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def of(cls, samples: list[Sample], predictions: list[int]) -> tuple["ImageTable", np.ndarray]:
+        """A table of `samples` and each sample's position in it."""
+        ids = np.array([s.image_id for s in samples], dtype=str)
+        order = np.argsort(ids, kind="stable")
+        position = np.empty(len(ids), dtype=np.int64)
+        position[order] = np.arange(len(ids))
+        table = cls(ids[order], np.array([s.ref for s in samples], dtype=object)[order],
+                    np.array([s.label for s in samples], dtype=np.int64)[order],
+                    np.array(predictions, dtype=np.int64)[order])
+        return table, position
+
+    def union(self, other: "ImageTable") -> tuple["ImageTable", np.ndarray, np.ndarray]:
+        """The merged sorted table and where each entry of `self` and of `other` went."""
+        mine = np.arange(len(self)) + np.searchsorted(other.ids, self.ids, side="left")
+        theirs = np.arange(len(other)) + np.searchsorted(self.ids, other.ids, side="right")
+        merged = ImageTable(*(np.empty(len(self) + len(other), dtype=np.result_type(a, b))
+                              for a, b in zip(self.columns(), other.columns())))
+        for target, a, b in zip(merged.columns(), self.columns(), other.columns()):
+            target[mine], target[theirs] = a, b
+        return merged, mine, theirs
+
+    def columns(self):
+        return self.ids, self.refs, self.labels, self.predictions
+
+    def take(self, keep: np.ndarray) -> "ImageTable":
+        return ImageTable(*(a[keep] for a in self.columns()))
+
+
+def merge_top(act_a, img_a, act_b, img_b, k: int):
+    """The k best of two candidate sets along the last dimension: by activation, ties by image position (= id),
+    larger first; empty slots (-inf, -1) sort last."""
+    act, img = torch.cat([act_a, act_b], -1), torch.cat([img_a, img_b], -1)
+    by_image = torch.argsort(img, dim=-1, descending=True, stable=True)
+    act, img = act.gather(-1, by_image), img.gather(-1, by_image)
+    by_activation = torch.argsort(act, dim=-1, descending=True, stable=True)[..., :k]
+    return act.gather(-1, by_activation), img.gather(-1, by_activation)
+
+
+@dataclass
+class ScanResult:
+    classes: list[int]  # the scanned classes; row i of the top tensors is class classes[i]
+    k: int  # top images kept per (class, feature)
+    context_k: int  # images per class by the class's own logit (context on the panels)
+    fi: FeatureImportance
+    top_act: torch.Tensor  # [classes, features, k] float32, -inf where empty
+    top_img: torch.Tensor  # [classes, features, k] int64 positions in `images`, -1 where empty
+    context_score: torch.Tensor  # [classes, 1, context_k] the class logit
+    context_img: torch.Tensor  # [classes, 1, context_k]
+    images: ImageTable = field(default_factory=ImageTable)
+    scanned: int = 0
+    skipped: list[str] = field(default_factory=list)  # ids of corrupt images
+
+    @classmethod
+    def empty(cls, classes: list[int], num_features: int, k: int, context_k: int) -> "ScanResult":
+        c = len(classes)
+        return cls(list(classes), k, context_k, FeatureImportance(NUM_CLASSES, num_features),
+                   torch.full((c, num_features, k), float("-inf")), torch.full((c, num_features, k), -1),
+                   torch.full((c, 1, context_k), float("-inf")), torch.full((c, 1, context_k), -1))
+
+    def rows(self) -> torch.Tensor:
+        """class index -> row of the top tensors (-1: not scanned)."""
+        rows = torch.full((NUM_CLASSES,), -1)
+        rows[self.classes] = torch.arange(len(self.classes))
+        return rows
+
+    def merge(self, other: "ScanResult") -> "ScanResult":
+        """Fold `other` (disjoint images, same classes and settings) into this result; returns self."""
+        if other.classes != self.classes or (other.k, other.context_k) != (self.k, self.context_k):
+            raise ValueError("cannot merge scan results of different classes or settings")
+        self.fi.sums += other.fi.sums
+        self.fi.counts += other.fi.counts
+        self.scanned += other.scanned
+        self.skipped += other.skipped
+        self.images, mine, theirs = self.images.union(other.images)
+        rows = torch.nonzero(other.fi.counts[self.classes] > 0).flatten()  # only rows the other result touched
+        self.top_img = _remap(self.top_img, mine)
+        self.context_img = _remap(self.context_img, mine)
+        for act, img, o_act, o_img, k in ((self.top_act, self.top_img, other.top_act, other.top_img, self.k),
+                                           (self.context_score, self.context_img, other.context_score,
+                                            other.context_img, self.context_k)):
+            act[rows], img[rows] = merge_top(act[rows], img[rows], o_act[rows], _remap(o_img[rows], theirs), k)
+        return self
+
+    def compact(self) -> "ScanResult":
+        """Drop images no top list refers to (the table stays sorted, positions are renumbered)."""
+        used = torch.cat([self.top_img.flatten(), self.context_img.flatten()])
+        keep = torch.unique(used[used >= 0])  # sorted: the order (and the tie-break) is kept
+        renumber = torch.full((len(self.images) + 1,), -1)
+        renumber[keep] = torch.arange(len(keep))
+        self.top_img, self.context_img = renumber[self.top_img], renumber[self.context_img]  # -1 -> last: -1
+        self.images = self.images.take(keep.numpy())
+        return self
+
+    def top_images(self, class_index: int, feature: int) -> list[tuple[int, float]]:
+        """(position in `images`, activation) of a pair's top images, best first."""
+        row = self.classes.index(class_index)
+        return [(int(i), float(a)) for a, i in zip(self.top_act[row, feature], self.top_img[row, feature]) if i >= 0]
+
+    def context_images(self, class_index: int) -> list[int]:
+        row = self.classes.index(class_index)
+        return [int(i) for i in self.context_img[row, 0] if i >= 0]
+
+
+def _remap(img: torch.Tensor, where: np.ndarray) -> torch.Tensor:
+    """Positions in an old table -> positions in the merged one (-1 stays -1)."""
+    lookup = torch.cat([torch.from_numpy(where).long(), torch.tensor([-1])])  # index -1 reads the trailing -1
+    return lookup[img]
+
+
+def batch_result(samples, pooled, logits, groups, template: ScanResult) -> ScanResult:
+    """The result of one batch (same classes and settings as `template`)."""
+    part = ScanResult.empty(template.classes, pooled.shape[1], template.k, template.context_k)
+    rows = template.rows()[groups]
+    inside = rows >= 0  # images grouped into a class outside the scan count for nothing
+    part.fi.update(groups[inside], pooled[inside])
+    chosen = [s for s, keep in zip(samples, inside.tolist()) if keep]
+    part.images, position = ImageTable.of(chosen, logits.argmax(1)[inside].tolist())
+    position = torch.from_numpy(position)
+    pooled, logits, rows, groups = pooled[inside], logits[inside], rows[inside], groups[inside]
+    for row in torch.unique(rows).tolist():
+        members = torch.nonzero(rows == row).flatten()
+        img = position[members]
+        act = pooled[members].T  # [features, n]
+        part.top_act[row], part.top_img[row] = merge_top(
+            part.top_act[row], part.top_img[row], act, img.expand_as(act), part.k)
+        score = logits[members, template.classes[row]][None]
+        part.context_score[row], part.context_img[row] = merge_top(
+            part.context_score[row], part.context_img[row], score, img[None], part.context_k)
+    part.scanned = len(samples)
+    return part
+
+
+def scan_unit(decoded, model, classes: list[int], k: int, context_k: int, group_by: str, batch_size: int,
+              device) -> ScanResult:
+    """One unit: `decoded` yields (sample, uint8 224 view or None, error) as `build.rows.Pass1Decoder` does."""
+    result = ScanResult.empty(classes, model.num_features, k, context_k)
+    for batch in batched(decoded, batch_size):
+        result.skipped += [s.image_id for s, _, error in batch if error is not None]
+        good = [(s, view) for s, view, error in batch if error is None]
+        if not good:
+            continue
+        samples = [s for s, _ in good]
+        with torch.inference_mode():
+            x = to_unit_float(torch.stack([v for _, v in good]).to(device))
+            _, pooled, logits = model(x.contiguous(memory_format=torch.channels_last))
+        pooled, logits = pooled.float().cpu(), logits.float().cpu()
+        labels = torch.tensor([s.label for s in samples])
+        groups = logits.argmax(1) if group_by == "prediction" else labels
+        result.merge(batch_result(samples, pooled, logits, groups, result))
+    return result.compact()
+
+
+def scan_source(samples, decode_map, model, classes, k, context_k, group_by, batch_size, device,
+                progress=None) -> ScanResult:
+    """Every unit of the source in this process, merged in order (the unit runner's job once it exists)."""
+    total = ScanResult.empty(classes, model.num_features, k, context_k)
+    for unit in batched(samples, UNIT_IMAGES):
+        decoded = decode_map(unit)
+        if progress is not None:
+            decoded = progress(decoded)
+        total.merge(scan_unit(decoded, model, classes, k, context_k, group_by, batch_size, device)).compact()
+    return total
