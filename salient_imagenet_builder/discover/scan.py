@@ -192,10 +192,10 @@ def scan_unit(decoded, model, classes: list[int], k: int, context_k: int, group_
 
 
 def scan_source(samples, decode_map, model, classes, k, context_k, group_by, batch_size, device,
-                progress=None) -> ScanResult:
+                progress=None, unit_images: int = UNIT_IMAGES) -> ScanResult:
     """Every unit of the source in this process, merged in order (the unit runner's job once it exists)."""
     total = ScanResult.empty(classes, model.num_features, k, context_k)
-    for unit in batched(samples, UNIT_IMAGES):
+    for unit in batched(samples, unit_images):
         decoded = decode_map(unit)
         if progress is not None:
             decoded = progress(decoded)
