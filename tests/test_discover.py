@@ -18,7 +18,7 @@ from salient_imagenet_builder.build.selection import Candidate, TopK
 from salient_imagenet_builder.cli import main
 from salient_imagenet_builder.discover.attack import activation_maps, feature_attack
 from salient_imagenet_builder.discover.ranking import PAIR_COLUMNS
-from salient_imagenet_builder.discover.scan import ScanResult, batch_result, scan_source, scan_unit
+from salient_imagenet_builder.discover.scan import ScanResult, UnitScan, scan_source, scan_unit
 from salient_imagenet_builder.images import CorruptImage, center_view, decode, to_uint8_tensor
 from salient_imagenet_builder.model import create_feature_model
 from salient_imagenet_builder.sources import Sample, open_source
@@ -104,9 +104,11 @@ def test_ties_are_broken_by_image_id_like_the_builders_top_k():
     groups = torch.tensor([rng.choice(classes) for _ in samples])
     logits = torch.randn(len(samples), 1000)
     total = ScanResult.empty(classes, features, k, 2)
-    for start in (0, 13, 29):  # three uneven parts, merged
-        end = {0: 13, 13: 29, 29: 40}[start]
-        total.merge(batch_result(samples[start:end], pooled[start:end], logits[start:end], groups[start:end], total))
+    for unit_parts in (((0, 5), (5, 13)), ((13, 29),), ((29, 33), (33, 36), (36, 40))):  # batches within units
+        unit = UnitScan(classes, features, k, 2)
+        for start, end in unit_parts:
+            unit.add(samples[start:end], pooled[start:end], logits[start:end], groups[start:end])
+        total.merge(unit.result())
     total.compact()
     reference = TopK([(c, j) for c in classes for j in range(features)], k)
     for i, sample in enumerate(samples):
@@ -120,8 +122,9 @@ def test_ties_are_broken_by_image_id_like_the_builders_top_k():
 
 def test_feature_attack_is_normalised_gradient_ascent(model):
     torch.manual_seed(0)
-    views = (torch.rand(2, 3, 32, 32) * 255).to(torch.uint8)
-    features = torch.tensor([5, 9])
+    views = (torch.rand(2, 3, 64, 64) * 255).to(torch.uint8)
+    with torch.no_grad():  # features active on these images (a dead one has no gradient to follow)
+        features = model(views.float() / 255)[1].topk(2, dim=1).indices[:, 1]
     x = views.float() / 255
     x.requires_grad_(True)
     r = model(x)[1]

@@ -26,6 +26,14 @@ from ..stages import batched
 UNIT_IMAGES = 4096  # images per unit when one process scans the whole source
 
 
+def id_ranks(ids) -> np.ndarray:
+    """Each id's position in sorted order (the same order for any subset: ranks only ever compare)."""
+    order = np.argsort(np.asarray(ids, dtype=str), kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
 @dataclass
 class ImageTable:
     """The images a result refers to, sorted by image id, so a position compares like the id (the tie-break)."""
@@ -39,14 +47,12 @@ class ImageTable:
         return len(self.ids)
 
     @classmethod
-    def of(cls, samples: list[Sample], predictions: list[int]) -> tuple["ImageTable", np.ndarray]:
-        """A table of `samples` and each sample's position in it."""
-        ids = np.array([s.image_id for s in samples], dtype=str)
-        order = np.argsort(ids, kind="stable")
-        position = np.empty(len(ids), dtype=np.int64)
-        position[order] = np.arange(len(ids))
-        table = cls(ids[order], np.array([s.ref for s in samples], dtype=object)[order],
-                    np.array([s.label for s in samples], dtype=np.int64)[order],
+    def of(cls, ids: list[str], refs: list[str], labels: list[int], predictions: list[int]):
+        """The table of these images, and each image's position in it."""
+        ids = np.array(ids, dtype=str)
+        position = id_ranks(ids)
+        order = np.argsort(position)
+        table = cls(ids[order], np.array(refs, dtype=object)[order], np.array(labels, dtype=np.int64)[order],
                     np.array(predictions, dtype=np.int64)[order])
         return table, position
 
@@ -67,11 +73,12 @@ class ImageTable:
         return ImageTable(*(a[keep] for a in self.columns()))
 
 
-def merge_top(act_a, img_a, act_b, img_b, k: int):
-    """The k best of two candidate sets along the last dimension: by activation, ties by image position (= id),
-    larger first; empty slots (-inf, -1) sort last."""
+def merge_top(act_a, img_a, act_b, img_b, k: int, id_rank: torch.Tensor | None = None):
+    """The k best of two candidate sets along the last dimension: by activation, ties by image id, larger first;
+    empty slots (-inf, -1) sort last. An image's id order is its position, or `id_rank[position]` when given."""
     act, img = torch.cat([act_a, act_b], -1), torch.cat([img_a, img_b], -1)
-    by_image = torch.argsort(img, dim=-1, descending=True, stable=True)
+    key = img if id_rank is None else torch.where(img >= 0, id_rank[img.clamp_min(0)], -1)
+    by_image = torch.argsort(key, dim=-1, descending=True, stable=True)
     act, img = act.gather(-1, by_image), img.gather(-1, by_image)
     by_activation = torch.argsort(act, dim=-1, descending=True, stable=True)[..., :k]
     return act.gather(-1, by_activation), img.gather(-1, by_activation)
@@ -148,35 +155,56 @@ def _remap(img: torch.Tensor, where: np.ndarray) -> torch.Tensor:
     return lookup[img]
 
 
-def batch_result(samples, pooled, logits, groups, template: ScanResult) -> ScanResult:
-    """The result of one batch (same classes and settings as `template`)."""
-    part = ScanResult.empty(template.classes, pooled.shape[1], template.k, template.context_k)
-    rows = template.rows()[groups]
-    inside = rows >= 0  # images grouped into a class outside the scan count for nothing
-    part.fi.update(groups[inside], pooled[inside])
-    chosen = [s for s, keep in zip(samples, inside.tolist()) if keep]
-    part.images, position = ImageTable.of(chosen, logits.argmax(1)[inside].tolist())
-    position = torch.from_numpy(position)
-    pooled, logits, rows, groups = pooled[inside], logits[inside], rows[inside], groups[inside]
-    for row in torch.unique(rows).tolist():
-        members = torch.nonzero(rows == row).flatten()
-        img = position[members]
-        act = pooled[members].T  # [features, n]
-        part.top_act[row], part.top_img[row] = merge_top(
-            part.top_act[row], part.top_img[row], act, img.expand_as(act), part.k)
-        score = logits[members, template.classes[row]][None]
-        part.context_score[row], part.context_img[row] = merge_top(
-            part.context_score[row], part.context_img[row], score, img[None], part.context_k)
-    part.scanned = len(samples)
-    return part
+class UnitScan:
+    """Accumulates one unit batch by batch. Images get positions in reading order (nothing is renumbered per
+    batch); ties compare by the ids' current sort ranks; `result()` sorts the table by id once at the end."""
+
+    def __init__(self, classes: list[int], num_features: int, k: int, context_k: int):
+        self.acc = ScanResult.empty(classes, num_features, k, context_k)
+        self.row_of = self.acc.rows()
+        self.ids, self.refs, self.labels, self.predictions = [], [], [], []
+
+    def add(self, samples: list[Sample], pooled: torch.Tensor, logits: torch.Tensor, groups: torch.Tensor) -> None:
+        """One batch: pooled features r(x) and logits (CPU, float), the group of each image."""
+        acc = self.acc
+        acc.scanned += len(samples)
+        rows = self.row_of[groups]
+        inside = rows >= 0  # images grouped into a class outside the scan count for nothing
+        acc.fi.update(groups[inside], pooled[inside])
+        first = len(self.ids)
+        for sample, prediction, keep in zip(samples, logits.argmax(1).tolist(), inside.tolist()):
+            if keep:
+                self.ids.append(sample.image_id)
+                self.refs.append(sample.ref)
+                self.labels.append(sample.label)
+                self.predictions.append(prediction)
+        if len(self.ids) == first:
+            return
+        id_rank = torch.from_numpy(id_ranks(self.ids))
+        seq = torch.arange(first, len(self.ids))
+        pooled, logits, rows = pooled[inside], logits[inside], rows[inside]
+        for row in torch.unique(rows).tolist():
+            members = torch.nonzero(rows == row).flatten()
+            act = pooled[members].T  # [features, n]
+            acc.top_act[row], acc.top_img[row] = merge_top(
+                acc.top_act[row], acc.top_img[row], act, seq[members].expand_as(act), acc.k, id_rank)
+            score = logits[members, acc.classes[row]][None]
+            acc.context_score[row], acc.context_img[row] = merge_top(
+                acc.context_score[row], acc.context_img[row], score, seq[members][None], acc.context_k, id_rank)
+
+    def result(self) -> ScanResult:
+        acc = self.acc
+        acc.images, position = ImageTable.of(self.ids, self.refs, self.labels, self.predictions)
+        acc.top_img, acc.context_img = _remap(acc.top_img, position), _remap(acc.context_img, position)
+        return acc.compact()
 
 
 def scan_unit(decoded, model, classes: list[int], k: int, context_k: int, group_by: str, batch_size: int,
               device) -> ScanResult:
     """One unit: `decoded` yields (sample, uint8 224 view or None, error) as `build.rows.Pass1Decoder` does."""
-    result = ScanResult.empty(classes, model.num_features, k, context_k)
+    unit = UnitScan(classes, model.num_features, k, context_k)
     for batch in batched(decoded, batch_size):
-        result.skipped += [s.image_id for s, _, error in batch if error is not None]
+        unit.acc.skipped += [s.image_id for s, _, error in batch if error is not None]
         good = [(s, view) for s, view, error in batch if error is None]
         if not good:
             continue
@@ -186,9 +214,8 @@ def scan_unit(decoded, model, classes: list[int], k: int, context_k: int, group_
             _, pooled, logits = model(x.contiguous(memory_format=torch.channels_last))
         pooled, logits = pooled.float().cpu(), logits.float().cpu()
         labels = torch.tensor([s.label for s in samples])
-        groups = logits.argmax(1) if group_by == "prediction" else labels
-        result.merge(batch_result(samples, pooled, logits, groups, result))
-    return result.compact()
+        unit.add(samples, pooled, logits, logits.argmax(1) if group_by == "prediction" else labels)
+    return unit.result()
 
 
 def scan_source(samples, decode_map, model, classes, k, context_k, group_by, batch_size, device,
