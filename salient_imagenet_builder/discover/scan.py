@@ -183,20 +183,33 @@ class UnitScan:
         id_rank = torch.from_numpy(id_ranks(self.ids))
         seq = torch.arange(first, len(self.ids))
         pooled, logits, rows = pooled[inside], logits[inside], rows[inside]
-        for row in torch.unique(rows).tolist():
-            members = torch.nonzero(rows == row).flatten()
-            act = pooled[members].T  # [features, n]
-            acc.top_act[row], acc.top_img[row] = merge_top(
-                acc.top_act[row], acc.top_img[row], act, seq[members].expand_as(act), acc.k, id_rank)
-            score = logits[members, acc.classes[row]][None]
-            acc.context_score[row], acc.context_img[row] = merge_top(
-                acc.context_score[row], acc.context_img[row], score, seq[members][None], acc.context_k, id_rank)
+        touched, inverse, counts = torch.unique(rows, return_inverse=True, return_counts=True)
+        slot = _slots(inverse, counts)  # each image's column among its row's candidates
+        candidates = (len(touched), pooled.shape[1], int(counts.max()))
+        act, img = torch.full(candidates, float("-inf")), torch.full(candidates, -1)
+        act[inverse, :, slot], img[inverse, :, slot] = pooled, seq[:, None].expand_as(pooled)
+        acc.top_act[touched], acc.top_img[touched] = merge_top(acc.top_act[touched], acc.top_img[touched], act, img,
+                                                               acc.k, id_rank)
+        score, score_img = torch.full((len(touched), 1, candidates[2]), float("-inf")), torch.full_like(img[:, :1], -1)
+        own_logit = logits[torch.arange(len(rows)), torch.tensor(acc.classes)[rows]]  # the group's own class
+        score[inverse, 0, slot], score_img[inverse, 0, slot] = own_logit, seq
+        acc.context_score[touched], acc.context_img[touched] = merge_top(
+            acc.context_score[touched], acc.context_img[touched], score, score_img, acc.context_k, id_rank)
 
     def result(self) -> ScanResult:
         acc = self.acc
         acc.images, position = ImageTable.of(self.ids, self.refs, self.labels, self.predictions)
         acc.top_img, acc.context_img = _remap(acc.top_img, position), _remap(acc.context_img, position)
         return acc.compact()
+
+
+def _slots(inverse: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """0, 1, 2... within each group of equal `inverse` values, in order of appearance."""
+    order = torch.argsort(inverse, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.empty_like(inverse)
+    slot[order] = torch.arange(len(inverse)) - starts[inverse[order]]
+    return slot
 
 
 def scan_unit(decoded, model, classes: list[int], k: int, context_k: int, group_by: str, batch_size: int,
