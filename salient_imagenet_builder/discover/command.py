@@ -74,7 +74,7 @@ def run(args) -> int:
     try:
         panel_bar = tqdm(total=len(tasks), unit="panel", desc="panels: maps and feature attacks", dynamic_ncols=True)
         write_panels(staging, tasks, scan, source, model, args.attack_steps, args.batch_size, device,
-                     not args.no_draft, progress=lambda t: _counted(t, panel_bar))
+                     not args.no_draft, progress=lambda done: panel_bar.update(done - panel_bar.n))
         panel_bar.close()
         write_pairs(staging / "pairs.csv", tasks)
         write_page(staging, tasks, args.title or f"Salient features of {info.name}")
@@ -90,12 +90,6 @@ def run(args) -> int:
           f"each annotator exports a CSV, then:\n  salient-imagenet ingest answers-*.csv --pairs {out / 'pairs.csv'} "
           "--out annotations.csv")
     return 0
-
-
-def _counted(items, bar):
-    for item in items:
-        yield item
-        bar.update(1)
 
 
 def provenance(args, info, scan, tasks, start) -> dict:

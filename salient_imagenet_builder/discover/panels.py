@@ -19,6 +19,7 @@ from .attack import activation_maps, feature_attack
 from .ranking import PairTask
 
 log = logging.getLogger(__name__)
+CHUNK_CLASSES = 32  # ~900 images' views, maps and attacks in memory at a time (with 5 features x 5 images)
 
 
 def read_views(source, refs: list[str], draft: bool) -> dict[str, torch.Tensor]:
@@ -69,10 +70,19 @@ def render_panel(task: PairTask, images, views: dict, computed: dict, steps: int
 
 def write_panels(out: Path, tasks: list[PairTask], scan, source, model, steps: int, batch_size: int, device,
                  draft: bool = True, progress=None) -> None:
+    """The panels, CHUNK_CLASSES classes at a time, so memory holds one chunk's views, maps and attacks."""
     images = scan.images
-    refs = [images.refs[i] for t in tasks for i in [*(p for p, _ in t.top), *t.context]]
-    views = read_views(source, refs, draft)
-    jobs = [(images.refs[i], t.feature_index) for t in tasks for i, _ in t.top]
-    computed = compute_jobs(model, jobs, views, steps, batch_size, device)
-    for task in progress(tasks) if progress else tasks:
-        render.save_png(render_panel(task, images, views, computed, steps), out / task.panel)
+    classes = sorted({t.class_index for t in tasks})
+    done = 0
+    for first in range(0, len(classes), CHUNK_CLASSES):
+        chunk_classes = set(classes[first:first + CHUNK_CLASSES])
+        chunk = [t for t in tasks if t.class_index in chunk_classes]
+        refs = [images.refs[i] for t in chunk for i in [*(p for p, _ in t.top), *t.context]]
+        views = read_views(source, refs, draft)
+        jobs = [(images.refs[i], t.feature_index) for t in chunk for i, _ in t.top]
+        computed = compute_jobs(model, jobs, views, steps, batch_size, device)
+        for task in chunk:
+            render.save_png(render_panel(task, images, views, computed, steps), out / task.panel)
+            done += 1
+            if progress is not None:
+                progress(done)
