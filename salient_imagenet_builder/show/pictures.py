@@ -29,6 +29,7 @@ def pair_panel(view: DatasetView, class_index: int, feature_index: int, n: int):
         raise InputError(f"{view.name}: class {class_index} has no annotated feature {feature_index} "
                          f"(its features: {features or 'none'})")
     shown = view.pair_images(class_index, feature_index, n)
+    n = max(1, len(shown))  # no blank columns when the build kept fewer images
     title = [f"Class {class_index} ({pair['wordnet_id']}): {pair['class_name']}",
              f"Feature {feature_index}, rank {pair['feature_rank']}: {label_of(pair)}",
              f"{len(shown)} top images of the pair in this build (mask overlay: red = high activation)"]
@@ -45,6 +46,7 @@ def class_summary(view: DatasetView, class_index: int, n: int):
     if not pairs:
         raise InputError(f"{view.name}: class {class_index} has no annotated features in this build")
     images = view.class_images(class_index, n)
+    n = max([1, *(len(v) for v in images.values())])
     spurious = sum(p["kind"] == "spurious" for p in pairs)
     title = [f"Class {class_index} ({pairs[0]['wordnet_id']}): {pairs[0]['class_name']}",
              f"{len(pairs)} annotated features, {spurious} spurious; each row: the feature's top images with its "
