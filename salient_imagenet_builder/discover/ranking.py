@@ -59,10 +59,12 @@ class PairTask:
 def rank_pairs(result: ScanResult, weight: torch.Tensor, features_per_class: int) -> list[PairTask]:
     """The top features of every scanned class that received images, in (class, rank) order."""
     importance = result.fi.importance(weight)
-    tasks = []
+    tasks, empty = [], [c for c in result.classes if int(result.fi.counts[c]) == 0]
+    if empty and len(empty) < len(result.classes):
+        log.warning("%d class(es) received no image, so no pairs: %s%s", len(empty), empty[:20],
+                    " ..." if len(empty) > 20 else "")
     for c in result.classes:
         if int(result.fi.counts[c]) == 0:
-            log.warning("class %d (%s): no image was grouped into it; no pairs", c, class_names()[c])
             continue
         order = torch.argsort(importance[c].nan_to_num(float("-inf")), descending=True, stable=True)
         for rank, j in enumerate(order[:features_per_class].tolist(), start=1):
