@@ -106,7 +106,7 @@ def test_every_problem_is_named_with_file_and_row(tmp_path, pairs_csv):
     assert f"{bad}, row 5: confidence '7' out of range" in err
     assert "class 0 feature 17: 4 answer(s), fewer than the quorum of 5" in err
     assert "class 1 feature 40: 4 answer(s), fewer than the quorum of 5" in err
-    assert "6 problem(s) in the answers" in err
+    assert "6 problem(s) in the answers (listed above)" in err
 
 
 def test_missing_columns_and_existing_out_are_refused(tmp_path, pairs_csv, caplog):

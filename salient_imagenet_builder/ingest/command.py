@@ -11,6 +11,7 @@ from .answers import IngestError, by_pair, check_quorum, read_answers, write_ans
 
 log = logging.getLogger(__name__)
 MAX_PRINTED_PAIRS = 30
+MAX_PROBLEMS_SHOWN = 100
 
 
 def run(args) -> int:
@@ -25,9 +26,11 @@ def run(args) -> int:
     grouped = by_pair(rows)
     problems += check_quorum(grouped, pairs, args.answers_per_pair)
     if problems:
-        for problem in problems:
+        for problem in problems[:MAX_PROBLEMS_SHOWN]:
             log.error("%s", problem)
-        raise IngestError(f"{len(problems)} problem(s) in the answers (listed above); {out} not written")
+        more = f", the first {MAX_PROBLEMS_SHOWN} listed above" if len(problems) > MAX_PROBLEMS_SHOWN else \
+            " (listed above)"
+        raise IngestError(f"{len(problems)} problem(s) in the answers{more}; {out} not written")
     per_pair, per_annotator = pair_agreement(grouped, args.majority), annotator_agreement(grouped, args.majority)
     print_statistics(per_pair, per_annotator, kappa_of(grouped), args.majority, args.answers_per_pair)
     out.parent.mkdir(parents=True, exist_ok=True)
