@@ -73,13 +73,13 @@ class Pair:
         return sum(a.confidence for a in self.answers) / len(self.answers)
 
 
-def classify(answers) -> tuple[str, str | None]:
-    """(kind, spurious sub-type) of a pair from its answers, by the paper's majority rule."""
+def classify(answers, majority: int = MAJORITY) -> tuple[str, str | None]:
+    """(kind, spurious sub-type) of a pair from its answers, by the paper's majority rule (`majority` of them)."""
     votes = Counter(answers)
-    if sum(votes[a] for a in SPURIOUS_ANSWERS) < MAJORITY:
+    if sum(votes[a] for a in SPURIOUS_ANSWERS) < majority:
         return "core", None
     for sub_type in SPURIOUS_ANSWERS[::-1]:  # background first, then separate_object
-        if votes[sub_type] >= MAJORITY:
+        if votes[sub_type] >= majority:
             return "spurious", sub_type
     return "spurious", "mixed"
 

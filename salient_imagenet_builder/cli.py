@@ -12,6 +12,9 @@ import sys
 
 from .constants import (
     ANNOTATIONS_URL,
+    ANNOTATOR_TOP_IMAGES,
+    ANSWERS_PER_PAIR,
+    DEFAULT_ATTACK_STEPS,
     DEFAULT_DRAWS,
     DEFAULT_EVAL_BATCH_SIZE,
     DEFAULT_MODEL,
@@ -19,9 +22,12 @@ from .constants import (
     DEFAULT_OUT,
     DEFAULT_RESULTS_DIR,
     DEFAULT_SEED,
+    DEFAULT_STUDY_DIR,
     DEFAULT_TOP_K,
     DEFAULT_TOP_PAIRS,
     DEFAULT_UNIT_SIZE,
+    FEATURES_PER_CLASS,
+    MAJORITY,
     ROBUST_MODELS,
 )
 from .errors import EXIT_INTERRUPTED, UserError
@@ -34,6 +40,9 @@ HANDLERS = {
     "push": "salient_imagenet_builder.publish.command",
     "check": "salient_imagenet_builder.publish.command",
     "evaluate": "salient_imagenet_builder.evaluate.command",
+    "discover": "salient_imagenet_builder.discover.command",
+    "ingest": "salient_imagenet_builder.ingest.command",
+    "show": "salient_imagenet_builder.show.command",
 }
 
 
@@ -166,6 +175,72 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
+def features_per_class(text: str) -> int:
+    value = positive_int(text)
+    if value > FEATURES_PER_CLASS:  # the annotation CSV's Input.feature_rank is 1-5
+        raise argparse.ArgumentTypeError(f"--features-per-class {text}: at most {FEATURES_PER_CLASS}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return int(text)
+
+
+def add_discover_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", required=True, help="images in any layout the build reads (path or Hub id)")
+    parser.add_argument("--source-type", choices=("folder", "parquet", "webdataset"),
+                        help="layout of --source when auto-detection cannot tell")
+    parser.add_argument("--split", default="train", help="split to read (default: train)")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"robust model ({', '.join(ROBUST_MODELS)}) or any timm model name (default: {DEFAULT_MODEL})")
+    parser.add_argument("--model-checkpoint", help="local weights (robust-library .ckpt or a state dict)")
+    parser.add_argument("--arch", help="timm architecture for --model-checkpoint (default: from --model)")
+    parser.add_argument("--classes", type=parse_classes, help="only these classes, e.g. 0-49 (default: all)")
+    parser.add_argument("--limit", type=positive_int, help="read at most N images of each class")
+    parser.add_argument("--group-by", choices=("prediction", "label"), default="prediction",
+                        help="group images by the model's prediction (the paper) or the true label")
+    parser.add_argument("--features-per-class", type=features_per_class, default=FEATURES_PER_CLASS,
+                        help=f"top features by importance to annotate per class (default: {FEATURES_PER_CLASS})")
+    parser.add_argument("--top-images", type=positive_int, default=ANNOTATOR_TOP_IMAGES,
+                        help=f"top images per pair on its panel (default: {ANNOTATOR_TOP_IMAGES})")
+    parser.add_argument("--attack-steps", type=non_negative_int, default=DEFAULT_ATTACK_STEPS,
+                        help=f"feature-attack steps (default: {DEFAULT_ATTACK_STEPS}; fewer for quick runs)")
+    parser.add_argument("--title", help="the annotation page's title")
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (0: decode in-process)")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--no-draft", action="store_true", help="decode JPEGs at full size (slower)")
+    parser.add_argument("--out", default=DEFAULT_STUDY_DIR, help=f"study folder (default: ./{DEFAULT_STUDY_DIR})")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing study folder")
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("answers", nargs="+", help="answer CSVs exported from the annotation page")
+    parser.add_argument("--pairs", help="the study's pairs.csv (default: pairs.csv beside the first answer file)")
+    parser.add_argument("--answers-per-pair", type=positive_int, default=ANSWERS_PER_PAIR,
+                        help=f"answers every pair needs (default: {ANSWERS_PER_PAIR})")
+    parser.add_argument("--majority", type=positive_int, default=MAJORITY,
+                        help=f"spurious when at least this many answers are separate_object or background "
+                             f"(default: {MAJORITY}, i.e. {MAJORITY} of {ANSWERS_PER_PAIR})")
+    parser.add_argument("--out", required=True, help="the annotation CSV to write (what the build's --annotations reads)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def add_show_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="a built Salient ImageNet folder or a Hub dataset repo id")
+    parser.add_argument("--class", dest="class_index", type=int, required=True, help="class index (0-999)")
+    parser.add_argument("--feature", type=int, help="feature index: that pair's panel (default: the class summary)")
+    parser.add_argument("--images", type=positive_int, default=ANNOTATOR_TOP_IMAGES,
+                        help=f"images per row (default: {ANNOTATOR_TOP_IMAGES})")
+    parser.add_argument("--split", default=None, help="image split (default: the build's)")
+    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
 # --- parsers and dispatch ----------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,6 +264,12 @@ def main_parser() -> argparse.ArgumentParser:
         "check", help="validate a dataset folder or Hub repo for load_dataset and the dataset viewer"))
     add_evaluate_arguments(commands.add_parser(
         "evaluate", help="evaluate classifiers: core / spurious accuracy, RCS"))
+    add_discover_arguments(commands.add_parser(
+        "discover", help="rank features per class and make panels and an annotation page for a new study"))
+    add_ingest_arguments(commands.add_parser(
+        "ingest", help="merge annotators' answer CSVs into the annotation CSV the build reads"))
+    add_show_arguments(commands.add_parser(
+        "show", help="render one (class, feature) pair or a class summary of a built dataset as PNG"))
     return parser
 
 

@@ -72,3 +72,11 @@ HUB_MAX_ROW_GROUP_BYTES = 100 * 1000**2
 DEFAULT_UNIT_SIZE = 1000
 WORK_DIR = "work"  # inside the staging folder: unit results, done markers, the fingerprint
 DISTRIBUTED_TIMEOUT_S = 6 * 3600  # a rank may wait this long at a barrier while rank 0 writes the shards
+# Discovery (`salient-imagenet discover`): panels as the authors' annotators saw them.
+ATTACK_STEP_SIZE = 10.0  # feature attack: x <- clamp(x + step * g / ||g||_2, 0, 1)
+DEFAULT_ATTACK_STEPS = 100
+CONTEXT_IMAGES = 3  # images of the class (most confident by its logit) shown for context on each panel
+DEFAULT_STUDY_DIR = "study"
+GALLERY_FILE = "gallery.png"  # a build's top-level preview image, shown at the top of the card
+GALLERY_PAIRS = 4
+GALLERY_IMAGES = 4  # images per gallery row

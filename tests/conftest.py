@@ -82,3 +82,24 @@ def config(inputs, tmp_path):
         return BuildConfig(**fields)
 
     return make
+
+
+STUDY_ARGS = ["--classes", "0-2", "--features-per-class", "2", "--top-images", "3", "--attack-steps", "2",
+              "--group-by", "label", "--workers", "0", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="session")
+def study(inputs, tmp_path_factory) -> Path:
+    """A discovery study of the fixture images (the resnet18 checkpoint), made by the real command."""
+    from salient_imagenet_builder.cli import main
+    from salient_imagenet_builder.discover import panels
+
+    out = tmp_path_factory.mktemp("study") / "study"
+    saved, panels.CHUNK_CLASSES = panels.CHUNK_CLASSES, 2  # two chunks of panels
+    try:
+        code = main(["discover", "--source", str(inputs["folder"]), "--model", ARCH, "--model-checkpoint",
+                     str(inputs["checkpoint"]), "--out", str(out), *STUDY_ARGS])
+    finally:
+        panels.CHUNK_CLASSES = saved
+    assert code == 0
+    return out

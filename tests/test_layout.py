@@ -84,7 +84,7 @@ def test_every_capability_folder_opens_with_its_stages():
 def test_help_imports_neither_torch_nor_timm():
     code = ("import sys, contextlib, io\nfrom salient_imagenet_builder.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n    main(['--help'])\n"
-            "for sub in ('build', 'evaluate', 'check', 'push'):\n"
+            "for sub in ('build', 'evaluate', 'check', 'push', 'discover', 'ingest', 'show'):\n"
             "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
             "        main([sub, '--help'])\n"
             "print(sorted(m for m in ('torch', 'timm', 'datasets') if m in sys.modules))")
@@ -114,3 +114,15 @@ def test_wheel_carries_the_card_template(tmp_path):
     template = Path(where.stdout.strip())
     assert template.is_relative_to(target) and not template.is_symlink()
     assert template.read_bytes() == (ROOT / "dataset_card.md").read_bytes()
+    page = ROOT / "salient_imagenet_builder" / "discover" / "page"
+    for name in ("index.html", "app.js", "style.css"):  # the annotation page is package data
+        assert f"salient_imagenet_builder/discover/page/{name}" in names
+    code = ("from salient_imagenet_builder.discover.page import PAGE, render_page; "
+            "print(PAGE); print(len(render_page([], 'wheel study')))")
+    rendered = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(target)},
+                              capture_output=True, text=True, timeout=120)
+    assert rendered.returncode == 0, rendered.stderr
+    installed_page, length = rendered.stdout.split()
+    assert Path(installed_page).is_relative_to(target)
+    assert (Path(installed_page) / "app.js").read_bytes() == (page / "app.js").read_bytes()
+    assert int(length) > len((page / "app.js").read_text()) + len((page / "index.html").read_text())

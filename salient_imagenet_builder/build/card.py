@@ -138,6 +138,8 @@ def render(provenance: dict, stats: dict, split: str, repo_id: str = "path/to/sa
         "provenance_table": _table(provenance_rows), "statistics_table": _table(statistics_rows),
         "agreement_sentence": agreement_sentence, "repo_id": repo_id, "annotations_config": ANNOTATIONS_CONFIG,
         "image_mode": constants["image_mode"], "join_section": join,
+        "gallery": f"![Top images of annotated pairs with their masks]({stats['gallery']})\n"
+                   if stats.get("gallery") else "",
     }
     return Template(TEMPLATE.read_text(encoding="utf-8")).substitute(values)
 

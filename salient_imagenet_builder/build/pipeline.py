@@ -46,6 +46,7 @@ from ..constants import (
 from ..errors import InputError
 from ..model import create_feature_model
 from ..schema import annotation_features, class_names, image_features
+from ..show.pictures import write_gallery
 from ..sources import open_source
 from ..stages import StageTimer
 from . import card
@@ -269,6 +270,7 @@ class Builder:
         stats["stage_seconds"] = {stage: round(value, 2) for stage, value in seconds.items()}
         stats["images_per_second"] = round(reduced.scanned / max(stats["seconds_total"], 1e-9), 2)
         stats["world_size"] = self.world.size
+        stats["gallery"] = write_gallery(self.staging, config.split)  # a preview at the top of the card
         card.write_card(self.staging, self.provenance(), stats, config.split, repo_id=str(config.out))
 
     # annotations config ---------------------------------------------------------------------------------------------

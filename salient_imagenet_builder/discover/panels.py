@@ -1,0 +1,88 @@
+"""Panels: for each (class, feature) pair, one PNG as the authors' annotators saw it: the class name and its WordNet
+definition, the top images by r_j(x), their heatmaps (NAM overlay, red = high), the feature-attack images and a
+few images of the class for context.
+
+Only the selected images are read again (`source.read_many`); maps and attacks are computed in batches of
+(image, feature) jobs over all pairs.
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import render
+from ..images import CorruptImage, center_view, decode, to_uint8_tensor
+from ..stages import batched
+from .attack import activation_maps, feature_attack
+from .ranking import PairTask
+
+log = logging.getLogger(__name__)
+CHUNK_CLASSES = 32  # ~900 images' views, maps and attacks in memory at a time (with 5 features x 5 images)
+
+
+def read_views(source, refs: list[str], draft: bool) -> dict[str, torch.Tensor]:
+    """ref -> uint8 224 view of the selected images (each read once, however many pairs show it)."""
+    views = {}
+    for ref, data in source.read_many(sorted(set(refs))):
+        try:
+            views[ref] = to_uint8_tensor(center_view(decode(data, draft)))
+        except CorruptImage as e:  # it decoded in pass 1; a file changed since is skipped, not fatal
+            log.warning("skipping %s on the panels: %s", ref, e)
+    return views
+
+
+def compute_jobs(model, jobs: list[tuple[str, int]], views: dict, steps: int, batch_size: int, device):
+    """(ref, feature) -> (NAM (H, W) float, attacked image uint8 CHW)."""
+    results = {}
+    for batch in batched([j for j in dict.fromkeys(jobs) if j[0] in views], batch_size):
+        x = torch.stack([views[ref] for ref, _ in batch]).to(device)
+        features = torch.tensor([j for _, j in batch], device=device)
+        maps = activation_maps(model, x, features)
+        attacked = feature_attack(model, x, features, steps) if steps > 0 else x.cpu()
+        for i, job in enumerate(batch):
+            results[job] = (maps[i].numpy(), attacked[i])
+    return results
+
+
+def hwc(view: torch.Tensor) -> np.ndarray:
+    return view.permute(1, 2, 0).numpy()
+
+
+def render_panel(task: PairTask, images, views: dict, computed: dict, steps: int):
+    """The panel of one pair as a PIL image; `images` is the scan's image table."""
+    top = [(images.refs[i], images.ids[i], a) for i, a in task.top if images.refs[i] in views]
+    columns = max(len(task.top), len(task.context), 1)
+    title = [f"Class {task.class_index} ({task.wordnet_id}): {task.class_name}", f"Definition: {task.definition}",
+             f"Feature {task.feature_index}, rank {task.feature_rank} among the class's features by importance. "
+             "Is the region the heatmaps highlight part of the main object, a separate object, or background?"]
+    blocks = [render.text_block(title, render.row_width(columns), bold_first=True)]
+    blocks.append(render.image_row("Top images", [(hwc(views[r]), f"r = {a:.3g}") for r, _, a in top], columns))
+    blocks.append(render.image_row("Heatmaps (red = high)", [
+        (render.overlay(hwc(views[r]), computed[(r, task.feature_index)][0]), str(i)) for r, i, _ in top], columns))
+    blocks.append(render.image_row(f"Feature attack ({steps} steps)", [
+        (hwc(computed[(r, task.feature_index)][1]), "") for r, _, _ in top], columns))
+    context = [images.refs[i] for i in task.context if images.refs[i] in views]
+    blocks.append(render.image_row("The class", [(hwc(views[r]), "") for r in context], columns))
+    return render.stack(blocks)
+
+
+def write_panels(out: Path, tasks: list[PairTask], scan, source, model, steps: int, batch_size: int, device,
+                 draft: bool = True, progress=None) -> None:
+    """The panels, CHUNK_CLASSES classes at a time, so memory holds one chunk's views, maps and attacks."""
+    images = scan.images
+    classes = sorted({t.class_index for t in tasks})
+    done = 0
+    for first in range(0, len(classes), CHUNK_CLASSES):
+        chunk_classes = set(classes[first:first + CHUNK_CLASSES])
+        chunk = [t for t in tasks if t.class_index in chunk_classes]
+        refs = [images.refs[i] for t in chunk for i in [*(p for p, _ in t.top), *t.context]]
+        views = read_views(source, refs, draft)
+        jobs = [(images.refs[i], t.feature_index) for t in chunk for i, _ in t.top]
+        computed = compute_jobs(model, jobs, views, steps, batch_size, device)
+        for task in chunk:
+            render.save_png(render_panel(task, images, views, computed, steps), out / task.panel)
+            done += 1
+            if progress is not None:
+                progress(done)

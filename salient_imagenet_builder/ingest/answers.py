@@ -1,0 +1,127 @@
+"""Answer CSVs (the published results format) read, validated against the study's pairs, and written merged."""
+
+import csv
+import io
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..annotations import COLUMNS
+from ..constants import ANSWER_CHOICES, CONFIDENCE_RANGE
+from ..errors import InputError
+
+
+class IngestError(InputError):
+    pass
+
+
+@dataclass(frozen=True)
+class Row:
+    worker_id: str
+    class_index: int
+    feature_index: int
+    answer: str
+    confidence: float
+    reason: str
+    where: str  # "file, row N": every message about this answer names it
+
+
+def read_answers(paths: list[str], pairs: dict[tuple[int, int], dict]) -> tuple[list[Row], list[str]]:
+    """Every valid answer, and one message per problem (file and row named); nothing raises on a bad row, so
+    the user sees all the problems at once."""
+    rows, problems, seen = [], [], {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            problems.append(f"{path}: no such file")
+            continue
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                problems.append(f"{path}: missing column(s) {', '.join(missing)}; expected the header "
+                                f"{','.join(COLUMNS)}")
+                continue
+            for record in reader:
+                where = f"{path}, row {reader.line_num}"
+                try:
+                    row = parse_row(record, pairs, where)
+                except IngestError as e:
+                    problems.append(f"{where}: {e}")
+                    continue
+                key = (row.worker_id, row.class_index, row.feature_index)
+                if key in seen:
+                    problems.append(f"{where}: annotator {row.worker_id!r} already answered class {row.class_index} "
+                                    f"feature {row.feature_index} ({seen[key]})")
+                    continue
+                seen[key] = where
+                rows.append(row)
+    return rows, problems
+
+
+def parse_row(record: dict, pairs: dict, where: str) -> Row:
+    worker = (record["WorkerId"] or "").strip()
+    if not worker:
+        raise IngestError("empty WorkerId")
+    try:
+        class_index, feature_index = int(record["Input.class_index"]), int(record["Input.feature_index"])
+        rank = int(float(record["Input.feature_rank"]))
+    except (TypeError, ValueError):
+        raise IngestError("Input.class_index, Input.feature_index and Input.feature_rank must be integers") from None
+    pair = pairs.get((class_index, feature_index))
+    if pair is None:
+        raise IngestError(f"unknown pair: class {class_index} feature {feature_index} is not in the study's pairs")
+    if rank != pair["Input.feature_rank"] or (record["Input.wordnet_id"] or "").strip() != pair["Input.wordnet_id"]:
+        raise IngestError(f"class {class_index} feature {feature_index}: wordnet id / rank "
+                          f"{record['Input.wordnet_id']} / {rank} differ from the study's "
+                          f"{pair['Input.wordnet_id']} / {pair['Input.feature_rank']}")
+    answer = (record["Answer.main"] or "").strip()
+    if answer not in ANSWER_CHOICES:
+        raise IngestError(f"bad answer {answer!r}: Answer.main must be one of {', '.join(ANSWER_CHOICES)}")
+    try:
+        confidence = float(record["Answer.confidence"])
+    except (TypeError, ValueError):
+        confidence = float("nan")
+    low, high = CONFIDENCE_RANGE
+    if not low <= confidence <= high:
+        raise IngestError(f"confidence {record['Answer.confidence']!r} out of range: Answer.confidence must be "
+                          f"a number from {low:g} to {high:g}")
+    return Row(worker, class_index, feature_index, answer, confidence, record["Answer.reasons"] or "", where)
+
+
+def by_pair(rows: list[Row]) -> dict[tuple[int, int], list[Row]]:
+    grouped = defaultdict(list)
+    for row in rows:
+        grouped[(row.class_index, row.feature_index)].append(row)
+    return grouped
+
+
+def check_quorum(grouped: dict, pairs: dict, answers_per_pair: int) -> list[str]:
+    """Every pair of the study needs exactly `answers_per_pair` answers (the build reads that many per pair)."""
+    problems = []
+    for key in sorted(pairs):
+        count = len(grouped.get(key, ()))
+        if count < answers_per_pair:
+            problems.append(f"class {key[0]} feature {key[1]}: {count} answer(s), fewer than the quorum of "
+                            f"{answers_per_pair}")
+        elif count > answers_per_pair:
+            problems.append(f"class {key[0]} feature {key[1]}: {count} answers, more than {answers_per_pair} "
+                            f"(from {', '.join(r.where for r in grouped[key][answers_per_pair:])}); drop the extra "
+                            "answers or raise --answers-per-pair")
+    return problems
+
+
+def write_answers(path: Path, grouped: dict, pairs: dict) -> None:
+    """The build's annotation CSV: the published header, rows by (class, feature rank, annotator); atomic."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for key in sorted(grouped, key=lambda k: (k[0], pairs[k]["Input.feature_rank"])):
+        pair = pairs[key]
+        for row in sorted(grouped[key], key=lambda r: r.worker_id):
+            writer.writerow([row.worker_id, pair["Input.wordnet_id"], key[0], key[1], pair["Input.feature_rank"],
+                             row.answer, f"{row.confidence:.1f}", row.reason])
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(buffer.getvalue(), encoding="utf-8")
+    os.replace(tmp, path)

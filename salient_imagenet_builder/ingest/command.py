@@ -1,0 +1,73 @@
+"""`salient-imagenet ingest`: answer CSVs -> validated, merged annotation CSV + agreement statistics."""
+
+import logging
+from pathlib import Path
+
+from .. import annotations as annotations_mod
+from ..constants import ANSWERS_PER_PAIR, MAJORITY
+from ..discover.ranking import read_pairs
+from .agreement import annotator_agreement, kappa_of, pair_agreement
+from .answers import IngestError, by_pair, check_quorum, read_answers, write_answers
+
+log = logging.getLogger(__name__)
+MAX_PRINTED_PAIRS = 30
+MAX_PROBLEMS_SHOWN = 100
+
+
+def run(args) -> int:
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise IngestError(f"{out} already exists; pass --overwrite to replace it")
+    if args.majority > args.answers_per_pair:
+        raise IngestError(f"--majority {args.majority} is more than --answers-per-pair {args.answers_per_pair}")
+    pairs_path = Path(args.pairs) if args.pairs else Path(args.answers[0]).parent / "pairs.csv"
+    pairs = read_pairs(pairs_path)
+    rows, problems = read_answers(args.answers, pairs)
+    grouped = by_pair(rows)
+    problems += check_quorum(grouped, pairs, args.answers_per_pair)
+    if problems:
+        for problem in problems[:MAX_PROBLEMS_SHOWN]:
+            log.error("%s", problem)
+        more = f", the first {MAX_PROBLEMS_SHOWN} listed above" if len(problems) > MAX_PROBLEMS_SHOWN else \
+            " (listed above)"
+        raise IngestError(f"{len(problems)} problem(s) in the answers{more}; {out} not written")
+    per_pair, per_annotator = pair_agreement(grouped, args.majority), annotator_agreement(grouped, args.majority)
+    print_statistics(per_pair, per_annotator, kappa_of(grouped), args.majority, args.answers_per_pair)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_answers(out, grouped, pairs)
+    check_written(out, per_pair, args)
+    print(f"\nWrote {out}: {len(rows)} answers to {len(grouped)} pairs from {len(per_annotator)} annotators. Build "
+          f"with it:\n  python build_dataset.py --source ... --annotations {out} --out my_salient_dataset")
+    return 0
+
+
+def check_written(out: Path, per_pair: list[dict], args) -> None:
+    """Read the file back with the build's parser: what ingest wrote is what the build will read."""
+    if (args.answers_per_pair, args.majority) != (ANSWERS_PER_PAIR, MAJORITY):
+        log.warning("the build applies %d of %d answers; this study used %d of %d, so `build` will refuse or "
+                    "relabel it", MAJORITY, ANSWERS_PER_PAIR, args.majority, args.answers_per_pair)
+        return
+    num_features = max(p["feature_index"] for p in per_pair) + 1
+    parsed = annotations_mod.parse(out, num_features=num_features)
+    mismatched = [p for p in per_pair if parsed.pairs[(p["class_index"], p["feature_index"])].kind != p["kind"]]
+    if mismatched:  # cannot happen unless the two readers drift apart
+        raise IngestError(f"{out}: the build's parser labels {len(mismatched)} pair(s) differently")
+
+
+def print_statistics(per_pair, per_annotator, kappa, majority, answers_per_pair) -> None:
+    spurious = [p for p in per_pair if p["kind"] == "spurious"]
+    print(f"{len(per_pair)} pairs: {len(per_pair) - len(spurious)} core, {len(spurious)} spurious "
+          f"(spurious = at least {majority} of {answers_per_pair} answers separate_object or background)")
+    print(f"Fleiss' kappa over the three answers: {'n/a (all answers identical)' if kappa != kappa else f'{kappa:.3f}'}")
+    shown = sorted(per_pair, key=lambda p: (p["agreement"], p["class_index"], p["feature_index"]))
+    title = "Per pair" if len(shown) <= MAX_PRINTED_PAIRS else f"Per pair (the {MAX_PRINTED_PAIRS} least agreed)"
+    print(f"\n{title}: class feature | main separate background | label | agreement | confidence")
+    for p in shown[:MAX_PRINTED_PAIRS]:
+        label = p["kind"] + (f" ({p['spurious_type']})" if p["spurious_type"] else "")
+        print(f"  {p['class_index']:>4} {p['feature_index']:>5} | {p['votes_main_object']:>4} "
+              f"{p['votes_separate_object']:>8} {p['votes_background']:>10} | {label:<27} | {p['agreement']:.2f} | "
+              f"{p['mean_confidence']:.2f}")
+    print("\nPer annotator: answers | agrees with the pair's label | with its most common answer | confidence")
+    for a in per_annotator:
+        print(f"  {a['annotator']:<16} {a['answers']:>5} | {a['agrees_with_label']:.2f} | "
+              f"{a['agrees_with_plurality']:.2f} | {a['mean_confidence']:.2f}")

@@ -1,0 +1,197 @@
+"""Discovery: the mergeable pass-1 scan against an independent computation, the tie-break of the builder's TopK,
+the feature attack's formula, and the study folder the real command writes (pairs, panels, page)."""
+
+import copy
+import csv
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from salient_imagenet_builder import render
+from salient_imagenet_builder.build.rows import Pass1Decoder
+from salient_imagenet_builder.build.selection import Candidate, TopK
+from salient_imagenet_builder.cli import main
+from salient_imagenet_builder.discover.attack import activation_maps, feature_attack
+from salient_imagenet_builder.discover.ranking import PAIR_COLUMNS
+from salient_imagenet_builder.discover.scan import ScanResult, UnitScan, scan_source, scan_unit
+from salient_imagenet_builder.images import CorruptImage, center_view, decode, to_uint8_tensor
+from salient_imagenet_builder.model import create_feature_model
+from salient_imagenet_builder.sources import Sample, open_source
+
+from conftest import ARCH, CLASSES
+
+K = 3
+
+
+@pytest.fixture(scope="module")
+def model(inputs):
+    return create_feature_model(ARCH, str(inputs["checkpoint"]))[0].eval()
+
+
+@pytest.fixture(scope="module")
+def reference(inputs, model):
+    """Pooled features of every decodable fixture image, one image at a time, by plain code."""
+    source = open_source(str(inputs["folder"]), "train")
+    ids, labels, views = [], [], []
+    for sample in source.samples(set(CLASSES)):
+        try:
+            views.append(to_uint8_tensor(center_view(decode(sample.data))))
+        except CorruptImage:
+            continue
+        ids.append(sample.image_id)
+        labels.append(sample.label)
+    with torch.inference_mode():
+        pooled = model(torch.stack(views).float() / 255)[1]
+    return ids, torch.tensor(labels), pooled.double()
+
+
+def expected_top(ids, labels, pooled, c, j, k=K):
+    """The builder's rule, spelled out: the k largest (activation, image id) of group c."""
+    ranked = sorted(((float(pooled[i, j]), ids[i]) for i in range(len(ids)) if labels[i] == c), reverse=True)
+    return [image_id for _, image_id in ranked[:k]]
+
+
+def run_scan(inputs, model, unit_images, batch_size=4):
+    source = open_source(str(inputs["folder"]), "train")
+    return scan_source(source.samples(set(CLASSES)), lambda unit: map(Pass1Decoder(True), unit), model, CLASSES, K,
+                       2, "label", batch_size, torch.device("cpu"), unit_images=unit_images)
+
+
+def test_scan_matches_an_independent_computation(inputs, model, reference):
+    ids, labels, pooled = reference
+    scan = run_scan(inputs, model, unit_images=5)  # many units, many merges
+    assert scan.scanned == len(ids) and len(scan.skipped) == 1  # the truncated fixture file
+    for c in CLASSES:
+        members = labels == c
+        assert int(scan.fi.counts[c]) == int(members.sum())
+        torch.testing.assert_close(scan.fi.sums[c], pooled[members].sum(0), rtol=1e-4, atol=1e-4)
+        for j in range(pooled.shape[1]):
+            got = scan.top_images(c, j)
+            assert [str(scan.images.ids[i]) for i, _ in got] == expected_top(ids, labels, pooled, c, j), (c, j)
+            np.testing.assert_allclose([a for _, a in got], sorted(pooled[members, j].tolist(), reverse=True)[:K],
+                                       rtol=1e-4, atol=1e-5)
+    assert len(scan.images) <= len(ids)  # compacted to the images some list refers to
+
+
+def test_merge_order_and_unit_cuts_do_not_change_the_result(inputs, model):
+    source = open_source(str(inputs["folder"]), "train")
+    samples = list(source.samples(set(CLASSES)))[::2]
+    units = [scan_unit(map(Pass1Decoder(True), samples[i:i + 4]), model, CLASSES, K, 2, "label", 4, "cpu")
+             for i in range(0, len(samples), 4)]
+    forward = copy.deepcopy(units[0])
+    for unit in units[1:]:
+        forward.merge(copy.deepcopy(unit))
+    backward = copy.deepcopy(units[-1])
+    for unit in reversed(units[:-1]):
+        backward.merge(copy.deepcopy(unit))
+    forward.compact(), backward.compact()
+    assert list(forward.images.ids) == list(backward.images.ids)
+    assert torch.equal(forward.top_img, backward.top_img) and torch.equal(forward.top_act, backward.top_act)
+    assert torch.equal(forward.context_img, backward.context_img)
+    assert torch.equal(forward.fi.counts, backward.fi.counts)
+
+
+def test_ties_are_broken_by_image_id_like_the_builders_top_k():
+    rng = random.Random(0)
+    classes, features, k = [3, 7], 4, 3
+    samples = [Sample(f"img_{rng.randint(0, 10**6):07d}", 0, b"", f"r{i}") for i in range(40)]
+    pooled = torch.tensor([[float(rng.randint(0, 2)) for _ in range(features)] for _ in samples])  # many ties
+    groups = torch.tensor([rng.choice(classes) for _ in samples])
+    logits = torch.randn(len(samples), 1000)
+    total = ScanResult.empty(classes, features, k, 2)
+    for unit_parts in (((0, 5), (5, 13)), ((13, 29),), ((29, 33), (33, 36), (36, 40))):  # batches within units
+        unit = UnitScan(classes, features, k, 2)
+        for start, end in unit_parts:
+            unit.add(samples[start:end], pooled[start:end], logits[start:end], groups[start:end])
+        total.merge(unit.result())
+    total.compact()
+    reference = TopK([(c, j) for c in classes for j in range(features)], k)
+    for i, sample in enumerate(samples):
+        for j in range(features):
+            reference.offer((int(groups[i]), j), Candidate(float(pooled[i, j]), sample.image_id, i))
+    for c in classes:
+        for j in range(features):
+            got = [str(total.images.ids[i]) for i, _ in total.top_images(c, j)]
+            assert got == [cand.image_id for cand in reference.ranked((c, j))], (c, j)
+
+
+def test_feature_attack_is_normalised_gradient_ascent(model):
+    torch.manual_seed(0)
+    views = (torch.rand(2, 3, 64, 64) * 255).to(torch.uint8)
+    with torch.no_grad():  # features active on these images (a dead one has no gradient to follow)
+        features = model(views.float() / 255)[1].topk(2, dim=1).indices[:, 1]
+    x = views.float() / 255
+    x.requires_grad_(True)
+    r = model(x)[1]
+    (grad,) = torch.autograd.grad(r[torch.arange(2), features].sum(), x)
+    step = (x.detach() + 10 * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)).clamp(0, 1)
+    one = feature_attack(model, views, features, steps=1)
+    assert (one.int() - (step * 255).round().int()).abs().max() <= 1
+    three = feature_attack(model, views, features, steps=3)
+    with torch.no_grad():
+        before = model(views.float() / 255)[1][torch.arange(2), features]
+        after = model(three.float() / 255)[1][torch.arange(2), features]
+    assert (after > before).all()
+    alone = feature_attack(model, views[1:], features[1:], steps=3)  # batching does not mix images
+    assert (alone.int() - three[1:].int()).abs().max() <= 1
+
+
+def test_activation_maps_are_the_normalised_upsampled_channel(model):
+    torch.manual_seed(1)
+    views = (torch.rand(2, 3, 64, 64) * 255).to(torch.uint8)
+    maps = activation_maps(model, views, torch.tensor([3, 4]))
+    with torch.no_grad():
+        spatial = model.net.forward_features((views.float() / 255 - model.mean) / model.std)
+    for i, j in enumerate((3, 4)):
+        channel = spatial[i, j] / spatial[i, j].max()
+        expected = F.interpolate(channel[None, None], size=(64, 64), mode="bilinear", align_corners=False)[0, 0]
+        torch.testing.assert_close(maps[i], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_overlay_is_red_where_the_mask_is_high():
+    image = np.full((8, 8, 3), 128, dtype=np.uint8)
+    mask = np.zeros((8, 8), dtype=np.float32)
+    mask[:4] = 1.0
+    out = render.overlay(image, mask)
+    high, low = out[0, 0].astype(int), out[7, 7].astype(int)
+    assert high[0] > high[2] and low[2] > low[0]  # red on top, blue below
+
+
+def test_discover_writes_pairs_panels_and_page(study, reference, model):
+    ids, labels, pooled = reference
+    weight = model.classifier_weight.detach().double()
+    with open(study / "pairs.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == PAIR_COLUMNS
+        rows = list(reader)
+    for c in CLASSES:  # the top 2 features by FI = mean r(x) * W[c], computed here from scratch
+        fi = pooled[labels == c].mean(0) * weight[c]
+        expected = torch.argsort(fi, descending=True, stable=True)[:2].tolist()
+        got = [int(r["Input.feature_index"]) for r in rows if int(r["Input.class_index"]) == c]
+        assert got == expected, c
+    info = json.loads((study / "discover_info.json").read_text())
+    for pair in info["pairs"]:
+        assert pair["top_image_ids"] == expected_top(ids, labels, pooled, pair["class_index"],
+                                                     pair["feature_index"], 3)
+    for row in rows:
+        panel = Image.open(study / row["Input.panel"])
+        assert panel.format == "PNG" and panel.width == render.row_width(3) and panel.height > 4 * render.CELL
+    html = (study / "index.html").read_text()
+    assert "http://" not in html and "https://" not in html  # offline: nothing to fetch
+    assert all(row["Input.panel"] in html for row in rows)
+
+
+def test_discover_refuses_to_overwrite_an_annotators_file(tmp_path, inputs, caplog):
+    copy_of_study = tmp_path / "study"
+    copy_of_study.mkdir()
+    (copy_of_study / "answers-ann1.csv").write_text("WorkerId\n")
+    code = main(["discover", "--source", str(inputs["folder"]), "--model", ARCH, "--out", str(copy_of_study),
+                 "--overwrite"])
+    assert code == 2
+    assert "answers-ann1.csv" in caplog.text
+    assert (copy_of_study / "answers-ann1.csv").read_text() == "WorkerId\n"
