@@ -212,6 +212,11 @@ def add_discover_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="decoding processes (0: decode in-process)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-draft", action="store_true", help="decode JPEGs at full size (slower)")
+    parser.add_argument("--unit-size", type=positive_int, default=DEFAULT_UNIT_SIZE,
+                        help="images per work unit of a folder source (parquet: a row group, WebDataset: a tar); "
+                             f"a stopped discovery resumes from its finished units (default: {DEFAULT_UNIT_SIZE})")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard the finished units of an interrupted discovery of --out and start afresh")
     parser.add_argument("--out", default=DEFAULT_STUDY_DIR, help=f"study folder (default: ./{DEFAULT_STUDY_DIR})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing study folder")
     parser.add_argument("-v", "--verbose", action="store_true")

@@ -4,16 +4,22 @@ the feature attack's formula, and the study folder the real command writes (pair
 import copy
 import csv
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ARCH, CLASSES, STUDY_ARGS
 from PIL import Image
 
 from salient_imagenet_builder import render
-from salient_imagenet_builder.build.rows import Pass1Decoder
 from salient_imagenet_builder.build.selection import Candidate, TopK
 from salient_imagenet_builder.cli import main
 from salient_imagenet_builder.discover.attack import activation_maps, feature_attack
@@ -23,7 +29,7 @@ from salient_imagenet_builder.images import CorruptImage, center_view, decode, t
 from salient_imagenet_builder.model import create_feature_model
 from salient_imagenet_builder.sources import Sample, open_source
 
-from conftest import ARCH, CLASSES
+ROOT = Path(__file__).resolve().parents[1]
 
 K = 3
 
@@ -50,6 +56,15 @@ def reference(inputs, model):
     return ids, torch.tensor(labels), pooled.double()
 
 
+def decoded(samples):
+    """(sample, uint8 224 view or None, error), decoded here one by one with the plain functions."""
+    for sample in samples:
+        try:
+            yield sample, to_uint8_tensor(center_view(decode(sample.data))), None
+        except CorruptImage as e:
+            yield sample, None, str(e)
+
+
 def expected_top(ids, labels, pooled, c, j, k=K):
     """The builder's rule, spelled out: the k largest (activation, image id) of group c."""
     ranked = sorted(((float(pooled[i, j]), ids[i]) for i in range(len(ids)) if labels[i] == c), reverse=True)
@@ -58,7 +73,7 @@ def expected_top(ids, labels, pooled, c, j, k=K):
 
 def run_scan(inputs, model, unit_images, batch_size=4):
     source = open_source(str(inputs["folder"]), "train")
-    return scan_source(source.samples(set(CLASSES)), lambda unit: map(Pass1Decoder(True), unit), model, CLASSES, K,
+    return scan_source(source.samples(set(CLASSES)), decoded, model, CLASSES, K,
                        2, "label", batch_size, torch.device("cpu"), unit_images=unit_images)
 
 
@@ -81,7 +96,7 @@ def test_scan_matches_an_independent_computation(inputs, model, reference):
 def test_merge_order_and_unit_cuts_do_not_change_the_result(inputs, model):
     source = open_source(str(inputs["folder"]), "train")
     samples = list(source.samples(set(CLASSES)))[::2]
-    units = [scan_unit(map(Pass1Decoder(True), samples[i:i + 4]), model, CLASSES, K, 2, "label", 4, "cpu")
+    units = [scan_unit(decoded(samples[i:i + 4]), model, CLASSES, K, 2, "label", 4, "cpu")
              for i in range(0, len(samples), 4)]
     forward = copy.deepcopy(units[0])
     for unit in units[1:]:
@@ -195,3 +210,43 @@ def test_discover_refuses_to_overwrite_an_annotators_file(tmp_path, inputs, capl
     assert code == 2
     assert "answers-ann1.csv" in caplog.text
     assert (copy_of_study / "answers-ann1.csv").read_text() == "WorkerId\n"
+
+
+def test_a_unit_result_reads_back_as_it_was_saved(inputs, model, tmp_path):
+    source = open_source(str(inputs["folder"]), "train")
+    samples = list(source.samples(set(CLASSES)))[:6]
+    saved = scan_unit(decoded(samples), model, CLASSES, K, 2, "label", 4, "cpu")
+    saved.save(tmp_path)
+    loaded = ScanResult.load(tmp_path)
+    assert loaded.classes == saved.classes and (loaded.k, loaded.context_k) == (saved.k, saved.context_k)
+    assert (loaded.scanned, loaded.skipped) == (saved.scanned, saved.skipped)
+    for name in ("top_act", "top_img", "context_score", "context_img"):
+        assert torch.equal(getattr(loaded, name), getattr(saved, name)), name
+    assert torch.equal(loaded.fi.sums, saved.fi.sums) and torch.equal(loaded.fi.counts, saved.fi.counts)
+    assert list(loaded.images.ids) == list(saved.images.ids) and list(loaded.images.refs) == list(saved.images.refs)
+
+
+def test_a_killed_discovery_resumes_and_writes_the_same_study(inputs, study, tmp_path):
+    """SIGKILL after two finished scan units; the same command again reads only the other units."""
+    out = tmp_path / "study"
+    args = [sys.executable, "-m", "salient_imagenet_builder.cli", "discover", "--source", str(inputs["folder"]),
+            "--model", ARCH, "--model-checkpoint", str(inputs["checkpoint"]), "--out", str(out), *STUDY_ARGS,
+            "--unit-size", "2", "--workers", "1"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    markers = tmp_path / ".study.partial" / "work" / "discover-scan"
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(list(markers.glob("*.done.json"))) < 2:
+        assert process.poll() is None and time.monotonic() < deadline, "discovery ended before it could be killed"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done = len(list(markers.glob("*.done.json")))
+    again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming from {done} of" in again.stderr
+    assert (out / "pairs.csv").read_text() == (study / "pairs.csv").read_text()
+    got, expected = (json.loads((folder / "discover_info.json").read_text())["pairs"] for folder in (out, study))
+    assert got == expected
+    assert not (tmp_path / ".study.partial").exists()

@@ -8,6 +8,7 @@ answer CSVs, say).
 import json
 import logging
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -15,18 +16,17 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .. import __version__
-from ..build.output import prepare_output, publish, write_text_atomic
-from ..build.rows import Pass1Decoder
-from ..constants import CONTEXT_IMAGES, NUM_CLASSES
+from .. import __version__, distributed
+from ..build.output import prepare_output, publish, staging_folder, write_text_atomic
+from ..constants import CONTEXT_IMAGES, NUM_CLASSES, WORK_DIR
 from ..errors import InputError
-from ..model import create_feature_model, pick_device
+from ..model import create_feature_model
 from ..sources import open_source
-from ..stages import default_workers, ordered_map
+from ..stages import default_workers
 from .page import write_page
 from .panels import write_panels
 from .ranking import rank_pairs, write_pairs
-from .scan import scan_source
+from .units import scan_in_units
 
 log = logging.getLogger(__name__)
 INFO = "discover_info.json"
@@ -46,50 +46,73 @@ def check_out(out: Path, overwrite: bool) -> None:
 def run(args) -> int:
     out = Path(args.out)
     check_out(out, args.overwrite)
+    world = distributed.world_from_env()
+    device = distributed.device_for(world, args.device)
+    joined = distributed.init(world, device)
+    try:
+        return _run(args, out, world, device)
+    finally:
+        if joined:
+            distributed.destroy()
+
+
+def _run(args, out: Path, world, device) -> int:
     start = time.perf_counter()
-    device = pick_device(args.device)
     model, info = create_feature_model(args.model, args.model_checkpoint, args.arch)
     model = model.to(device, memory_format=torch.channels_last).eval()
     source = open_source(args.source, args.split, args.source_type)
     classes = args.classes or list(range(NUM_CLASSES))
-    wanted = None if len(classes) == NUM_CLASSES else set(classes)
     workers = default_workers() if args.workers is None else args.workers
-    bar = tqdm(total=source.count(wanted, args.limit), unit="img", desc="scan: robust model over the source",
-               dynamic_ncols=True)
+    staging = prepare_output(out, args.overwrite) if world.is_main else staging_folder(out)
+    distributed.barrier()
+    try:
+        bar = tqdm(unit="unit", desc="scan: robust model over the source", dynamic_ncols=True,
+                   disable=not world.is_main)
+        scan = scan_in_units(args, source, model, info, classes, args.top_images, CONTEXT_IMAGES, device, world,
+                             staging, workers, progress=lambda unit: bar.update())
+        bar.close()
+        if world.is_main:
+            tasks = write_study(args, staging, scan, source, model, info, device, start)
+    except BaseException:
+        if world.is_main:
+            keep_work_only(staging)
+        raise
+    if world.is_main:
+        shutil.rmtree(staging / WORK_DIR, ignore_errors=True)
+        publish(staging, out)
+        print(f"\nWrote {out}: {len(tasks)} pairs of {len({t.class_index for t in tasks})} classes from "
+              f"{scan.scanned} images ({len(scan.skipped)} corrupt skipped). Open {out / 'index.html'} in a browser; "
+              f"each annotator exports a CSV, then:\n  salient-imagenet ingest answers-*.csv --pairs "
+              f"{out / 'pairs.csv'} --out annotations.csv")
+    distributed.barrier()
+    return 0
 
-    def progress(items):
-        for item in items:
-            bar.update(1)
-            yield item
 
-    with ordered_map(Pass1Decoder(not args.no_draft), workers) as imap:
-        scan = scan_source(source.samples(wanted, args.limit), imap, model, classes, args.top_images,
-                           CONTEXT_IMAGES, args.group_by, args.batch_size, device, progress)
-    bar.close()
+def write_study(args, staging: Path, scan, source, model, info, device, start) -> list:
+    """Rank 0: rank the features, then panels (maps and attacks of the selected images), pairs.csv, the page."""
     tasks = rank_pairs(scan, model.classifier_weight, args.features_per_class)
     if not tasks:
         raise InputError(f"--source {args.source}: no image was grouped into the requested classes "
                          f"({scan.scanned} read); try --group-by label or more images")
-    staging = prepare_output(out, args.overwrite)
-    try:
-        panel_bar = tqdm(total=len(tasks), unit="panel", desc="panels: maps and feature attacks", dynamic_ncols=True)
-        write_panels(staging, tasks, scan, source, model, args.attack_steps, args.batch_size, device,
-                     not args.no_draft, progress=lambda done: panel_bar.update(done - panel_bar.n))
-        panel_bar.close()
-        write_pairs(staging / "pairs.csv", tasks)
-        write_page(staging, tasks, args.title or f"Salient features of {info.name}")
-        write_text_atomic(staging / INFO, json.dumps(provenance(args, info, scan, tasks, start), indent=2))
-    except BaseException:
-        import shutil
+    panel_bar = tqdm(total=len(tasks), unit="panel", desc="panels: maps and feature attacks", dynamic_ncols=True)
+    write_panels(staging, tasks, scan, source, model, args.attack_steps, args.batch_size, device,
+                 not args.no_draft, progress=lambda done: panel_bar.update(done - panel_bar.n))
+    panel_bar.close()
+    write_pairs(staging / "pairs.csv", tasks)
+    write_page(staging, tasks, args.title or f"Salient features of {info.name}")
+    write_text_atomic(staging / INFO, json.dumps(provenance(args, info, scan, tasks, start), indent=2))
+    return tasks
 
+
+def keep_work_only(staging: Path) -> None:
+    """A failed or interrupted discovery keeps its finished scan units (the next run resumes), nothing else."""
+    if not staging.is_dir():
+        return
+    for child in staging.iterdir():
+        if child.name != WORK_DIR:
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    if not any((staging / WORK_DIR).glob("*/*.done.json")):
         shutil.rmtree(staging, ignore_errors=True)
-        raise
-    publish(staging, out)
-    print(f"\nWrote {out}: {len(tasks)} pairs of {len({t.class_index for t in tasks})} classes from "
-          f"{scan.scanned} images ({len(scan.skipped)} corrupt skipped). Open {out / 'index.html'} in a browser; "
-          f"each annotator exports a CSV, then:\n  salient-imagenet ingest answers-*.csv --pairs {out / 'pairs.csv'} "
-          "--out annotations.csv")
-    return 0
 
 
 def provenance(args, info, scan, tasks, start) -> dict:

@@ -12,7 +12,9 @@ associative; `scan_source` runs the units one after another in this process. The
 distributed) can call `scan_unit` per unit and `merge` in its reduce instead, with no change here.
 """
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -138,6 +140,42 @@ class ScanResult:
         self.top_img, self.context_img = renumber[self.top_img], renumber[self.context_img]  # -1 -> last: -1
         self.images = self.images.take(keep.numpy())
         return self
+
+    # persistence: one unit's result in the work folder (the unit runner's `save` / `load` / `summary`) ---------
+
+    def save(self, folder: Path) -> None:
+        """Only the rows of classes this result touched are written: a unit sees few classes."""
+        touched = torch.nonzero(self.fi.counts[self.classes] > 0).flatten()
+        groups = torch.nonzero(self.fi.counts > 0).flatten()
+        arrays = {
+            "classes": np.array(self.classes, np.int64), "touched": touched.numpy(),
+            "groups": groups.numpy(), "sums": self.fi.sums[groups].numpy(), "counts": self.fi.counts[groups].numpy(),
+            "top_act": self.top_act[touched].numpy(), "top_img": self.top_img[touched].numpy(),
+            "context_score": self.context_score[touched].numpy(), "context_img": self.context_img[touched].numpy(),
+            "ids": self.images.ids.astype(str), "refs": self.images.refs.astype(str),
+            "labels": self.images.labels, "predictions": self.images.predictions,
+        }
+        with open(folder / "scan.npz", "wb") as f:
+            np.savez(f, **arrays)
+        (folder / "scan.json").write_text(json.dumps({"k": self.k, "context_k": self.context_k,
+                                                      "scanned": self.scanned, "skipped": self.skipped}))
+
+    @classmethod
+    def load(cls, folder: Path) -> "ScanResult":
+        info = json.loads((folder / "scan.json").read_text())
+        with np.load(folder / "scan.npz", allow_pickle=False) as z:
+            a = {name: z[name] for name in z.files}
+        result = cls.empty([int(c) for c in a["classes"]], a["sums"].shape[1], info["k"], info["context_k"])
+        touched, groups = torch.from_numpy(a["touched"]), torch.from_numpy(a["groups"])
+        result.fi.sums[groups], result.fi.counts[groups] = torch.from_numpy(a["sums"]), torch.from_numpy(a["counts"])
+        for name in ("top_act", "top_img", "context_score", "context_img"):
+            getattr(result, name)[touched] = torch.from_numpy(a[name])
+        result.images = ImageTable(a["ids"], a["refs"].astype(object), a["labels"], a["predictions"])
+        result.scanned, result.skipped = info["scanned"], info["skipped"]
+        return result
+
+    def summary(self) -> dict:
+        return {"scanned": self.scanned, "skipped": len(self.skipped)}
 
     def top_images(self, class_index: int, feature: int) -> list[tuple[int, float]]:
         """(position in `images`, activation) of a pair's top images, best first."""
