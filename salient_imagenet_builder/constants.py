@@ -66,3 +66,11 @@ EVAL_IN_MEMORY_BYTES = 8 * 1024**3  # decoded views + masks above this spill to 
 # What the Hub and its dataset viewer accept (checked by `salient-imagenet check`).
 HUB_MAX_SHARD_BYTES = 500 * 1000**2
 HUB_MAX_ROW_GROUP_BYTES = 100 * 1000**2
+# The dataset viewer (huggingface/dataset-viewer): its first-rows preview (features JSON + at least 10 rows, cells
+# beyond 100 bytes truncated) must fit 200,000 bytes; a page of at most 100 rows reads every row group it touches,
+# and more than 300,000,000 uncompressed bytes in one read fails ("Scan size limit exceeded").
+VIEWER_FIRST_ROWS_MAX_BYTES = 200_000
+VIEWER_FIRST_ROWS_MIN_ROWS = 10
+VIEWER_MIN_CELL_BYTES = 100
+VIEWER_PAGE_ROWS = 100
+VIEWER_SCAN_MAX_BYTES = 300_000_000
