@@ -110,7 +110,7 @@ def _rewrite_default_shard(copy, extra: dict, values, **write_options):
 
 
 def test_fresh_build_fits_the_viewer(fresh):
-    from salient_imagenet_builder.publish.check import _check_first_rows, _check_viewer_pages
+    from salient_imagenet_builder.publish.check import _check_viewer_pages
 
     problems = check(str(fresh), stream=False)
     assert not [p for p in problems if "viewer" in p], problems

@@ -39,7 +39,7 @@ from ..images import to_unit_float
 from ..masks import normalized_maps
 from ..model import create_feature_model, pick_device
 from ..schema import annotation_features, class_names, image_features
-from ..sources import Sample, open_source
+from ..sources import Sample, SourceError, open_source, ref_location
 from ..stages import StageTimer, batched, default_workers, ordered_map, synchronize, timed_iter
 from . import card
 from .output import prepare_output, publish
@@ -148,7 +148,7 @@ class Builder:
         self.stats["seconds_total"] = round(time.perf_counter() - start, 2)
         self.stats["stage_seconds"] = self.timer.report()
         self.stats["images_per_second"] = round(self.stats["images_scanned"] / max(self.stats["seconds_total"], 1e-9), 2)
-        card.write_card(staging, self.provenance(), self.stats, config.split, repo_id=str(config.out))
+        card.write_card(staging, self.provenance(), self.stats, config.split, repo_id=Path(config.out).name)
 
     def _load_annotations(self):
         config = self.config
@@ -194,6 +194,26 @@ class Builder:
                 bar.update(len(batch))
         bar.close()
         self.stats["images_scanned"] = scanned
+        self._count_unusable(scanned)
+
+    def _count_unusable(self, scanned: int) -> None:
+        """Samples the source passed over: labels outside 0-999 (never stored as another class) and, in a folder,
+        files that are not images. Counted in the stats and the card, one warning line each."""
+        unlabelled = getattr(self.source, "unlabelled", {})
+        self.stats["skipped_labels"] = sum(unlabelled.values())
+        self.stats["skipped_label_values"] = {str(k): n for k, n in sorted(unlabelled.items(), key=str)}
+        if unlabelled:
+            log.warning("skipped %d image(s) whose label is not an ImageNet class 0-%d (label: count %s)",
+                        self.stats["skipped_labels"], NUM_CLASSES - 1, self.stats["skipped_label_values"])
+        not_images = sorted(self.source.not_images)
+        self.stats["skipped_non_image_files"] = len(not_images)
+        if not_images:
+            log.warning("skipped %d file(s) that are not images (by extension), e.g. %s", len(not_images),
+                        ", ".join(not_images[:5]))
+        if scanned == 0 and unlabelled:
+            raise SourceError(f"--source {self.config.source} (split {self.config.split}): none of its images has an "
+                              f"ImageNet label 0-{NUM_CLASSES - 1} (labels seen: {self.stats['skipped_label_values']});"
+                              " a test split carries no labels: build from the train or validation split")
 
     def _skip(self, sample: Sample, error: str) -> None:
         self.stats["skipped_images"] += 1
@@ -246,7 +266,18 @@ class Builder:
                     "activation": candidate.activation, "rank": rank, "nam": candidate.nam,
                 })
         self.metas = {seq: self.metas[seq] for seq in selected}
+        self._check_unique_ids()
         return selected
+
+    def _check_unique_ids(self) -> None:
+        """Two selected images with one id would be two rows nobody can tell apart: refuse, naming both files."""
+        first: dict[str, ImageMeta] = {}
+        for meta in self.metas.values():
+            other = first.setdefault(meta.image_id, meta)
+            if other is not meta:
+                raise SourceError(f"two images have the id {meta.image_id!r}: {ref_location(self.source, other.ref)} "
+                                  f"and {ref_location(self.source, meta.ref)}; an id is the file name without its "
+                                  "extension and must be unique: rename or remove one of them")
 
     # pass 2 ----------------------------------------------------------------------------------------------------------
 
@@ -309,11 +340,14 @@ class Builder:
         config, info = self.config, self.model_info
         return {
             "package_version": __version__,
-            "command": config.command or " ".join(sys.argv),
-            "source": self.source.describe(),
+            # inputs by file name (or URL, Hub id) and sha256: no local absolute path is published
+            "command": card.public_paths(config.command or " ".join(sys.argv)),
+            "source": card.public_paths(self.source.describe()),
             "split": config.split,
-            "model": info.name, "arch": info.arch, "checkpoint": info.checkpoint, "checkpoint_sha256": info.sha256,
-            "annotations": self.annotations.source, "annotations_sha256": self.annotations.sha256,
+            "model": info.name, "arch": info.arch, "checkpoint_sha256": info.sha256,
+            "checkpoint": Path(info.checkpoint).name if info.checkpoint else None,
+            "annotations": config.annotations if "://" in config.annotations else Path(config.annotations).name,
+            "annotations_sha256": self.annotations.sha256,
             "constants": {
                 "resize": RESIZE_SIZE, "crop": CROP_SIZE, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
                 "top_k": config.top_k if config.top_k is not None else "all", "group_by": config.group_by,
