@@ -148,8 +148,8 @@ def render(provenance: dict, stats: dict, split: str, repo_id: str = "path/to/sa
     join = ""
     if constants["image_mode"] == "none":
         join = ("## Join with your ImageNet copy\n\nThis build carries no images. Rows are keyed by `image_id` (the "
-                "ImageNet file stem); attach your own copy, made upright (EXIF orientation applied, `PIL.ImageOps.exif_transpose`), resized and "
-                "center-cropped as above, e.g. "
+                "ImageNet file name without its extension); attach your own copy, made upright (EXIF orientation "
+                "applied, `PIL.ImageOps.exif_transpose`), resized and center-cropped as above, e.g. "
                 "`salient-imagenet evaluate --dataset ... --imagenet /data/imagenet`.\n")
     demo = provenance.get("demo")
     values = {
