@@ -63,8 +63,8 @@ def test_data_strings_cannot_change_the_cards_structure(hostile):
 
 
 def test_md_text_is_plain_text():
-    assert md_text("# [x](http://e)") == r"\# \[x\]\(http\:\/\/e\)"
-    assert md_text("<script>x</script>") == r"&lt;script&gt;x&lt;\/script&gt;"
+    assert md_text("# [x](http://e)") == r"\# \[x\]\(http\://e\)"
+    assert md_text("<script>x</script>") == r"&lt;script&gt;x&lt;/script&gt;"
 
 
 def test_public_paths():

@@ -66,7 +66,7 @@ def front_matter(split: str, stats: dict) -> dict:
 
 # A local absolute path (/home/alice/x, ~/x, C:\\x) not inside a URL (https://host/x) or a relative path.
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~\\-])(?:~[\w.-]*/?|[A-Za-z]:\\|/)[^\s'\"`|,;()<>]*")
-MARKDOWN_SPECIAL = re.compile(r"([!\"#$%'()*+,\-./:;=?@\[\\\]^_`{|}~])")
+MARKDOWN_SPECIAL = re.compile(r"([!\"#$%'()*+,\-.:;=?@\[\\\]^_`{|}~])")  # all ASCII punctuation but /
 
 
 def public_paths(text: str) -> str:
@@ -81,7 +81,7 @@ def public_paths(text: str) -> str:
 
 def md_text(value) -> str:
     """Data (ids, paths, error texts, the command) -> Markdown that renders as exactly that text: every ASCII
-    punctuation mark backslash-escaped (no heading, link, autolink, emphasis, code span or table-cell break),
+    punctuation mark but `/` backslash-escaped (no heading, link, autolink, emphasis, code span or table-cell break),
     `&`, `<`, `>` as entities (no HTML), whitespace runs and newlines as one space (no new block)."""
     text = " ".join(str(value).split())
     return html.escape(MARKDOWN_SPECIAL.sub(r"\\\1", text), quote=False)
