@@ -341,7 +341,8 @@ class WebDatasetSource(Source):
         try:
             label = int(text)
         except ValueError:
-            raise SourceError(f"{path}: sample {key!r} has the label {text[:40]!r}, not an integer class index") from None
+            raise SourceError(f"{path}: sample {key!r} has the label {text[:40]!r}, "
+                              "not an integer class index") from None
         image_id = image_id_from_name(meta.get("filename") or key)
         data, ref = parts["image"]
         return Sample(image_id, label, data, ref)
