@@ -135,11 +135,18 @@ def parse(path: str | os.PathLike, num_features: int = 2048) -> Annotations:
 def _parse_rows(path: Path, reader: csv.DictReader, num_features: int) -> Annotations:
     wnids = wordnet_ids()
     pairs: dict[tuple[int, int], Pair] = {}
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    if not reader.fieldnames:
+        raise AnnotationError(f"{path}: empty file, expected a CSV with the header {','.join(COLUMNS)}")
+    missing = [c for c in COLUMNS if c not in reader.fieldnames]
     if missing:
-        raise AnnotationError(f"{path}: missing column(s) {', '.join(missing)}; header is {reader.fieldnames}")
+        hint = ""
+        if len(reader.fieldnames) == 1 and any(sep in reader.fieldnames[0] for sep in ";\t"):
+            hint = " (it seems to use ';' or tabs between columns: save it as comma-separated CSV UTF-8)"
+        raise AnnotationError(f"{path}: missing column(s) {', '.join(missing)}; header is {reader.fieldnames}{hint}")
     for row in reader:
         where = f"{path}, row {reader.line_num}"
+        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+            continue  # a blank line, or one of separators only (",,,,"), as spreadsheets leave at the end
         if None in row or None in row.values():
             fields = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])
             raise AnnotationError(f"{where}: {fields} fields, the header has {len(reader.fieldnames)}")

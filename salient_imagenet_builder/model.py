@@ -107,6 +107,8 @@ def load_checkpoint(path: str | Path) -> dict:
     objects), a restricted unpickler that rebuilds only tensors and plain containers and leaves the rest inert.
     A file that is none of these (empty, cut short, text, another zip) is named with what is wrong with it."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file; pass the .ckpt/.pt file itself")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:

@@ -121,3 +121,17 @@ def test_short_rows_and_other_encodings_are_one_line(tmp_path):
     latin.write_bytes(make_annotations(tmp_path / "a.csv", classes=[0]).read_bytes().replace(b"clearly", b"d\xe9j\xe0"))
     with pytest.raises(AnnotationError, match="latin.csv: not UTF-8 text .* save it as CSV UTF-8"):
         parse(latin)
+
+
+def test_spreadsheet_leftovers(tmp_path):
+    plain = make_annotations(tmp_path / "plain.csv", classes=[0], seed=6)
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_text(plain.read_text() + ",,,,,,,\n\n")  # the blank rows a spreadsheet leaves at the end
+    assert parse(trailing).pairs == parse(plain).pairs
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(AnnotationError, match="empty.csv: empty file, expected a CSV with the header WorkerId,"):
+        parse(tmp_path / "empty.csv")
+    semicolons = tmp_path / "semicolons.csv"
+    semicolons.write_text(plain.read_text().replace(",", ";"))
+    with pytest.raises(AnnotationError, match="seems to use ';' or tabs between columns"):
+        parse(semicolons)

@@ -132,6 +132,8 @@ def _bad_checkpoints(tmp_path):
     yield tmp_path / "lists.ckpt", "2 weight(s) are not tensors, e.g. 'conv1.weight' is a list"
     torch.save({"epoch": 3, "note": "nothing else"}, tmp_path / "meta.ckpt")
     yield tmp_path / "meta.ckpt", "no state dict found"
+    (tmp_path / "weights").mkdir()
+    yield tmp_path / "weights", "a folder, not a checkpoint file"
 
 
 def test_unusable_checkpoints_get_one_line_naming_the_file(tmp_path):
