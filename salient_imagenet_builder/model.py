@@ -155,8 +155,8 @@ def _weights_container(ckpt):
 def extract_state_dict(ckpt, path) -> dict[str, torch.Tensor]:
     """The network's weights from a robust-library checkpoint (`module.model.*` inside ckpt['model'] or
     ckpt['state_dict']) or a plain state dict (optionally `module.`-prefixed)."""
-    if isinstance(ckpt, (nn.Module, _Inert)) or isinstance(_weights_container(ckpt), (nn.Module, _Inert)):
-        held = _weights_container(ckpt)
+    held = next((ckpt[k] for k in ("model", "state_dict") if k in ckpt), ckpt) if isinstance(ckpt, dict) else ckpt
+    if isinstance(held, (nn.Module, _Inert)):  # torch.save(model) or {"model": model}: a class, not weights
         name = held.pickled_class if isinstance(held, _Inert) else type(held).__qualname__
         raise CheckpointError(f"{path}: holds a whole pickled object ({name}), not a state dict; it is not loaded "
                               f"(unpickling it could run code). Save torch.save(model.state_dict(), path) instead")

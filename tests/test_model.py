@@ -125,6 +125,8 @@ def _bad_checkpoints(tmp_path):
     yield tmp_path / "photos.zip", "a zip archive but not a torch checkpoint (no data.pkl inside)"
     torch.save(timm.create_model("resnet10t", pretrained=False), tmp_path / "whole.pt")
     yield tmp_path / "whole.pt", "holds a whole pickled object (timm.models.resnet.ResNet), not a state dict"
+    torch.save({"model": torch.nn.Linear(2, 2), "epoch": 1}, tmp_path / "wrapped.pt")
+    yield tmp_path / "wrapped.pt", "holds a whole pickled object (torch.nn.modules.linear.Linear), not a state dict"
     ckpt = torch.load(good, weights_only=True)
     ckpt["model"]["module.model.conv1.weight"] = [[0.5, 0.25]]
     ckpt["model"]["module.model.fc.bias"] = "zeros"
