@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import logging
+import math
 import os
 import urllib.request
 from collections import Counter
@@ -121,35 +122,52 @@ class Annotations:
 def parse(path: str | os.PathLike, num_features: int = 2048) -> Annotations:
     """Read and validate an annotation CSV in the published format; errors name the file and row."""
     path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's UTF-8 export starts with a BOM
+            return _parse_rows(path, csv.DictReader(f), num_features)
+    except UnicodeDecodeError as e:
+        raise AnnotationError(f"{path}: not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset {e.start}); "
+                              "save it as CSV UTF-8") from None
+    except csv.Error as e:
+        raise AnnotationError(f"{path}: not a readable CSV file ({e})") from None
+
+
+def _parse_rows(path: Path, reader: csv.DictReader, num_features: int) -> Annotations:
     wnids = wordnet_ids()
     pairs: dict[tuple[int, int], Pair] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise AnnotationError(f"{path}: missing column(s) {', '.join(missing)}; header is {reader.fieldnames}")
-        for row in reader:
-            where = f"{path}, row {reader.line_num}"
-            try:
-                class_index = _int(row, "Input.class_index", 0, NUM_CLASSES - 1)
-                feature_index = _int(row, "Input.feature_index", 0, num_features - 1)
-                rank = _int(row, "Input.feature_rank", 1, FEATURES_PER_CLASS)
-                answer = row["Answer.main"].strip()
-                if answer not in ANSWER_CHOICES:
-                    raise AnnotationError(f"Answer.main {answer!r} is not one of {ANSWER_CHOICES}")
-                confidence = float(row["Answer.confidence"])
-                if not CONFIDENCE_RANGE[0] <= confidence <= CONFIDENCE_RANGE[1]:
-                    raise AnnotationError(f"Answer.confidence {confidence} outside {CONFIDENCE_RANGE}")
-                wnid = row["Input.wordnet_id"].strip()
-                if wnid != wnids[class_index]:
-                    raise AnnotationError(f"Input.wordnet_id {wnid} is not class {class_index} ({wnids[class_index]})")
-            except (AnnotationError, ValueError, TypeError) as e:
-                raise AnnotationError(f"{where}: {e}") from None
-            pair = pairs.setdefault((class_index, feature_index), Pair(class_index, wnid, feature_index, rank))
-            if pair.feature_rank != rank:
-                raise AnnotationError(f"{where}: feature {feature_index} of class {class_index} has rank {rank}, "
-                                      f"earlier rows say {pair.feature_rank}")
-            pair.answers.append(Answer(row["WorkerId"].strip(), answer, confidence, row["Answer.reasons"] or ""))
+    if not reader.fieldnames:
+        raise AnnotationError(f"{path}: empty file, expected a CSV with the header {','.join(COLUMNS)}")
+    missing = [c for c in COLUMNS if c not in reader.fieldnames]
+    if missing:
+        hint = ""
+        if len(reader.fieldnames) == 1 and any(sep in reader.fieldnames[0] for sep in ";\t"):
+            hint = " (it seems to use ';' or tabs between columns: save it as comma-separated CSV UTF-8)"
+        raise AnnotationError(f"{path}: missing column(s) {', '.join(missing)}; header is {reader.fieldnames}{hint}")
+    for row in reader:
+        where = f"{path}, row {reader.line_num}"
+        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+            continue  # a blank line, or one of separators only (",,,,"), as spreadsheets leave at the end
+        if None in row or None in row.values():
+            fields = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])
+            raise AnnotationError(f"{where}: {fields} fields, the header has {len(reader.fieldnames)}")
+        try:
+            class_index = _int(row, "Input.class_index", 0, NUM_CLASSES - 1)
+            feature_index = _int(row, "Input.feature_index", 0, num_features - 1)
+            rank = _int(row, "Input.feature_rank", 1, FEATURES_PER_CLASS)
+            answer = row["Answer.main"].strip()
+            if answer not in ANSWER_CHOICES:
+                raise AnnotationError(f"Answer.main {answer!r} is not one of {ANSWER_CHOICES}")
+            confidence = _number(row, "Answer.confidence", *CONFIDENCE_RANGE)
+            wnid = row["Input.wordnet_id"].strip()
+            if wnid != wnids[class_index]:
+                raise AnnotationError(f"Input.wordnet_id {wnid} is not class {class_index} ({wnids[class_index]})")
+        except (AnnotationError, ValueError, TypeError) as e:
+            raise AnnotationError(f"{where}: {e}") from None
+        pair = pairs.setdefault((class_index, feature_index), Pair(class_index, wnid, feature_index, rank))
+        if pair.feature_rank != rank:
+            raise AnnotationError(f"{where}: feature {feature_index} of class {class_index} has rank {rank}, "
+                                  f"earlier rows say {pair.feature_rank}")
+        pair.answers.append(Answer(row["WorkerId"].strip(), answer, confidence, row["Answer.reasons"] or ""))
     for pair in pairs.values():
         if len(pair.answers) != ANSWERS_PER_PAIR:
             raise AnnotationError(f"{path}: class {pair.class_index} feature {pair.feature_index} has "
@@ -162,10 +180,22 @@ def parse(path: str | os.PathLike, num_features: int = 2048) -> Annotations:
     return Annotations(pairs, str(path), sha256_file(path))
 
 
+def _number(row: dict, column: str, low: float, high: float) -> float:
+    """A finite number in [low, high] (`inf` and `nan` parse as floats, so they are refused here by name)."""
+    text = row[column].strip()
+    try:
+        value = float(text)
+    except ValueError:
+        raise AnnotationError(f"{column} {text!r} is not a number") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise AnnotationError(f"{column} {text!r} is not a finite number in [{low}, {high}]")
+    return value
+
+
 def _int(row: dict, column: str, low: int, high: int) -> int:
-    value = float(row[column])  # the release writes some integers as floats ("3.0")
-    if value != int(value) or not low <= value <= high:
-        raise AnnotationError(f"{column} {row[column]!r} is not an integer in [{low}, {high}]")
+    value = _number(row, column, low, high)  # the release writes some integers as floats ("3.0")
+    if value != int(value):
+        raise AnnotationError(f"{column} {row[column].strip()!r} is not an integer in [{low}, {high}]")
     return int(value)
 
 

@@ -80,3 +80,11 @@ DEFAULT_STUDY_DIR = "study"
 GALLERY_FILE = "gallery.png"  # a build's top-level preview image, shown at the top of the card
 GALLERY_PAIRS = 4
 GALLERY_IMAGES = 4  # images per gallery row
+# The dataset viewer (huggingface/dataset-viewer): its first-rows preview (features JSON + at least 10 rows, cells
+# beyond 100 bytes truncated) must fit 200,000 bytes; a page of at most 100 rows reads every row group it touches,
+# and more than 300,000,000 uncompressed bytes in one read fails ("Scan size limit exceeded").
+VIEWER_FIRST_ROWS_MAX_BYTES = 200_000
+VIEWER_FIRST_ROWS_MIN_ROWS = 10
+VIEWER_MIN_CELL_BYTES = 100
+VIEWER_PAGE_ROWS = 100
+VIEWER_SCAN_MAX_BYTES = 300_000_000

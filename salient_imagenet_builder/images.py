@@ -4,7 +4,7 @@ import io
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageCms, ImageOps
 
 from .constants import CROP_SIZE, RESIZE_SIZE
 
@@ -14,7 +14,11 @@ class CorruptImage(ValueError):
 
 
 def decode(data: bytes, draft: bool = True) -> Image.Image:
-    """Bytes -> RGB PIL image. Handles CMYK, greyscale and PNG files named .JPEG (PIL reads the content).
+    """Bytes -> upright RGB PIL image (see `to_rgb` for the modes; PNG files named .JPEG are read by content).
+
+    The EXIF orientation is applied (`ImageOps.exif_transpose`), as `datasets` does when it decodes an image: the
+    model, the masks, the stored center view and an `--image-mode original` image loaded back all see one
+    upright picture.
 
     With `draft`, a JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale whose shorter side stays >= 256:
     several times cheaper, and the bilinear resize that follows then starts from fewer pixels.
@@ -26,9 +30,46 @@ def decode(data: bytes, draft: bool = True) -> Image.Image:
             scale = RESIZE_SIZE / min(w, h)
             image.draft("RGB", (max(1, int(w * scale) + 1), max(1, int(h * scale) + 1)))
         image.load()
-        return image.convert("RGB")
+        return to_rgb(ImageOps.exif_transpose(image))
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError...)
         raise CorruptImage(f"{type(e).__name__}: {e}") from None
+
+
+WHITE = (255, 255, 255, 255)  # what transparent pixels become: a page's usual background
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")  # "I": how Pillow < 10.? opens 16-bit PNGs
+ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB by what its pixels mean (Pillow's own `convert("RGB")` clips integer modes
+    at 255, so a 16-bit PNG would come out all white, and drops alpha, showing whatever colour hides under it):
+    - 16/32-bit integer greyscale (`I;16*`, `I`): the 16-bit range 0-65535 scaled to 0-255 (v / 257, rounded);
+    - float greyscale (`F`): values in [0, 1] scaled to 0-255; values beyond 1 taken as 0-255, clipped;
+    - transparency (alpha band, premultiplied alpha, a palette or tRNS transparency): composited on white;
+    - CIE Lab through littlecms (sRGB); every other mode (1, L, P, CMYK, YCbCr, HSV, RGBX) by Pillow.
+    """
+    if image.mode in SIXTEEN_BIT_MODES or image.mode == "F":
+        return Image.fromarray(_grey_to_uint8(image), mode="L").convert("RGB")
+    if image.mode == "La":  # premultiplied L + alpha: Pillow converts it only by way of RGBa
+        grey, alpha = image.split()
+        image = Image.merge("RGBa", (grey, grey, grey, alpha))
+    if image.mode in ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", image.size, WHITE), rgba).convert("RGB")
+    if image.mode == "LAB":
+        lab_to_srgb = ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"),
+                                              "LAB", "RGB")
+        return ImageCms.applyTransform(image, lab_to_srgb)
+    return image.convert("RGB")
+
+
+def _grey_to_uint8(image: Image.Image) -> np.ndarray:
+    pixels = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        scale = 255.0 if np.nanmax(pixels, initial=0.0) <= 1.0 else 1.0
+    else:
+        scale = 1 / 257
+    return np.rint(np.nan_to_num(pixels * scale).clip(0, 255)).astype(np.uint8)
 
 
 def center_view(image: Image.Image) -> Image.Image:

@@ -8,6 +8,7 @@ the spatial penultimate map (`forward_features`, e.g. N x 2048 x 7 x 7), its poo
 import hashlib
 import logging
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,10 @@ class ModelInfo:
 
 class _Inert:
     """Stands in for any class a checkpoint pickle names that is not a tensor or container: built without running
-    any of the pickle's code (robust-library checkpoints are saved with dill and carry optimizer/schedule objects)."""
+    any of the pickle's code (robust-library checkpoints are saved with dill and carry optimizer/schedule objects).
+    `pickled_class` keeps the name the pickle gave, so an error can say what the file holds."""
+
+    pickled_class = "?"
 
     def __init__(self, *args, **kwargs):
         pass
@@ -73,7 +77,7 @@ class _Inert:
 
 class _RestrictedUnpickler(pickle.Unpickler):
     """Resolves only the globals torch's own weights-only unpickler allows (tensor rebuilders, dtypes,
-    OrderedDict...); every other global becomes `_Inert`, so nothing named by the pickle is ever called."""
+    OrderedDict...); every other global becomes an `_Inert` class, so nothing named by the pickle is ever called."""
 
     def find_class(self, module, name):
         try:
@@ -86,7 +90,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if (module, name) in (("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"),
                               ("torch._utils", "_rebuild_parameter")):
             return super().find_class(module, name)
-        return _Inert
+        return type(name, (_Inert,), {"pickled_class": f"{module}.{name}"})
 
 
 class _RestrictedPickleModule:
@@ -95,46 +99,101 @@ class _RestrictedPickleModule:
     __name__ = "salient_restricted_pickle"
 
 
+SAVE_HINT = "expected a file saved with torch.save(model.state_dict(), path) or a robust-library checkpoint"
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint without executing pickled code: `weights_only=True`, and where that refuses (dill-saved
-    objects), a restricted unpickler that rebuilds only tensors and plain containers and leaves the rest inert."""
+    objects), a restricted unpickler that rebuilds only tensors and plain containers and leaves the rest inert.
+    A file that is none of these (empty, cut short, text, another zip) is named with what is wrong with it."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file; pass the .ckpt/.pt file itself")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint; download or save it again")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         log.info("%s: weights_only load refused (%s); using the restricted unpickler", path, str(e).splitlines()[0])
+    except Exception as e:  # the format itself is wrong: no point in a second try
+        raise CheckpointError(_unreadable(path, e)) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickleModule)
     except Exception as e:
-        raise CheckpointError(f"{path}: cannot read checkpoint: {e}") from None
+        raise CheckpointError(_unreadable(path, e)) from None
+
+
+def _unreadable(path: Path, error: Exception) -> str:
+    """Why torch cannot read `path`, from the file's first bytes: a damaged torch zip, a damaged pickle, or
+    something else altogether."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    detail = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+    if head.startswith(b"PK"):
+        if not zipfile.is_zipfile(path):
+            return f"{path}: truncated or damaged checkpoint (a zip archive cut short: {detail}); download it again"
+        with zipfile.ZipFile(path) as archive:
+            if not any(n.endswith("data.pkl") for n in archive.namelist()):
+                return f"{path}: a zip archive but not a torch checkpoint (no data.pkl inside); {SAVE_HINT}"
+        return f"{path}: damaged torch checkpoint ({detail}); download it again"
+    if head[:1] == b"\x80":  # a pickle protocol marker: the legacy torch format
+        return f"{path}: truncated or damaged checkpoint (legacy torch format: {detail}); download it again"
+    return f"{path}: not a torch checkpoint (starts with {head!r}); {SAVE_HINT}"
+
+
+def _weights_container(ckpt):
+    """ckpt['model'] or ckpt['state_dict'] when the checkpoint wraps its weights, else the checkpoint itself."""
+    if isinstance(ckpt, dict):
+        for key in ("model", "state_dict"):
+            if isinstance(ckpt.get(key), dict):
+                return ckpt[key]
+    return ckpt
 
 
 def extract_state_dict(ckpt, path) -> dict[str, torch.Tensor]:
     """The network's weights from a robust-library checkpoint (`module.model.*` inside ckpt['model'] or
     ckpt['state_dict']) or a plain state dict (optionally `module.`-prefixed)."""
-    state = ckpt
-    if isinstance(ckpt, dict):
-        for key in ("model", "state_dict"):
-            if isinstance(ckpt.get(key), dict):
-                state = ckpt[key]
-                break
-    if not isinstance(state, dict) or not state:
-        raise CheckpointError(f"{path}: no state dict found (top-level keys: {list(ckpt)[:10]})")
+    held = next((ckpt[k] for k in ("model", "state_dict") if k in ckpt), ckpt) if isinstance(ckpt, dict) else ckpt
+    if isinstance(held, (nn.Module, _Inert)):  # torch.save(model) or {"model": model}: a class, not weights
+        name = held.pickled_class if isinstance(held, _Inert) else type(held).__qualname__
+        raise CheckpointError(f"{path}: holds a whole pickled object ({name}), not a state dict; it is not loaded "
+                              f"(unpickling it could run code). Save torch.save(model.state_dict(), path) instead")
+    state = _weights_container(ckpt)
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        what = f"top-level keys: {list(ckpt)[:10]}" if isinstance(ckpt, dict) else f"it holds a {type(ckpt).__name__}"
+        raise CheckpointError(f"{path}: no state dict found ({what}); {SAVE_HINT}")
+    state = _strip_prefix(state)
+    odd = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
+    if odd:
+        key = next(iter(odd))
+        raise CheckpointError(f"{path}: {len(odd)} weight(s) are not tensors, e.g. {key!r} is a "
+                              f"{getattr(odd[key], 'pickled_class', type(odd[key]).__name__)}; {SAVE_HINT}")
+    return state
+
+
+def _strip_prefix(state: dict) -> dict:
     for prefix in ("module.model.", "model.", "module."):
-        if any(k.startswith(prefix) for k in state):
-            if prefix == "module.model." or not any(k.startswith("module.model.") for k in state):
-                return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if any(isinstance(k, str) and k.startswith(prefix) for k in state):
+            if prefix == "module.model." or not any(str(k).startswith("module.model.") for k in state):
+                return {k[len(prefix):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
     return dict(state)
 
 
 def check_normalizer(ckpt, path) -> None:
-    """The robust library keeps the normalisation inside the model; ours must be the same."""
-    state = ckpt.get("model", ckpt.get("state_dict", {})) if isinstance(ckpt, dict) else {}
-    for key, expected in (("module.normalizer.new_mean", IMAGENET_MEAN), ("module.normalizer.new_std", IMAGENET_STD)):
-        if key in state and not torch.allclose(state[key].flatten().float(), torch.tensor(expected), atol=1e-4):
-            raise CheckpointError(f"{path}: {key} = {state[key].flatten().tolist()}, expected {expected}")
+    """The robust library keeps the normalisation inside the model; ours must be the same. Wrapped (ckpt['model'])
+    or not, and whatever the prefix (`module.normalizer.`, `normalizer.`, the attacker's copy)."""
+    state = _weights_container(ckpt)
+    if not isinstance(state, dict):
+        return
+    for suffix, expected in (("normalizer.new_mean", IMAGENET_MEAN), ("normalizer.new_std", IMAGENET_STD)):
+        for key, value in state.items():
+            if not (isinstance(key, str) and key.endswith(suffix) and isinstance(value, torch.Tensor)):
+                continue
+            if value.numel() != 3 or not torch.allclose(value.flatten().float(), torch.tensor(expected), atol=1e-4):
+                raise CheckpointError(f"{path}: {key} = {value.flatten().tolist()}, expected {expected} (the "
+                                      "ImageNet normalisation this tool applies); these weights expect other inputs")
 
 
 def sha256_file(path) -> str:

@@ -6,7 +6,10 @@ Three layouts:
 - `ParquetSource`: Hugging Face parquet (or arrow) shards with an image struct column and a label column, local or
   on the Hub (read through `HfFileSystem`, the filesystem `datasets` streams with);
 - `WebDatasetSource`: tar shards with `<key>.jpg` + `<key>.cls` (+ optional `<key>.json`).
-Image ids are the original file name's stem (`n01440764_10026`), whatever the layout.
+Image ids are the original file name without its extension (`n01440764_10026`), whatever the layout; only the last
+extension goes, so `x.JPEG` and `x.copy.JPEG` stay two ids (`x`, `x.copy`).
+Samples whose label is no ImageNet class (-1 in the Hub's test split, 1000, null) are skipped and counted in
+`Source.unlabelled`, never stored as another class.
 """
 
 import functools
@@ -15,7 +18,7 @@ import logging
 import os
 import re
 import tarfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator
@@ -23,13 +26,14 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .constants import NUM_CLASSES
 from .errors import InputError
 from .schema import wordnet_ids
 
 log = logging.getLogger(__name__)
 
 SPLIT_ALIASES = {"val": "validation", "validation": "val"}
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "jpe", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pbm")
 
 
 class SourceError(InputError):
@@ -48,10 +52,16 @@ class Source:
     """Base reader. Subclasses implement `_iter(classes)`, `read_many(refs)` and optionally `count(classes)`."""
 
     kind = "?"
+    unlabelled: Counter  # label -> samples skipped for a label outside 0-999 (reset by `samples` and per unit)
+    not_images: set[str] = frozenset()  # files a folder source skipped as not images (Thumbs.db, notes.txt)
 
     def samples(self, classes: set[int] | None = None, limit_per_class: int | None = None) -> Iterator[Sample]:
         seen: dict[int, int] = defaultdict(int)
+        self.unlabelled = Counter()
         for sample in self._iter(classes):
+            if not is_class(sample.label):
+                self.unlabelled[sample.label] += 1
+                continue
             if classes is not None and sample.label not in classes:
                 continue
             if limit_per_class is not None:
@@ -92,11 +102,27 @@ class Source:
         return [{"all": True}]
 
     def unit_samples(self, spec: dict, classes: set[int] | None, limit_per_class: int | None) -> Iterator[Sample]:
-        return self.samples(classes, limit_per_class)
+        """One unit's samples; labels outside 0-999 are counted in `unlabelled` (reset per unit by the caller)."""
+        if spec.get("all"):
+            yield from self.samples(classes, limit_per_class)
+            return
+        for sample in self._unit_iter(spec, classes, limit_per_class):
+            if is_class(sample.label):
+                yield sample
+            else:
+                self.unlabelled[sample.label] += 1
+
+    def _unit_iter(self, spec: dict, classes: set[int] | None, limit_per_class: int | None) -> Iterator[Sample]:
+        raise NotImplementedError
+
+
+def is_class(label) -> bool:
+    return isinstance(label, int) and not isinstance(label, bool) and 0 <= label < NUM_CLASSES
 
 
 def image_id_from_name(name: str) -> str:
-    return PurePosixPath(name).name.split(".")[0]
+    """The file name without its last extension: unique wherever the file names are."""
+    return PurePosixPath(name).stem
 
 
 def _split_pattern(split: str) -> re.Pattern:
@@ -126,10 +152,27 @@ class FolderSource(Source):
         if self.dir is None:
             raise SourceError(f"{root}: no ImageNet class folders (<wnid>/) under {root / split} or {root}")
         self.class_dirs = {i: self.dir / w for i, w in enumerate(wordnet_ids()) if (self.dir / w).is_dir()}
+        self.not_images: set[str] = set()
+        others = sorted(p.name for p in self.dir.iterdir() if p.is_dir() and p.name not in wnids
+                        and not p.name.startswith("."))
+        if others:
+            log.warning("%s: ignoring %d folder(s) that are not ImageNet class ids (wnids such as n01440764): %s%s",
+                        self.dir, len(others), ", ".join(others[:10]), " ..." if len(others) > 10 else "")
 
     @functools.lru_cache(maxsize=None)
     def _files(self, label: int) -> list[str]:
-        return sorted(e.name for e in os.scandir(self.class_dirs[label]) if e.is_file() and not e.name.startswith("."))
+        """The image files of a class folder, by extension: other files (Thumbs.db, notes.txt) are no corrupt
+        images but no images at all (counted in `not_images`); hidden files, sub-folders and broken or looping
+        symlinks are passed over."""
+        names = []
+        for entry in os.scandir(self.class_dirs[label]):
+            if entry.name.startswith(".") or not _is_file(entry):
+                continue
+            if "." in entry.name and entry.name.rsplit(".", 1)[1].lower() in IMAGE_EXTENSIONS:
+                names.append(entry.name)
+            else:
+                self.not_images.add(f"{self.class_dirs[label].name}/{entry.name}")
+        return sorted(names)
 
     def _label_counts(self):
         return {label: len(self._files(label)) for label in self.class_dirs}
@@ -154,7 +197,7 @@ class FolderSource(Source):
                 units += [{"label": label, "start": s, "stop": min(s + unit_size, n)} for s in range(0, n, unit_size)]
         return units
 
-    def unit_samples(self, spec, classes, limit_per_class):
+    def _unit_iter(self, spec, classes, limit_per_class):
         label = spec["label"]
         for name in self._files(label)[spec["start"]:spec["stop"]]:
             ref = f"{self.class_dirs[label].name}/{name}"
@@ -162,6 +205,13 @@ class FolderSource(Source):
 
     def describe(self):
         return f"ImageNet folder {self.dir}"
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:  # a symlink loop (ELOOP) or a link that vanished
+        return False
 
 
 # --- Parquet / Arrow shards --------------------------------------------------------------------------------------
@@ -238,8 +288,8 @@ class ParquetSource(Source):
         images = table.column(self.image_column)
         for row in range(len(labels)) if rows is None else rows:
             label = labels[row]
-            if classes is not None and label not in classes:
-                continue
+            if classes is not None and label not in classes and is_class(label):
+                continue  # a label outside 0-999 goes on, to be counted as skipped by the caller's filter
             image = images[row].as_py()
             name = image.get("path") or f"{PurePosixPath(path).stem}_{group}_{row}"
             yield Sample(image_id_from_name(name), label, image["bytes"], f"{file_index}:{group}:{row}")
@@ -261,7 +311,7 @@ class ParquetSource(Source):
                     units.append({"file": file_index, "group": group, "rows": rows})
         return units
 
-    def unit_samples(self, spec, classes, limit_per_class):
+    def _unit_iter(self, spec, classes, limit_per_class):
         path = self.files[spec["file"]]
         for group, table in self._row_groups(path, [self.label_column, self.image_column], only=spec["group"]):
             yield from self._table_samples(spec["file"], path, group, table, classes, spec["rows"])
@@ -345,11 +395,16 @@ class WebDatasetSource(Source):
             raise SourceError(f"{path}: sample {key!r} has no image member ({'/'.join(IMAGE_EXTENSIONS)})")
         meta = json.loads(parts["json"]) if "json" in parts else {}
         if "cls" in parts:
-            label = int(parts["cls"].decode().strip())
+            text = parts["cls"].decode(errors="replace").strip()
         elif "label" in meta:
-            label = int(meta["label"])
+            text = str(meta["label"])
         else:
             raise SourceError(f"{path}: sample {key!r} has neither a .cls member nor a json label")
+        try:
+            label = int(text)
+        except ValueError:
+            raise SourceError(f"{path}: sample {key!r} has the label {text[:40]!r}, "
+                              "not an integer class index") from None
         image_id = image_id_from_name(meta.get("filename") or key)
         data, ref = parts["image"]
         return Sample(image_id, label, data, ref)
@@ -359,7 +414,7 @@ class WebDatasetSource(Source):
             return [{"all": True}]
         return [{"file": i} for i in range(len(self.files))]
 
-    def unit_samples(self, spec, classes, limit_per_class):
+    def _unit_iter(self, spec, classes, limit_per_class):
         if spec.get("all"):
             yield from self.samples(classes, limit_per_class)
             return
@@ -460,3 +515,16 @@ def _split_files(by_ext, kind, split, where, relative_to) -> list[str]:
         if files else {}
     chosen = _files_for_split(list(relative), split, kind, str(where))
     return [relative[f] for f in chosen]
+
+
+def ref_location(source: Source, ref: str) -> str:
+    """Where the sample behind `ref` lives, in words a user can find it by (error messages)."""
+    if isinstance(source, FolderSource):
+        return str(source.dir / ref)
+    if isinstance(source, ParquetSource):
+        file_index, group, row = map(int, ref.split(":"))
+        return f"{source.files[file_index]} (row group {group}, row {row})"
+    if isinstance(source, WebDatasetSource):
+        file_index, offset, _ = map(int, ref.split(":"))
+        return f"{source.files[file_index]} (member at byte {offset})"
+    return ref

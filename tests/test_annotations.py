@@ -78,7 +78,7 @@ def test_bad_rows_name_the_problem(tmp_path, rows, header, message):
 def test_confidence_out_of_range(tmp_path):
     rows = _pair()
     rows[2][6] = "9.0"
-    with pytest.raises(AnnotationError, match="row 4: Answer.confidence 9.0"):
+    with pytest.raises(AnnotationError, match="row 4: Answer.confidence '9.0'"):
         parse(_write(tmp_path / "bad.csv", rows))
 
 
@@ -91,3 +91,47 @@ def test_load_checks_pin_and_published_statistics(tmp_path):
     with pytest.raises(AnnotationError, match="not found"):
         load(str(tmp_path / "missing.csv"), tmp_path)
     assert len(load(str(path), tmp_path).pairs) == 10
+
+
+def test_excel_byte_order_mark_is_accepted(tmp_path):
+    plain = make_annotations(tmp_path / "plain.csv", classes=[0, 1], seed=5)
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())  # what Excel's "CSV UTF-8" export writes
+    assert parse(excel).pairs == parse(plain).pairs
+
+
+@pytest.mark.parametrize("column, value", [("Input.class_index", "inf"), ("Input.feature_index", "nan"),
+                                           ("Input.feature_rank", "-inf"), ("Answer.confidence", "nan"),
+                                           ("Input.class_index", "zero")])
+def test_inf_nan_and_words_name_file_row_and_column(tmp_path, column, value):
+    rows = _pair()
+    rows[1][COLUMNS.index(column)] = value
+    path = _write(tmp_path / "bad.csv", rows)
+    with pytest.raises(AnnotationError) as caught:
+        parse(path)
+    assert str(caught.value).startswith(f"{path}, row 3: {column} {value!r} is not a")
+
+
+def test_short_rows_and_other_encodings_are_one_line(tmp_path):
+    rows = _pair()
+    rows[3] = rows[3][:5]
+    with pytest.raises(AnnotationError, match="bad.csv, row 5: 5 fields, the header has 8"):
+        parse(_write(tmp_path / "bad.csv", rows))
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(make_annotations(tmp_path / "a.csv", classes=[0]).read_bytes().replace(b"clearly", b"d\xe9j\xe0"))
+    with pytest.raises(AnnotationError, match="latin.csv: not UTF-8 text .* save it as CSV UTF-8"):
+        parse(latin)
+
+
+def test_spreadsheet_leftovers(tmp_path):
+    plain = make_annotations(tmp_path / "plain.csv", classes=[0], seed=6)
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_text(plain.read_text() + ",,,,,,,\n\n")  # the blank rows a spreadsheet leaves at the end
+    assert parse(trailing).pairs == parse(plain).pairs
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(AnnotationError, match="empty.csv: empty file, expected a CSV with the header WorkerId,"):
+        parse(tmp_path / "empty.csv")
+    semicolons = tmp_path / "semicolons.csv"
+    semicolons.write_text(plain.read_text().replace(",", ";"))
+    with pytest.raises(AnnotationError, match="seems to use ';' or tabs between columns"):
+        parse(semicolons)

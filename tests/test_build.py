@@ -135,8 +135,8 @@ def test_features_round_trip_and_layout(built):
     assert not list(out.parent.glob(".*partial*"))
     card = (out / "README.md").read_text()
     assert "config_name: annotations" in card and "data/train-*.parquet" in card
-    assert f'load_dataset("{out}", split="train")' in card
-    assert "| corrupt images skipped | 1 (n01440764_truncated) |" in card
+    assert f'load_dataset("{out.name}", split="train")' in card  # the folder's name: no local path is published
+    assert "| corrupt images skipped | 1 (n01440764\\_truncated) |" in card  # data is escaped for Markdown
 
 
 def test_corrupt_and_odd_images(built, inputs):

@@ -90,3 +90,73 @@ def test_missing_shards(copy):
     for shard in (copy / "data").glob("annotations-*"):
         shard.unlink()
     assert check(str(copy)) == ["config `annotations` split `train`: no file matches data/annotations-*.parquet"]
+
+
+# --- what the Hub's dataset viewer would refuse -----------------------------------------------------------------------
+
+def _rewrite_default_shard(copy, extra: dict, values, **write_options):
+    """The default shard with `extra` columns (name -> datasets feature) holding `values(name, num_rows)`; the
+    parquet `huggingface` metadata names them, as a real writer would."""
+    from datasets import Features
+
+    shard = next((copy / "data").glob("train-*.parquet"))
+    table = pq.read_table(shard)
+    features = Features({**Features.from_arrow_schema(table.schema), **extra})
+    for name in extra:
+        table = table.append_column(name, pa.array(values(name, len(table))))
+    table = table.cast(features.arrow_schema)
+    pq.write_table(table, shard, write_page_index=True, **write_options)
+    return shard
+
+
+def test_fresh_build_fits_the_viewer(fresh):
+    from salient_imagenet_builder.publish.check import _check_viewer_pages
+
+    problems = check(str(fresh), stream=False)
+    assert not [p for p in problems if "viewer" in p], problems
+    assert _check_viewer_pages("default", "train", [("a", 0, 100, 200_000_000), ("b", 0, 100, 200_000_000)]) == []
+
+
+def test_viewer_preview_features_json_over_budget(copy):
+    from datasets import ClassLabel
+
+    from salient_imagenet_builder.schema import class_names
+
+    extra = {f"label_{i}": ClassLabel(names=class_names()) for i in range(6)}  # ~24.7 KB of JSON each
+    _rewrite_default_shard(copy, extra, lambda name, n: [0] * n)
+    problems = check(str(copy), stream=False)
+    assert any(p.startswith("config `default`: the dataset viewer's preview fails: its features JSON alone is")
+               and "above the 200,000-byte budget" in p for p in problems), problems
+
+
+def test_viewer_preview_rows_over_budget_even_when_truncated(copy):
+    from datasets import Value
+
+    extra = {f"note_{i:03d}": Value("string") for i in range(150)}  # each cell is cut to 100 bytes, not less
+    _rewrite_default_shard(copy, extra, lambda name, n: ["x" * 300] * n)
+    problems = check(str(copy), stream=False)
+    assert any("dataset viewer's preview fails: the features JSON" in p and "even with every cell cut to 100 bytes"
+               in p for p in problems), problems
+
+
+def test_viewer_preview_large_cells_are_truncated_not_refused(copy):
+    from datasets import Value
+
+    _rewrite_default_shard(copy, {"note": Value("string")}, lambda name, n: ["x" * 150_000] * n)  # over, until cut
+    assert not [p for p in check(str(copy), stream=False) if "preview fails" in p]
+
+
+def test_viewer_scan_limit_of_one_page(copy):
+    from salient_imagenet_builder.build.writer import _compression
+
+    shard = next((copy / "data").glob("train-*.parquet"))
+    table = pq.read_table(shard)
+    rows = 4
+    table = pa.concat_tables([table.slice(0, 1)] * rows)  # 4 rows, one per row group, each ~80 MB uncompressed
+    ids = pa.array(["x" * 80_000_000] * rows)  # compresses to almost nothing on disk
+    table = table.set_column(table.schema.get_field_index("image_id"), table.schema.field("image_id"), ids)
+    pq.write_table(table, shard, row_group_size=1, write_page_index=True, compression=_compression(table.schema))
+    problems = check(str(copy), stream=False)
+    assert not any("cannot page through it" in p for p in problems)  # every row group is under 100 MB ...
+    assert any(p.startswith("config `default` split `train`: the dataset viewer's page of rows 0-3 reads 320 MB")
+               and "above its 300 MB scan limit" in p for p in problems), problems  # ... but one page reads 4

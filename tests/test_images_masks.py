@@ -69,3 +69,99 @@ def _bilinear(grid: np.ndarray, size: int) -> np.ndarray:
     w = src - low
     rows = grid[low] * (1 - w)[:, None] + grid[high] * w[:, None]
     return rows[:, low] * (1 - w)[None, :] + rows[:, high] * w[None, :]
+
+
+# --- every Pillow mode to the right RGB, each against its own formula (not Pillow's convert) -----------------------
+
+def _encoded(image, fmt):
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _mode_cases():
+    import colorsys
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    shape = (6, 8)
+    byte = lambda *s: rng.integers(0, 256, (*shape, *s), dtype=np.uint8)  # noqa: E731
+    grey = lambda v: np.repeat(np.asarray(v, dtype=np.float64)[..., None], 3, axis=-1)  # noqa: E731
+    over_white = lambda rgb, alpha: rgb * alpha[..., None] / 255 + 255 * (1 - alpha[..., None] / 255)  # noqa: E731
+
+    wide = rng.integers(0, 65536, shape).astype(np.uint16)
+    wide[0, :4] = (0, 255, 256 * 200, 65535)  # black, near-black, a mid grey, white: all white before the fix
+    yield "I;16 png", _encoded(Image.fromarray(wide), "PNG"), grey(wide / 257)
+    yield "I tiff", _encoded(Image.fromarray(wide.astype(np.int32), mode="I"), "TIFF"), grey(wide / 257)
+    unit = rng.random(shape).astype(np.float32)
+    yield "F tiff", _encoded(Image.fromarray(unit, mode="F"), "TIFF"), grey(unit * 255)
+    bits = rng.random(shape) > 0.5
+    yield "1 png", _encoded(Image.fromarray(bits), "PNG"), grey(bits * 255.0)
+    l = byte()  # noqa: E741
+    yield "L png", _encoded(Image.fromarray(l), "PNG"), grey(l)
+    la = byte(2)
+    yield "LA png", _encoded(Image.fromarray(la, mode="LA"), "PNG"), over_white(grey(la[..., 0]), la[..., 1])
+    rgba = byte(4)
+    yield "RGBA png", _encoded(Image.fromarray(rgba, mode="RGBA"), "PNG"), over_white(rgba[..., :3] * 1.0,
+                                                                                     rgba[..., 3])
+    palette = rng.integers(0, 256, (256, 3), dtype=np.uint8)
+    index = byte()
+    index[0, 0] = 7
+    p = Image.fromarray(index, mode="P")
+    p.putpalette(palette.flatten().tolist())
+    p.info["transparency"] = 7
+    expected = palette[index].astype(np.float64)
+    expected[index == 7] = 255
+    yield "P+transparency png", _encoded(p, "PNG"), expected
+    cmyk = byte(4)
+    k = 1 - cmyk[..., 3:] / 255
+    yield "CMYK tiff", _encoded(Image.fromarray(cmyk, mode="CMYK"), "TIFF"), (255 - cmyk[..., :3]) * k
+    ycc = byte(3).astype(np.float64)
+    y, cb, cr = ycc[..., 0], ycc[..., 1] - 128, ycc[..., 2] - 128
+    rgb = np.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], -1).clip(0, 255)
+    yield "YCbCr", Image.fromarray(ycc.astype(np.uint8), mode="YCbCr"), rgb
+    hsv = byte(3)
+    yield "HSV", Image.fromarray(hsv, mode="HSV"), np.array(
+        [[colorsys.hsv_to_rgb(*(px / 255)) for px in row] for row in hsv]) * 255
+    pm = byte(4)
+    pm[..., :3] = np.minimum(pm[..., :3], pm[..., 3:])  # premultiplied: colour <= alpha
+    yield "RGBa", Image.fromarray(pm, mode="RGBa"), pm[..., :3] + (255.0 - pm[..., 3:])
+    lightness = np.linspace(0, 255, 48).reshape(shape).round()
+    neutral = Image.new("L", (shape[1], shape[0]), 128)  # a = b = 0 (stored with an offset of 128): grey
+    lab = Image.merge("LAB", (Image.fromarray(lightness.astype(np.uint8)), neutral, neutral))
+    Y = np.where(lightness / 2.55 > 8, ((lightness / 2.55 + 16) / 116) ** 3, lightness / 2.55 / 903.3)
+    yield "LAB", lab, grey(255 * np.where(Y <= 0.0031308, 12.92 * Y,
+                                                                        1.055 * Y ** (1 / 2.4) - 0.055))
+
+
+@pytest.mark.parametrize("name, data, expected", list(_mode_cases()), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_mode_converts_to_the_right_rgb(name, data, expected):
+    from salient_imagenet_builder.images import to_rgb
+
+    image = decode(data, draft=False) if isinstance(data, bytes) else to_rgb(data)
+    assert image.mode == "RGB"
+    got = np.asarray(image, dtype=np.float64)
+    tolerance = 2.5 if name == "LAB" else 1.01  # rounding; littlecms's Lab->sRGB in 8 bits
+    assert np.abs(got - expected).max() <= tolerance, name
+
+
+def test_exif_orientation_is_applied():
+    import io
+
+    from PIL import Image, ImageOps
+
+    upright = np.zeros((40, 60, 3), dtype=np.uint8)
+    upright[:10, :20] = (255, 0, 0)  # a red block at the top left of the upright picture
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # what a camera stores for tag 6
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    buffer = io.BytesIO()
+    stored.save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    decoded = decode(buffer.getvalue(), draft=False)
+    assert decoded.size == (60, 40)
+    assert np.asarray(decoded)[:10, :20, 0].mean() > 200 and np.asarray(decoded)[30:, 40:, 0].mean() < 50
+    reference = ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue()))).convert("RGB")
+    np.testing.assert_array_equal(np.asarray(decoded), np.asarray(reference))

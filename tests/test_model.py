@@ -89,3 +89,74 @@ def test_unknown_model_and_missing_checkpoint(tmp_path):
         create_feature_model("resnet18", str(tmp_path / "nope.ckpt"))
     with pytest.raises(CheckpointError, match="no_such_net"):
         create_feature_model("no_such_net", str(make_checkpoint(tmp_path / "r.ckpt", "resnet18")))
+
+
+def test_normalizer_is_checked_without_a_wrapper(tmp_path):
+    path = make_checkpoint(tmp_path / "r18.ckpt", "resnet18")
+    state = torch.load(path, weights_only=True)["model"]  # the bare state dict, as many re-saved checkpoints are
+    torch.save(state, tmp_path / "bare.ckpt")
+    create_feature_model("resnet18", str(tmp_path / "bare.ckpt"))  # the right normaliser loads
+    state["module.normalizer.new_std"] = torch.tensor([1.0, 1.0, 1.0]).view(3, 1, 1)
+    torch.save(state, tmp_path / "bare.ckpt")
+    with pytest.raises(CheckpointError, match=r"bare.ckpt: module.normalizer.new_std = \[1.0, 1.0, 1.0\], expected"):
+        create_feature_model("resnet18", str(tmp_path / "bare.ckpt"))
+
+
+def _bad_checkpoints(tmp_path):
+    """(file, what the one line must say) for each kind of unusable file."""
+    import timm
+
+    good = make_checkpoint(tmp_path / "good.ckpt", "resnet18")
+    data = good.read_bytes()
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    yield tmp_path / "empty.ckpt", "empty file (0 bytes)"
+    (tmp_path / "cut.ckpt").write_bytes(data[: len(data) // 2])
+    yield tmp_path / "cut.ckpt", "truncated or damaged checkpoint"
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save(torch.load(good, weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    legacy.write_bytes(legacy.read_bytes()[:5000])
+    yield legacy, "truncated or damaged checkpoint (legacy torch format"
+    (tmp_path / "notes.ckpt").write_text("these are my notes, not weights\n")
+    yield tmp_path / "notes.ckpt", "not a torch checkpoint (starts with b'these ar')"
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "photos.zip", "w") as archive:
+        archive.writestr("a.txt", "hello")
+    yield tmp_path / "photos.zip", "a zip archive but not a torch checkpoint (no data.pkl inside)"
+    torch.save(timm.create_model("resnet10t", pretrained=False), tmp_path / "whole.pt")
+    yield tmp_path / "whole.pt", "holds a whole pickled object (timm.models.resnet.ResNet), not a state dict"
+    torch.save({"model": torch.nn.Linear(2, 2), "epoch": 1}, tmp_path / "wrapped.pt")
+    yield tmp_path / "wrapped.pt", "holds a whole pickled object (torch.nn.modules.linear.Linear), not a state dict"
+    ckpt = torch.load(good, weights_only=True)
+    ckpt["model"]["module.model.conv1.weight"] = [[0.5, 0.25]]
+    ckpt["model"]["module.model.fc.bias"] = "zeros"
+    torch.save(ckpt, tmp_path / "lists.ckpt")
+    yield tmp_path / "lists.ckpt", "2 weight(s) are not tensors, e.g. 'conv1.weight' is a list"
+    torch.save({"epoch": 3, "note": "nothing else"}, tmp_path / "meta.ckpt")
+    yield tmp_path / "meta.ckpt", "no state dict found"
+    (tmp_path / "weights").mkdir()
+    yield tmp_path / "weights", "a folder, not a checkpoint file"
+
+
+def test_unusable_checkpoints_get_one_line_naming_the_file(tmp_path):
+    for path, message in _bad_checkpoints(tmp_path):
+        with pytest.raises(CheckpointError) as caught:
+            create_feature_model("resnet18", str(path))
+        text = str(caught.value)
+        assert text.startswith(f"{path}: ") and message in text and "\n" not in text, (path.name, text)
+
+
+def test_unusable_checkpoint_through_the_cli_is_one_line(tmp_path, inputs):
+    import subprocess
+    import sys
+
+    path = tmp_path / "whole.pt"
+    torch.save(torch.nn.Linear(2, 2), path)
+    result = subprocess.run([sys.executable, "build_dataset.py", "--source", str(inputs["folder"]), "--out",
+                             str(tmp_path / "out"), "--model", "resnet18", "--model-checkpoint", str(path),
+                             "--annotations", str(inputs["annotations"])],
+                            capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert any(f"{path}: holds a whole pickled object (torch.nn.modules.linear.Linear)" in line for line in lines)
+    assert not (tmp_path / "out").exists()

@@ -5,8 +5,10 @@ The YAML `configs` and `dataset_info` come from the same `Features` the writer u
 the Hub repo id; evaluation reports the dataset's provenance).
 """
 
+import html
 import json
-from pathlib import Path
+import re
+from pathlib import Path, PureWindowsPath
 from string import Template
 
 import yaml
@@ -68,24 +70,53 @@ def _forward_passes(stats: dict) -> str:
         return "?"
     return (f"{passes['images_forwarded']} ({passes['per_image']} per image read); the source was read "
             f"{passes['reads_of_source']} time(s) (the second read: only the selected images, for their rows)")
+# A local absolute path (/home/alice/x, ~/x, C:\\x) not inside a URL (https://host/x) or a relative path.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~\\-])(?:~[\w.-]*/?|[A-Za-z]:\\|/)[^\s'\"`|,;()<>]*")
+MARKDOWN_SPECIAL = re.compile(r"([!\"#$%'()*+,\-.:;=?@\[\\\]^_`{|}~])")  # all ASCII punctuation but /
+
+
+def public_paths(text: str) -> str:
+    """`text` with every local absolute path cut to its last component: the card and build_info.json name an input
+    by its file name (beside its sha256), never by where it lay on the builder's disk (home folder, temp folder)."""
+    def last_part(match: re.Match) -> str:
+        parts = [p for p in re.split(r"[/\\]", match.group()) if p and p != "~" and not PureWindowsPath(p).drive]
+        return parts[-1] if parts else match.group()
+
+    return ABSOLUTE_PATH.sub(last_part, text)
+
+
+def md_text(value) -> str:
+    """Data (ids, paths, error texts, the command) -> Markdown that renders as exactly that text: every ASCII
+    punctuation mark but `/` backslash-escaped (no heading, link, autolink, emphasis, code span or table-cell break),
+    `&`, `<`, `>` as entities (no HTML), whitespace runs and newlines as one space (no new block)."""
+    text = " ".join(str(value).split())
+    return html.escape(MARKDOWN_SPECIAL.sub(r"\\\1", text), quote=False)
 
 
 def _table(rows) -> str:
     return "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
+def _counts(total: int, by_value: dict | None) -> str:
+    if not total:
+        return "0"
+    return f"{total} (label: count {md_text(', '.join(f'{k}: {n}' for k, n in (by_value or {}).items()))})"
+
+
 def render(provenance: dict, stats: dict, split: str, repo_id: str = "path/to/salient_imagenet") -> str:
+    repo_id = re.sub(r"[^\w./-]", "_", repo_id)  # it lands in code blocks: no quote, backtick or newline
     ann = stats["annotation_stats"]
     agreement = stats["top5_agreement"]
     constants = provenance["constants"]
+    public = {k: md_text(public_paths(str(provenance[k]))) for k in ("command", "source", "checkpoint", "annotations")}
     provenance_rows = [
         ("package version", provenance["package_version"]),
-        ("command", f"`{provenance['command']}`"),
-        ("source", provenance["source"]),
+        ("command", public["command"]),
+        ("source", public["source"]),
         ("model", f"`{provenance['model']}` ({provenance['arch']})"),
-        ("model checkpoint", provenance["checkpoint"] or "timm pretrained weights"),
+        ("model checkpoint", public["checkpoint"] if provenance["checkpoint"] else "timm pretrained weights"),
         ("checkpoint sha256", f"`{provenance['checkpoint_sha256']}`"),
-        ("annotations", provenance["annotations"]),
+        ("annotations", public["annotations"]),
         ("annotations sha256", f"`{provenance['annotations_sha256']}`"),
         ("preprocessing", f"resize {constants['resize']} (bilinear), center-crop {constants['crop']}, [0, 1], "
                           f"mean {tuple(constants['mean'])}, std {tuple(constants['std'])}; "
@@ -108,8 +139,11 @@ def render(provenance: dict, stats: dict, split: str, repo_id: str = "path/to/sa
         ("images read", stats["images_scanned"]),
         ("images with masks (rows)", stats["images_written"]),
         ("masks", stats["masks_written"]),
-        ("corrupt images skipped", stats["skipped_images"]
-         if not stats["skipped_ids"] else f"{stats['skipped_images']} ({', '.join(stats['skipped_ids'][:10])})"),
+        ("corrupt images skipped", stats["skipped_images"] if not stats["skipped_ids"] else
+         f"{stats['skipped_images']} ({md_text(', '.join(stats['skipped_ids'][:10]))})"),
+        ("images without an ImageNet label 0-999 (skipped; e.g. -1 in test splits)",
+         _counts(stats.get("skipped_labels", 0), stats.get("skipped_label_values"))),
+        ("files that are not images (skipped)", stats.get("skipped_non_image_files", 0)),
         ("requested classes without annotations (skipped)", len(stats["classes_without_annotations"])),
         ("model forward passes", _forward_passes(stats)),
         ("build time", f"{stats['seconds_total']} s ({stats['images_per_second']} images/s)"),
@@ -123,7 +157,8 @@ def render(provenance: dict, stats: dict, split: str, repo_id: str = "path/to/sa
     join = ""
     if constants["image_mode"] == "none":
         join = ("## Join with your ImageNet copy\n\nThis build carries no images. Rows are keyed by `image_id` (the "
-                "ImageNet file stem); attach your own copy, resized and center-cropped as above, e.g. "
+                "ImageNet file name without its extension); attach your own copy, made upright (EXIF orientation "
+                "applied, `PIL.ImageOps.exif_transpose`), resized and center-cropped as above, e.g. "
                 "`salient-imagenet evaluate --dataset ... --imagenet /data/imagenet`.\n")
     demo = provenance.get("demo")
     values = {
@@ -133,7 +168,7 @@ def render(provenance: dict, stats: dict, split: str, repo_id: str = "path/to/sa
                          "masks and labels here mean nothing. Build with the real weights and annotations for "
                          "real use.\n\n") if demo else "",
         "package_version": provenance["package_version"], "model": provenance["model"], "arch": provenance["arch"],
-        "split": split, "source": provenance["source"], "group_by": constants["group_by"],
+        "split": split, "source": public["source"], "group_by": constants["group_by"],
         "top_k": constants["top_k"], "crop": CROP_SIZE, "resize": RESIZE_SIZE, "majority": MAJORITY,
         "provenance_table": _table(provenance_rows), "statistics_table": _table(statistics_rows),
         "agreement_sentence": agreement_sentence, "repo_id": repo_id, "annotations_config": ANNOTATIONS_CONFIG,

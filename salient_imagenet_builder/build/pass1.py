@@ -9,7 +9,7 @@ the unit's `rows.arrow`: one read and one forward per image; the candidates then
 
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +28,14 @@ META_FIELDS = ("image_id", "label", "prediction", "group", "ref")
 
 
 class ScanResult:
-    def __init__(self, classes, sums, counts, candidates, metas, skipped, scanned, timings, rows_path=None):
+    def __init__(self, classes, sums, counts, candidates, metas, skipped, scanned, timings, rows_path=None,
+                 unlabelled=None):
         self.classes, self.sums, self.counts = classes, sums, counts  # int64 [n], float64 [n, F], int64 [n]
         self.candidates = candidates  # list of ((class, feature), Candidate) with seq = index into metas
         self.metas = metas  # list[ImageMeta]
         self.skipped = skipped  # list of (image_id, ref, error)
         self.scanned, self.timings, self.rows_path = scanned, timings, rows_path
+        self.unlabelled = unlabelled or {}  # label (as text) -> samples skipped for a label outside 0-999
 
     def summary(self) -> dict:
         return {"scanned": self.scanned, "skipped": len(self.skipped), "candidates": len(self.candidates),
@@ -58,7 +60,8 @@ class ScanResult:
         with open(folder / "scan.npz", "wb") as f:
             np.savez(f, **arrays)
         (folder / "scan.json").write_text(json.dumps({"scanned": self.scanned, "skipped": self.skipped,
-                                                      "timings": self.timings}), encoding="utf-8")
+                                                      "timings": self.timings, "unlabelled": self.unlabelled}),
+                                          encoding="utf-8")
         if self.rows_path is not None:
             os.replace(self.rows_path, folder / "rows.arrow")
 
@@ -76,7 +79,7 @@ class ScanResult:
             *(a[f"meta_{name}"] for name in META_FIELDS))]
         rows = folder / "rows.arrow"
         return cls(a["classes"], a["sums"], a["counts"], candidates, metas, [tuple(s) for s in info["skipped"]],
-                   info["scanned"], info["timings"], rows if rows.is_file() else None)
+                   info["scanned"], info["timings"], rows if rows.is_file() else None, info.get("unlabelled"))
 
 
 class ScanWorker:
@@ -103,6 +106,7 @@ class ScanWorker:
         if self.all_mode:
             self.spill_dir.mkdir(parents=True, exist_ok=True)
             spill = Spill(self.spill_dir / f".{unit.index:05d}.rows.arrow.partial", image_features())
+        self.source.unlabelled = Counter()
         samples = self.source.unit_samples(unit.spec, self.classes, self.config.limit)
         batches = self.decoder.batches(batched(samples, self.config.batch_size), self.overlap)
         for decoded in timed_iter(batches, timer, "read+decode"):
@@ -111,7 +115,9 @@ class ScanWorker:
                 self._scan_batch(decoded, state, spill, timer)
         if spill is not None:
             spill.close()
-        return state.result(timer.report(), spill.path if spill is not None else None)
+        result = state.result(timer.report(), spill.path if spill is not None else None)
+        result.unlabelled = {str(label): n for label, n in self.source.unlabelled.items()}
+        return result
 
     def _scan_batch(self, decoded, state, spill, timer) -> None:
         samples = decoded.good

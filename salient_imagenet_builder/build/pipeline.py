@@ -47,14 +47,14 @@ from ..errors import InputError
 from ..model import create_feature_model
 from ..schema import annotation_features, class_names, image_features
 from ..show.pictures import write_gallery
-from ..sources import open_source
+from ..sources import SourceError, open_source, ref_location
 from ..stages import StageTimer
 from . import card
 from .forward import ModelRunner, Numerics
 from .output import prepare_output, publish, staging_folder
 from .pass1 import ScanWorker
 from .pass2 import RowsWorker
-from .reduce import PairRanks, merge_scans, select, top_image_ids
+from .reduce import PairRanks, check_unique_ids, check_unique_rows, merge_scans, select, top_image_ids
 from .units import Unit, UnitFolder, fingerprint_hash, open_work, run_units
 from .writer import ShardWriter, SpilledRows, encode_rows
 
@@ -223,6 +223,7 @@ class Builder:
         if config.top_k is None:
             return reduced, reduced.rows_files
         selected = select(reduced, self.annotations.pairs)
+        check_unique_ids(selected, lambda ref: ref_location(self.source, ref))
         plan2 = [unit for unit in self.plan if unit.index in selected]
         rows_folder = UnitFolder(work, "rows")
         bar = tqdm(total=len(world.my_share(plan2)), unit="unit", disable=not world.is_main,
@@ -244,12 +245,14 @@ class Builder:
             log.warning("skipped corrupt image %s (%s): %s", image_id, ref, error)
         stats.update(images_scanned=reduced.scanned, skipped_images=len(reduced.skipped),
                      skipped_ids=[image_id for image_id, _, _ in reduced.skipped[:100]])
+        self._count_unusable(reduced)
         with self.timer("write shards"):
             rows = SpilledRows(rows_files)
             if rows.table is None or rows.table.num_rows == 0:
                 raise ValueError(f"no image was grouped into the built classes {self.classes[:20]} "
                                  f"({reduced.scanned} read): nothing to write. With few images per class, "
                                  "try --group-by label or a larger --limit.")
+            check_unique_rows(rows.table)
             fill = PairRanks(rows.table).apply if config.top_k is None else None
             shards = ShardWriter(self.staging / "data", config.split, image_features(), config.max_shard_bytes)
             for table in rows.sorted_batches(["group", "image_id"], fill=fill):
@@ -271,7 +274,26 @@ class Builder:
         stats["images_per_second"] = round(reduced.scanned / max(stats["seconds_total"], 1e-9), 2)
         stats["world_size"] = self.world.size
         stats["gallery"] = write_gallery(self.staging, config.split)  # a preview at the top of the card
-        card.write_card(self.staging, self.provenance(), stats, config.split, repo_id=str(config.out))
+        card.write_card(self.staging, self.provenance(), stats, config.split, repo_id=Path(config.out).name)
+
+    def _count_unusable(self, reduced) -> None:
+        """Samples the source passed over: labels outside 0-999 (never stored as another class) and, in a folder,
+        files that are not images. Counted in the stats and the card, one warning line each."""
+        unlabelled = reduced.unlabelled
+        self.stats["skipped_labels"] = sum(unlabelled.values())
+        self.stats["skipped_label_values"] = dict(sorted(unlabelled.items()))
+        if unlabelled:
+            log.warning("skipped %d image(s) whose label is not an ImageNet class 0-%d (label: count %s)",
+                        self.stats["skipped_labels"], NUM_CLASSES - 1, self.stats["skipped_label_values"])
+        not_images = sorted(self.source.not_images)
+        self.stats["skipped_non_image_files"] = len(not_images)
+        if not_images:
+            log.warning("skipped %d file(s) that are not images (by extension), e.g. %s", len(not_images),
+                        ", ".join(not_images[:5]))
+        if reduced.scanned == 0 and unlabelled:
+            raise SourceError(f"--source {self.config.source} (split {self.config.split}): none of its images has an "
+                              f"ImageNet label 0-{NUM_CLASSES - 1} (labels seen: {self.stats['skipped_label_values']});"
+                              " a test split carries no labels: build from the train or validation split")
 
     # annotations config ---------------------------------------------------------------------------------------------
 
@@ -325,11 +347,14 @@ class Builder:
         config, info = self.config, self.model_info
         return {
             "package_version": __version__,
-            "command": config.command or " ".join(sys.argv),
-            "source": self.source.describe(),
+            # inputs by file name (or URL, Hub id) and sha256: no local absolute path is published
+            "command": card.public_paths(config.command or " ".join(sys.argv)),
+            "source": card.public_paths(self.source.describe()),
             "split": config.split,
-            "model": info.name, "arch": info.arch, "checkpoint": info.checkpoint, "checkpoint_sha256": info.sha256,
-            "annotations": self.annotations.source, "annotations_sha256": self.annotations.sha256,
+            "model": info.name, "arch": info.arch, "checkpoint_sha256": info.sha256,
+            "checkpoint": Path(info.checkpoint).name if info.checkpoint else None,
+            "annotations": config.annotations if "://" in config.annotations else Path(config.annotations).name,
+            "annotations_sha256": self.annotations.sha256,
             "constants": {
                 "resize": RESIZE_SIZE, "crop": CROP_SIZE, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
                 "top_k": config.top_k if config.top_k is not None else "all", "group_by": config.group_by,

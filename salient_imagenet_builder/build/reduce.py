@@ -6,7 +6,7 @@ order (float64, so the same sums for any number of ranks), and candidates are or
 a total order, so the merged top-k is the same in any order.
 """
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import torch
 
 from ..constants import NUM_CLASSES
+from ..sources import SourceError
 from .pass1 import ScanResult
 from .rows import ImageMeta
 from .selection import Candidate, FeatureImportance, TopK
@@ -30,6 +31,7 @@ class Reduced:
     scanned: int = 0
     timings: dict = field(default_factory=lambda: defaultdict(float))
     rows_files: list = field(default_factory=list)  # `all` mode: each unit's rows.arrow, in unit order
+    unlabelled: Counter = field(default_factory=Counter)  # label (as text) -> samples without an ImageNet label
 
 
 def merge_scans(plan, folder: UnitFolder, pairs, k: int, num_features: int) -> Reduced:
@@ -46,6 +48,7 @@ def merge_scans(plan, folder: UnitFolder, pairs, k: int, num_features: int) -> R
                 reduced.metas[candidate.seq] = result.metas[candidate.seq[1]]
         reduced.skipped += result.skipped
         reduced.scanned += result.scanned
+        reduced.unlabelled.update(result.unlabelled)
         for stage, seconds in result.timings.items():
             reduced.timings[stage] += seconds
         if result.rows_path is not None:
@@ -66,6 +69,18 @@ def select(reduced: Reduced, pairs) -> dict[int, dict[int, tuple[ImageMeta, list
                             "kind": pair.kind, "activation": candidate.activation, "rank": rank,
                             "nam": candidate.nam})
     return selected
+
+
+def check_unique_ids(selected, where) -> None:
+    """Two rows with one id could not be told apart: refuse, naming both files (`where(ref)` says where a
+    sample lives)."""
+    first = {}
+    for meta in (meta for unit in selected.values() for meta, _ in unit.values()):
+        other = first.setdefault(meta.image_id, meta)
+        if other is not meta:
+            raise SourceError(f"two images have the id {meta.image_id!r}: {where(other.ref)} and {where(meta.ref)}; "
+                              "an id is the file name without its extension and must be unique: rename or remove "
+                              "one of them")
 
 
 def top_image_ids(reduced: Reduced, key, n: int) -> list[str]:
@@ -119,3 +134,14 @@ class PairRanks:
 
 
 __all__ = ["Candidate", "PairRanks", "Reduced", "merge_scans", "select", "top_image_ids"]
+
+
+def check_unique_rows(table) -> None:
+    """The rows about to be written have unique ids (in `all` mode every image of a group is a row)."""
+    ids = table.column("image_id")
+    if pc.count_distinct(ids).as_py() == len(ids):
+        return
+    counts = pc.value_counts(ids)
+    twice = [v["values"].as_py() for v in counts if v["counts"].as_py() > 1]
+    raise SourceError(f"{len(twice)} image id(s) occur more than once, e.g. {twice[0]!r}; an id is the file name "
+                      "without its extension and must be unique: rename or remove the duplicates")

@@ -9,12 +9,13 @@ on the [0, 1] 224 view. Class-balanced = the mean over the classes that have suc
 The stages, one module each:
 1. `rows.load_eval_data`: the rows decoded once per run into uint8 tensors (224 views and every mask the run needs).
 2. `jobs.plan_jobs`: which (row, mask) pairs get noise: core masks, spurious masks, and one job per (row, feature).
-3. `noise.unit_noise` / `noise.add_noise`: z ~ N(0, 1) drawn per (seed, draw, image_id) with its own generator, so results depend
-   neither on batch size nor on model order; an image's z is shared by all its masks within a draw (common random
+3. `noise.unit_noise` / `noise.add_noise`: z ~ N(0, 1) drawn per (seed, draw, image_id) with its own generator,
+   so results depend neither on batch size nor on model order; an image's z is shared by all its masks within a draw (common random
    numbers: differences between conditions come from the masks, not from different noise).
-4. `models.Preprocess` + `models.predict`: each model's own timm preprocessing on the noisy view; batched, `torch.inference_mode`,
-   CUDA and AMP when present.
-5. `metrics.class_metrics` / `metrics.pair_metrics`: per-class and class-balanced accuracies per draw, then mean and std over draws.
+4. `models.Preprocess` + `models.predict`: each model's own timm preprocessing on the noisy view; batched,
+   `torch.inference_mode`, CUDA and AMP when present.
+5. `metrics.class_metrics` / `metrics.pair_metrics`: per-class and class-balanced accuracies per draw, then mean
+   and std over draws.
 6. `outputs`: per-class CSV, per-(class, feature) CSV, summary.json, plots, the printed table.
 `runner.evaluate_model` wires 2-5 for one model; `command` is the handler of `salient-imagenet evaluate`.
 """

@@ -2,18 +2,31 @@
 
 Checks the card's YAML (configs, dataset_info, metadata), that every config's shards exist and share one schema,
 that the schema is the declared `Features` (parquet metadata and card alike), split sizes, shard and row-group
-sizes (the viewer's scan limit), the page index, uncompressed image bytes, and that the first rows stream.
+sizes, the page index, uncompressed image bytes, and that the first rows stream; and what the Hub's dataset viewer
+would reject: a first-rows preview over its byte budget, or a page of rows whose read exceeds its scan limit.
 """
 
 import fnmatch
+import io
+import json
 import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
 from datasets import Features
+from datasets import Image as ImageFeature
 
-from ..constants import ANNOTATIONS_CONFIG, HUB_MAX_ROW_GROUP_BYTES, HUB_MAX_SHARD_BYTES
+from ..constants import (
+    ANNOTATIONS_CONFIG,
+    HUB_MAX_ROW_GROUP_BYTES,
+    HUB_MAX_SHARD_BYTES,
+    VIEWER_FIRST_ROWS_MAX_BYTES,
+    VIEWER_FIRST_ROWS_MIN_ROWS,
+    VIEWER_MIN_CELL_BYTES,
+    VIEWER_PAGE_ROWS,
+    VIEWER_SCAN_MAX_BYTES,
+)
 from ..schema import annotation_features, image_features
 
 DECLARED = {"default": image_features, ANNOTATIONS_CONFIG: annotation_features}
@@ -89,13 +102,19 @@ def _check_config(where: Target, name: str, config: dict, info: dict | None, dec
         if not files:
             problems.append(f"config `{name}` split `{split}`: no file matches {pattern}")
             continue
-        rows, schemas = 0, {}
+        rows, schemas, groups = 0, {}, []
         for path in files:
             with where.open(path) as f:
                 parquet = pq.ParquetFile(f)
                 schemas[path] = parquet.schema_arrow
                 rows += parquet.metadata.num_rows
                 problems += _check_shard(path, parquet, declared)
+                groups += [(path, i, parquet.metadata.row_group(i).num_rows,
+                            parquet.metadata.row_group(i).total_byte_size)
+                           for i in range(parquet.metadata.num_row_groups)]
+        problems += _check_viewer_pages(name, split, groups)
+        if schemas[files[0]].metadata and b"huggingface" in schemas[files[0]].metadata:  # the viewer's features
+            problems += _check_first_rows(where, name, split, files, Features.from_arrow_schema(schemas[files[0]]))
         first = files[0]
         for path, schema in schemas.items():
             if not schema.equals(schemas[first], check_metadata=True):
@@ -146,3 +165,109 @@ def _check_stream(where: Target, name: str, split: str) -> list[str]:
     if name == "default" and first["features"] and first["features"][0]["mask"] is None:
         return [f"config `{name}`: the first row's mask does not decode"]
     return []
+
+
+# --- what the Hub's dataset viewer would refuse ----------------------------------------------------------------------
+
+def _check_viewer_pages(name: str, split: str, groups: list[tuple[str, int, int, int]]) -> list[str]:
+    """The viewer shows pages of VIEWER_PAGE_ROWS rows; each page reads every row group it touches, whole (their
+    uncompressed `total_byte_size`), across the split's files. One page above VIEWER_SCAN_MAX_BYTES cannot be shown."""
+    starts, first = [], 0
+    for _, _, num_rows, _ in groups:
+        starts.append(first)
+        first += num_rows
+    problems = []
+    for page_start in range(0, first, VIEWER_PAGE_ROWS):
+        page_stop = min(page_start + VIEWER_PAGE_ROWS, first)
+        touched = [g for g, start in zip(groups, starts) if start < page_stop and start + g[2] > page_start]
+        size = sum(g[3] for g in touched)
+        if size > VIEWER_SCAN_MAX_BYTES:
+            where = ", ".join(f"{path} row group {i}" for path, i, _, _ in touched[:3])
+            problems.append(f"config `{name}` split `{split}`: the dataset viewer's page of rows {page_start}-"
+                            f"{page_stop - 1} reads {size / 1e6:.0f} MB ({where}), above its "
+                            f"{VIEWER_SCAN_MAX_BYTES / 1e6:.0f} MB scan limit: write smaller row groups")
+            break  # one line: the same cause repeats on later pages
+    return problems
+
+
+def _check_first_rows(where: "Target", name: str, split: str, files: list[str], features: Features) -> list[str]:
+    """Rebuild the viewer's first-rows response (huggingface/dataset-viewer `create_first_rows_response`): the
+    features JSON, then the first VIEWER_FIRST_ROWS_MIN_ROWS rows with every image replaced by an asset URL object;
+    when over VIEWER_FIRST_ROWS_MAX_BYTES, cells (but top-level images) are cut to VIEWER_MIN_CELL_BYTES of JSON,
+    last row first. Still over: the viewer shows no preview (TooBigContentError)."""
+    features_list = [{"feature_idx": i, "name": k, "type": v} for i, (k, v) in enumerate(features.to_dict().items())]
+    response = {"dataset": where.name, "config": name, "split": split, "features": features_list, "rows": [],
+                "truncated": False}
+    features_bytes = _json_size(response)
+    if features_bytes > VIEWER_FIRST_ROWS_MAX_BYTES:
+        return [f"config `{name}`: the dataset viewer's preview fails: its features JSON alone is {features_bytes:,} "
+                f"bytes, above the {VIEWER_FIRST_ROWS_MAX_BYTES:,}-byte budget (TooBigContentError)"]
+    rows = [{"row_idx": i, "row": {k: _viewer_cell(row.get(k), f, (name, split, i, k)) for k, f in features.items()},
+             "truncated_cells": []} for i, row in enumerate(_first_rows(where, files, VIEWER_FIRST_ROWS_MIN_ROWS))]
+    sizes = [_json_size(item) for item in rows]
+    rows_bytes = 2 + sum(size + 1 for size in sizes)  # brackets and commas
+    keep = [k for k, feature in features.items() if isinstance(feature, ImageFeature)]
+    for i in reversed(range(len(rows))):
+        if features_bytes + rows_bytes < VIEWER_FIRST_ROWS_MAX_BYTES:
+            break
+        item = rows[i]
+        for column, cell in item["row"].items():
+            serialized = json.dumps(cell, ensure_ascii=False, separators=(",", ":")).encode()
+            if column not in keep and len(serialized) > VIEWER_MIN_CELL_BYTES:
+                item["row"][column] = serialized[:VIEWER_MIN_CELL_BYTES].decode(errors="ignore")
+                item["truncated_cells"].append(column)
+        new_size = _json_size(item)
+        rows_bytes += new_size - sizes[i]
+        sizes[i] = new_size
+    total = features_bytes + rows_bytes
+    if total > VIEWER_FIRST_ROWS_MAX_BYTES:
+        return [f"config `{name}`: the dataset viewer's preview fails: the features JSON ({features_bytes:,} bytes) "
+                f"plus its first {len(rows)} rows come to {total:,} bytes even with every cell cut to "
+                f"{VIEWER_MIN_CELL_BYTES} bytes, above the {VIEWER_FIRST_ROWS_MAX_BYTES:,}-byte budget "
+                "(TooBigContentError)"]
+    return []
+
+
+def _first_rows(where: "Target", files: list[str], count: int) -> list[dict]:
+    rows = []
+    for path in files:
+        with where.open(path) as f:
+            parquet = pq.ParquetFile(f)
+            for i in range(parquet.num_row_groups):
+                rows += parquet.read_row_group(i).to_pylist()
+                if len(rows) >= count:
+                    return rows[:count]
+    return rows
+
+
+# The shape of a viewer asset URL (signed CloudFront link); the placeholder parts have the real parts' lengths.
+ASSET_URL = ("https://datasets-server.huggingface.co/cached-assets/{dataset}/--/" + "0" * 40 +
+             "/--/{config}/{split}/{row}/{column}/image.jpg?Expires=" + "0" * 10 + "&Signature=" + "x" * 344 +
+             "&Key-Pair-Id=" + "K" * 14)
+
+
+def _viewer_cell(value, feature, at: tuple):
+    """A cell as the viewer serialises it: images (at any depth) become {src, height, width}."""
+    if value is None:
+        return None
+    if isinstance(feature, ImageFeature):
+        from PIL import Image
+
+        try:
+            width, height = Image.open(io.BytesIO(value["bytes"])).size
+        except Exception:
+            width = height = 0
+        name, split, row, column = at
+        return {"src": ASSET_URL.format(dataset="user/dataset", config=name, split=split, row=row, column=column),
+                "height": height, "width": width}
+    if isinstance(feature, dict):
+        return {k: _viewer_cell(value.get(k), f, at) for k, f in feature.items()}
+    inner = getattr(feature, "feature", None)
+    if isinstance(feature, list) or inner is not None:
+        inner = feature[0] if isinstance(feature, list) else inner
+        return [_viewer_cell(v, inner, at) for v in value]
+    return value
+
+
+def _json_size(value) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
