@@ -115,6 +115,10 @@ class Source:
     def _unit_iter(self, spec: dict, classes: set[int] | None, limit_per_class: int | None) -> Iterator[Sample]:
         raise NotImplementedError
 
+    def locate(self, image_id: str) -> list[str]:
+        """Where the images with this id live, when the layout can tell cheaply (error messages)."""
+        return []
+
 
 def is_class(label) -> bool:
     return isinstance(label, int) and not isinstance(label, bool) and 0 <= label < NUM_CLASSES
@@ -176,6 +180,10 @@ class FolderSource(Source):
 
     def _label_counts(self):
         return {label: len(self._files(label)) for label in self.class_dirs}
+
+    def locate(self, image_id):
+        return [str(self.class_dirs[label] / name) for label in sorted(self.class_dirs)
+                for name in self._files(label) if image_id_from_name(name) == image_id]
 
     def _iter(self, classes):
         for label in sorted(self.class_dirs):

@@ -252,7 +252,7 @@ class Builder:
                 raise ValueError(f"no image was grouped into the built classes {self.classes[:20]} "
                                  f"({reduced.scanned} read): nothing to write. With few images per class, "
                                  "try --group-by label or a larger --limit.")
-            check_unique_rows(rows.table)
+            check_unique_rows(rows.table, self.source.locate)
             fill = PairRanks(rows.table).apply if config.top_k is None else None
             shards = ShardWriter(self.staging / "data", config.split, image_features(), config.max_shard_bytes)
             for table in rows.sorted_batches(["group", "image_id"], fill=fill):

@@ -136,12 +136,14 @@ class PairRanks:
 __all__ = ["Candidate", "PairRanks", "Reduced", "merge_scans", "select", "top_image_ids"]
 
 
-def check_unique_rows(table) -> None:
-    """The rows about to be written have unique ids (in `all` mode every image of a group is a row)."""
+def check_unique_rows(table, locate) -> None:
+    """The rows about to be written have unique ids (in `all` mode every image of a group is a row);
+    `locate(image_id)` names the files of a duplicate where the source can tell."""
     ids = table.column("image_id")
     if pc.count_distinct(ids).as_py() == len(ids):
         return
-    counts = pc.value_counts(ids)
-    twice = [v["values"].as_py() for v in counts if v["counts"].as_py() > 1]
-    raise SourceError(f"{len(twice)} image id(s) occur more than once, e.g. {twice[0]!r}; an id is the file name "
-                      "without its extension and must be unique: rename or remove the duplicates")
+    twice = [v["values"].as_py() for v in pc.value_counts(ids) if v["counts"].as_py() > 1]
+    files = locate(twice[0])
+    where = f": {' and '.join(files)}" if files else f" ({len(twice)} such id(s))"
+    raise SourceError(f"two images have the id {twice[0]!r}{where}; an id is the file name without its extension "
+                      "and must be unique: rename or remove one of them")
