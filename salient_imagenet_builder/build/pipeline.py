@@ -8,7 +8,6 @@ Then the spill is sorted by (group, image_id) into parquet shards, the annotatio
 
 import logging
 import platform
-import shutil
 import sys
 import time
 from collections import Counter, defaultdict
@@ -35,6 +34,7 @@ from ..constants import (
     NUM_CLASSES,
     RESIZE_SIZE,
 )
+from ..errors import InputError
 from ..images import to_unit_float
 from ..masks import normalized_maps
 from ..model import create_feature_model, pick_device
@@ -42,7 +42,7 @@ from ..schema import annotation_features, class_names, image_features
 from ..sources import Sample, open_source
 from ..stages import StageTimer, batched, default_workers, ordered_map, synchronize, timed_iter
 from . import card
-from .output import prepare_output, publish
+from .output import discard_staging, prepare_output, publish
 from .rows import ImageMeta, Pass1Decoder, Pass2Decoder, make_row_job
 from .selection import Candidate, FeatureImportance, TopK
 from .writer import ShardWriter, Spill, encode_rows
@@ -96,11 +96,11 @@ class Builder:
     def run(self) -> dict:
         config = self.config
         out = Path(config.out)
-        staging = prepare_output(out, config.overwrite)
+        staging = prepare_output(out, config.overwrite, config.source)
         try:
             self._run(staging)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)  # the previous output, if any, is untouched
+            discard_staging(staging)  # the previous output, if any, is untouched; work/ is kept for a resume
             raise
         publish(staging, out)
         log.info("stage seconds: %s", self.stats["stage_seconds"])
@@ -130,7 +130,7 @@ class Builder:
         self.materialize(selected, spill)
         spill.close()
         if spill.rows == 0:
-            raise ValueError(f"no image was grouped into the built classes {self.classes[:20]} "
+            raise InputError(f"no image was grouped into the built classes {self.classes[:20]} "
                              f"({self.stats['images_scanned']} read): nothing to write. With few images per class, "
                              "try --group-by label or a larger --limit.")
         with self.timer("write shards"):
@@ -169,7 +169,7 @@ class Builder:
         self.stats["classes_without_annotations"] = missing
         classes = sorted(wanted & annotated)
         if not classes:
-            raise ValueError("no class to build: none of the requested classes has annotations")
+            raise InputError("no class to build: none of the requested classes has annotations")
         return classes
 
     # pass 1 ----------------------------------------------------------------------------------------------------------

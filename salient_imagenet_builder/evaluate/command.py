@@ -8,8 +8,7 @@ import timm
 import torch
 
 from .. import __version__
-from ..model import CheckpointError, pick_device
-from ..sources import SourceError
+from ..model import pick_device
 from ..stages import StageTimer, default_workers
 from .models import Classifier, check_model_name, load_classifier
 from .outputs import format_table, format_top_pairs, write_comparison, write_model_outputs
@@ -18,7 +17,6 @@ from .runner import ModelResult, evaluate_model, place
 from .settings import (
     EvalSettings,
     EvaluationError,
-    log,
 )
 
 
@@ -48,14 +46,7 @@ def settings_from_args(args) -> EvalSettings:
 
 
 def run(args) -> int:
-    try:
-        return _run(args)
-    except (EvaluationError, CheckpointError, SourceError) as e:
-        log.error("%s", e)
-        return 2
-
-
-def _run(args) -> int:
+    """Known failures are `UserError`s: `cli.dispatch` turns them into one line and the exit code."""
     specs = model_specs(args.model, args.checkpoint)
     settings = settings_from_args(args)
     timer, out = StageTimer(), Path(args.out)
