@@ -205,11 +205,11 @@ def fetch(path_or_url: str, cache_dir: str | os.PathLike, sha256: str | None = N
 
 
 def _download(url: str, target: Path, sha256: str | None) -> None:
-    log.info("downloading annotations from %s", url)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.partial")
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response, open(tmp, "wb") as f:
+            log.info("downloading annotations from %s", url)
             shutil.copyfileobj(response, f)
     except (OSError, ValueError) as e:  # URLError, HTTPError, timeouts, a bad URL
         tmp.unlink(missing_ok=True)

@@ -36,10 +36,14 @@ def test_bad_arguments_are_named(tmp_path):
     result = run("--source", str(tmp_path), "--top-k", "0", cwd=tmp_path)
     assert result.returncode == 2 and "--top-k '0'" in result.stderr
     (tmp_path / "salient_imagenet").mkdir()
-    result = run("--source", str(tmp_path), "--model-checkpoint", "x.ckpt", "--annotations", "a.csv",
+    (tmp_path / "salient_imagenet" / "notes.txt").write_text("mine")
+    (tmp_path / "src").mkdir()
+    result = run("--source", str(tmp_path / "src"), "--model-checkpoint", "x.ckpt", "--annotations", "a.csv",
                  cwd=tmp_path)
-    assert result.returncode == 2 and "already exists; pass --overwrite" in result.stderr
+    assert result.returncode == 2 and "--out salient_imagenet: exists and is not a build of this tool" in result.stderr
     result = run("--source", str(tmp_path / "nowhere"), "--out", "new", "--model", "resnet18",
                  "--model-checkpoint", str(tmp_path / "missing.ckpt"), cwd=tmp_path)
-    assert result.returncode == 2 and "checkpoint not found" in result.stderr
+    assert result.returncode == 2 and "missing.ckpt: no such file" in result.stderr
+    result = run("--source", str(tmp_path / "nowhere"), "--out", "new", "--model", "resnet18", cwd=tmp_path)
+    assert result.returncode == 2 and f"--source {tmp_path / 'nowhere'}: no such folder" in result.stderr
     assert not (tmp_path / "new").exists() and not (tmp_path / ".new.partial").exists()

@@ -64,19 +64,17 @@ def config_from_args(args, **overrides):
 def check_local_inputs(args) -> None:
     """What can be checked on this machine, before torch is imported, any download or any model: --out, then the
     local inputs."""
-    from ..targets import could_be_hub_id
+    from ..targets import resolve
 
     if args.source is None:
         raise InputError("--source is required: an ImageNet folder, shards or a Hub dataset id (or run the offline "
                          "demo with --demo)")
     check_out(Path(args.out or DEFAULT_OUT), args.overwrite, args.source)
-    source = Path(args.source).expanduser()
-    if not source.exists() and not could_be_hub_id(args.source):
-        raise InputError(f"--source {args.source}: no such folder ({source.absolute()})")
     if args.model_checkpoint is not None and not Path(args.model_checkpoint).expanduser().is_file():
         raise InputError(f"--model-checkpoint {args.model_checkpoint}: no such file")
     if "://" not in args.annotations and not Path(args.annotations).expanduser().is_file():
         raise InputError(f"--annotations {args.annotations}: no such file")
+    resolve(args.source, "--source")  # a folder, or a Hub dataset that exists: asked before any download
 
 
 def run_build(args) -> None:

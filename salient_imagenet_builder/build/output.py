@@ -66,12 +66,12 @@ def _protected(out: Path) -> str | None:
     resolved, cwd, home = out.resolve(), Path.cwd().resolve(), Path.home().resolve()
     if resolved == Path(resolved.anchor):
         return "is the root folder"
+    if resolved == home:
+        return "is the home folder"
     if resolved == cwd:
         return "is the current folder"
     if cwd.is_relative_to(resolved):
         return "contains the current folder"
-    if resolved == home:
-        return "is the home folder"
     return None
 
 

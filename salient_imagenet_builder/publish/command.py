@@ -19,6 +19,9 @@ def run_push(out: str, repo_id: str | None, public: bool) -> int:
 
 
 def run_check(target: str, stream: bool = True) -> int:
+    from ..targets import resolve
+
+    resolve(target, "check")  # "no such folder" before pyarrow and datasets are even imported
     from .check import check
 
     problems = check(target, stream=stream)
