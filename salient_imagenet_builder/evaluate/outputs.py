@@ -139,12 +139,12 @@ def plot_comparison(path: Path, results: list[ModelResult]) -> None:
         means = [v["mean"] if isinstance(v, dict) else v for v in values]
         errors = [v["std"] if isinstance(v, dict) else 0 for v in values]
         ax.bar(x + (i - 1.5) * width, means, width, yerr=errors, label=name, color=colour)
-    ax.set_xticks(x, [r.label for r in results], rotation=15, ha="right")
+    ax.set_xticks(x, [_wrap(r.label, 18) for r in results], fontsize=7)
     ax.set(ylim=(0, 1.45), yticks=np.linspace(0, 1, 6), ylabel="class-balanced accuracy", title="accuracy")
     ax.legend(fontsize=6, loc="upper left")  # in the headroom above 1
     ax_rcs.bar(x, [r.metrics["rcs"]["mean"] for r in results], yerr=[r.metrics["rcs"]["std"] for r in results])
     ax_rcs.axhline(0, color="grey", linewidth=1)
-    ax_rcs.set_xticks(x, [r.label for r in results], rotation=15, ha="right")
+    ax_rcs.set_xticks(x, [_wrap(r.label, 18) for r in results], fontsize=7)
     ax_rcs.set(ylim=(-1, 1), ylabel="relative core sensitivity", title="RCS")
     _save(figure, path)
 
