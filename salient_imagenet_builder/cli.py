@@ -228,7 +228,7 @@ def dispatch(command: str, args: argparse.Namespace) -> int:
         log.error("%s", e)
         return e.exit_code
     except KeyboardInterrupt:
-        log.error("interrupted; nothing was changed that a rerun cannot redo")
+        log.error("interrupted; run the same command again to start over (a push resumes where it stopped)")
         return EXIT_INTERRUPTED
     # anything else is a bug: it keeps its traceback
 

@@ -102,7 +102,7 @@ def test_overwrite_never_touches_protected_folders(case, good_args, inputs, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "work"]
 
 
-@pytest.mark.parametrize("case", ["file", "symlink", "partial is a file", "old is a symlink"])
+@pytest.mark.parametrize("case", ["file", "symlink", "partial is a file", "old is a symlink", "old is not ours"])
 def test_out_that_cannot_be_a_build_folder_is_refused_before_any_work(case, good_args, tmp_path):
     out = tmp_path / "out"
     target = tmp_path / "elsewhere"
@@ -114,16 +114,22 @@ def test_out_that_cannot_be_a_build_folder_is_refused_before_any_work(case, good
         out.symlink_to(target)
     elif case == "partial is a file":
         staging_folder(out).write_text("x")
-    else:
+    elif case == "old is a symlink":
         old_folder(out).symlink_to(target)
+    else:
+        old_folder(out).mkdir()
+        (old_folder(out) / "keep.txt").write_text("keep")
     started = time.perf_counter()
     line = one_line(run(*good_args, "--out", out, "--overwrite", cwd=tmp_path), EXIT_USAGE)
     assert time.perf_counter() - started < 5  # refused before torch is even imported
     expected = {"file": "is a file, not a folder", "symlink": "is a symbolic link",
                 "partial is a file": f"{staging_folder(out)} is in the way",
-                "old is a symlink": f"{old_folder(out)} is in the way"}[case]
+                "old is a symlink": f"{old_folder(out)} is in the way",
+                "old is not ours": f"{old_folder(out)} is in the way (not a build of this tool"}[case]
     assert expected in line
     assert (target / "keep.txt").read_text() == "keep" and not (out.is_dir() and not out.is_symlink())
+    if case == "old is not ours":
+        assert (old_folder(out) / "keep.txt").read_text() == "keep"
 
 
 def test_same_command_twice(good_args, tmp_path):

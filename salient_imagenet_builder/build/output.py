@@ -106,7 +106,13 @@ def check_out(out: Path, overwrite: bool, source: str | None = None) -> None:
         if leftover.is_symlink() or (leftover.exists() and not leftover.is_dir()):
             raise OutputExists(f"{name}: {leftover} is in the way (a file or link where this tool keeps its "
                                "temporary folder); move or remove it")
+    parent = next(p for p in out.absolute().parents if p.exists())  # the folder the staging folder goes into
+    if out.parent.exists() and not out.parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputExists(f"{name}: cannot write in {parent} (not a writable folder); choose another --out")
     repair(out)
+    if old_folder(out).exists():  # repair removed or restored ours: this one is someone else's
+        raise OutputExists(f"{name}: {old_folder(out)} is in the way (not a build of this tool, so not removed); "
+                           "move or remove it")
     if not out.exists() or not any(out.iterdir()):
         return
     if not is_build(out):
