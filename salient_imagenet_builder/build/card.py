@@ -17,6 +17,8 @@ from ..schema import annotation_features, image_features
 from .output import write_text_atomic
 
 TEMPLATE = Path(__file__).parent.parent / "dataset_card.md"  # the package root holds the one template
+
+
 def config_layout(split: str) -> list[dict]:
     """The two configs and their data files: one definition for the card, the checker and the publisher."""
     return [
