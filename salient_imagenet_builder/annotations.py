@@ -5,23 +5,28 @@ import hashlib
 import logging
 import math
 import os
+import shutil
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .constants import (
+    ANNOTATIONS_SHA256,
+    ANNOTATIONS_URL,
     ANSWER_CHOICES,
     ANSWERS_PER_PAIR,
     CONFIDENCE_RANGE,
+    DOWNLOAD_TIMEOUT_SECONDS,
     FEATURES_PER_CLASS,
     MAJORITY,
     NUM_CLASSES,
     PUBLISHED_ANNOTATION_STATS,
     SPURIOUS_ANSWERS,
 )
-from .errors import InputError
+from .errors import InputError, NetworkError
 from .schema import wordnet_ids
+from .targets import offline
 
 log = logging.getLogger(__name__)
 
@@ -207,29 +212,53 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def fetch(path_or_url: str, cache_dir: str | os.PathLike) -> Path:
-    """A local path as is; a URL downloaded once into cache_dir (atomic write)."""
+def fetch(path_or_url: str, cache_dir: str | os.PathLike, sha256: str | None = None) -> Path:
+    """A local path as is; a URL downloaded once into cache_dir (atomic write). The published file is pinned: its
+    download (and its cached copy) must have the pinned sha256. Offline or unreachable: one line that says where the
+    cache is and which option to pass, at once."""
     if "://" not in path_or_url:
-        path = Path(path_or_url)
+        path = Path(path_or_url).expanduser()
         if not path.is_file():
-            raise AnnotationError(f"annotation file not found: {path}")
+            raise AnnotationError(f"--annotations {path_or_url}: no such file")
         return path
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    if sha256 is None and path_or_url == ANNOTATIONS_URL:
+        sha256 = ANNOTATIONS_SHA256
+    cache_dir = Path(cache_dir).expanduser()
     target = cache_dir / Path(path_or_url.split("?")[0]).name
-    if not target.exists():
-        log.info("downloading annotations from %s", path_or_url)
-        tmp = target.with_suffix(target.suffix + ".part")
-        with urllib.request.urlopen(path_or_url, timeout=60) as response, open(tmp, "wb") as f:
-            f.write(response.read())
-        os.replace(tmp, target)
+    if target.is_file() and (sha256 is None or sha256_file(target) == sha256):
+        return target
+    if offline():
+        raise NetworkError(f"the annotation CSV is not in the cache ({target}) and HF_HUB_OFFLINE=1 is set: pass "
+                           f"--annotations PATH (a copy of {path_or_url})")
+    _download(path_or_url, target, sha256)
     return target
+
+
+def _download(url: str, target: Path, sha256: str | None) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.partial")
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response, open(tmp, "wb") as f:
+            log.info("downloading annotations from %s", url)
+            shutil.copyfileobj(response, f)
+    except (OSError, ValueError) as e:  # URLError, HTTPError, timeouts, a bad URL
+        tmp.unlink(missing_ok=True)
+        reason = getattr(e, "reason", None) or e
+        raise NetworkError(f"cannot download the annotation CSV from {url} ({reason}); pass --annotations PATH "
+                           f"(a local copy), or put the file in the cache at {target}") from None
+    if sha256 is not None and sha256_file(tmp) != sha256:
+        got, size = sha256_file(tmp), tmp.stat().st_size
+        tmp.unlink()
+        raise AnnotationError(f"the annotation CSV downloaded from {url} has sha256 {got} ({size} bytes), not the "
+                              f"pinned {sha256}: the file changed upstream or the download was altered; not using it. "
+                              "Pass --annotations PATH to use a copy you trust")
+    os.replace(tmp, target)
 
 
 def load(path_or_url: str, cache_dir: str | os.PathLike, num_features: int = 2048, expect_published: bool = False,
          sha256: str | None = None) -> Annotations:
-    """Fetch, verify (pinned sha256 if given; published statistics for the published file) and parse."""
-    path = fetch(path_or_url, cache_dir)
+    """Fetch, verify (pinned sha256; published statistics for the published file) and parse."""
+    path = fetch(path_or_url, cache_dir, sha256)
     if sha256 and sha256_file(path) != sha256:
         raise AnnotationError(f"{path}: sha256 {sha256_file(path)} does not match the pinned {sha256}")
     annotations = parse(path, num_features)

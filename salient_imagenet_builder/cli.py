@@ -8,6 +8,7 @@ import argparse
 import importlib
 import logging
 import math
+import os
 import sys
 
 from .constants import (
@@ -15,6 +16,7 @@ from .constants import (
     ANNOTATOR_TOP_IMAGES,
     ANSWERS_PER_PAIR,
     DEFAULT_ATTACK_STEPS,
+    DEFAULT_CACHE_DIR,
     DEFAULT_DRAWS,
     DEFAULT_EVAL_BATCH_SIZE,
     DEFAULT_MODEL,
@@ -93,29 +95,42 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", help="ImageNet folder, parquet/arrow or WebDataset tar shards (path), "
                                          "or a Hub dataset id such as ILSVRC/imagenet-1k")
     parser.add_argument("--source-type", choices=("folder", "parquet", "webdataset"),
-                        help="layout of --source when auto-detection cannot tell")
-    parser.add_argument("--split", default="train", help="split to read (default: train)")
-    parser.add_argument("--out", default=None, help=f"output folder (default: ./{DEFAULT_OUT})")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+                        help="layout of --source when auto-detection cannot tell (default: detected)")
+    parser.add_argument("--split", default="train", help="split to read: train, or validation/val")
+    parser.add_argument("--out", default=None, help=f"output folder (default: ./{DEFAULT_OUT}; the demo: "
+                                                    "./salient_imagenet_demo)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier build in --out (only a build of this tool; it stays whole until the "
+                             "new build is complete)")
     parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"robust model ({', '.join(ROBUST_MODELS)}) or any timm model name "
-                             f"(default: {DEFAULT_MODEL})")
-    parser.add_argument("--model-checkpoint", help="local weights (robust-library .ckpt or a state dict)")
-    parser.add_argument("--arch", help="timm architecture for --model-checkpoint (default: from --model)")
-    parser.add_argument("--annotations", default=ANNOTATIONS_URL,
-                        help="annotation CSV path or URL (default: the published release)")
-    parser.add_argument("--classes", type=parse_classes, help="only these classes, e.g. 0-9,325")
-    parser.add_argument("--limit", type=positive_int, help="read at most N images of each class")
+                        help=f"robust model ({', '.join(ROBUST_MODELS)}, weights downloaded once) or any timm model "
+                             "name")
+    parser.add_argument("--model-checkpoint", metavar="PATH",
+                        help="local weights (robust-library .ckpt or a state dict) instead of the download "
+                             "(default: the --model download, cached by huggingface_hub)")
+    parser.add_argument("--arch", help="timm architecture of --model-checkpoint (default: the --model's)")
+    parser.add_argument("--annotations", default=ANNOTATIONS_URL, metavar="PATH_OR_URL",
+                        help="annotation CSV path or URL (default: the published release at a pinned commit, "
+                             "checked by sha256)")
+    parser.add_argument("--classes", type=parse_classes, help="only these classes, e.g. 0-9,325 (default: all "
+                                                              "annotated classes)")
+    parser.add_argument("--limit", type=positive_int, metavar="N",
+                        help="read at most N images of each class (default: all)")
     parser.add_argument("--top-k", type=parse_top_k, default=DEFAULT_TOP_K,
-                        help=f"top images per (class, feature) pair, or 'all' (default: {DEFAULT_TOP_K})")
+                        help="top images per (class, feature) pair, or 'all' (every image of the class)")
     parser.add_argument("--group-by", choices=("prediction", "label"), default="prediction",
                         help="group images by the robust model's prediction (the paper) or the true label")
     parser.add_argument("--image-mode", choices=("crop", "original", "none"), default="crop",
                         help="image column: the 224 center view aligned with the masks, the original file, or none")
-    parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--workers", type=int, default=None, help="decoding processes (0: decode in-process)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per model forward pass")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="decoding processes, 0: decode in-process (default: CPU count - 1, at most 8)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--no-draft", action="store_true", help="decode JPEGs at full size (slower)")
+    parser.add_argument("--no-draft", action="store_true",
+                        help="decode JPEGs at full size (slower; default: JPEG draft decoding)")
+    parser.add_argument("--cache-dir", default=None, metavar="PATH",
+                        help=f"where the annotation download is kept (default: {DEFAULT_CACHE_DIR}; the model is "
+                             "cached by huggingface_hub in its own cache, HF_HOME)")
     parser.add_argument("--unit-size", type=positive_int, default=DEFAULT_UNIT_SIZE,
                         help="images per work unit of a folder source (parquet: a row group, WebDataset: a tar); "
                              f"a stopped build resumes from its finished units (default: {DEFAULT_UNIT_SIZE})")
@@ -125,16 +140,16 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
                                                             "activations slightly; recorded in the card)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (opt-in, recorded in the card)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in, recorded)")
-    parser.add_argument("--cache-dir", default=None, help="download cache (default: ~/.cache/salient_imagenet)")
     parser.add_argument("--demo", action="store_true", help="offline demo build on generated inputs")
     add_push_arguments(parser, with_flag=True)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
 def add_push_arguments(parser: argparse.ArgumentParser, with_flag: bool = False) -> None:
     if with_flag:
         parser.add_argument("--push", action="store_true",
-                            help="publish to the Hugging Face Hub (after building, or the existing --out folder)")
+                            help="publish to the Hugging Face Hub (after building, or the existing --out folder "
+                                 "when no --source is given)")
     parser.add_argument("--repo-id", help="Hub dataset repo (default: <logged-in user>/salient_imagenet)")
     parser.add_argument("--public", action="store_true",
                         help="make a new repo public (default: private, as ImageNet's terms restrict its images)")
@@ -142,37 +157,41 @@ def add_push_arguments(parser: argparse.ArgumentParser, with_flag: bool = False)
 
 def add_check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", help="a built folder or a Hub dataset repo id")
-    parser.add_argument("--no-stream", action="store_true", help="skip streaming the first rows")
+    parser.add_argument("--no-stream", action="store_true", help="skip streaming the first rows (default: stream them)")
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="built Salient ImageNet folder, or a Hub dataset repo id")
-    parser.add_argument("--split", default="train", help="dataset split (default: train)")
+    parser.add_argument("--split", default="train", help="dataset split")
     parser.add_argument("--model", action="append", required=True,
                         help="timm model name, e.g. resnet50.a1_in1k (repeat to compare several models)")
     parser.add_argument("--checkpoint", action="append",
-                        help="local weights for the --model at the same position (repeat once per --model)")
+                        help="local weights for the --model at the same position, repeated once per --model "
+                             "(default: timm's pretrained weights)")
     parser.add_argument("--imagenet", help="ImageNet copy (folder, parquet or WebDataset, path or Hub id) supplying "
-                                           "the images of an --image-mode none build by image_id")
+                                           "the images of an --image-mode none build by image_id (default: the "
+                                           "dataset's image column)")
     parser.add_argument("--imagenet-type", choices=("folder", "parquet", "webdataset"),
-                        help="layout of --imagenet when auto-detection cannot tell")
+                        help="layout of --imagenet when auto-detection cannot tell (default: detected)")
     parser.add_argument("--noise-std", type=non_negative_float, default=DEFAULT_NOISE_STD,
-                        help=f"Gaussian noise standard deviation on [0, 1] pixels (default: {DEFAULT_NOISE_STD})")
+                        help="Gaussian noise standard deviation on [0, 1] pixels")
     parser.add_argument("--draws", type=positive_int, default=DEFAULT_DRAWS,
-                        help=f"seeded noise draws, reported as mean and std (default: {DEFAULT_DRAWS})")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"noise seed (default: {DEFAULT_SEED})")
-    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_EVAL_BATCH_SIZE)
+                        help="seeded noise draws, reported as mean and std")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="noise seed")
+    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_EVAL_BATCH_SIZE,
+                        help="images per model forward pass")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--no-amp", action="store_true", help="no float16 autocast on CUDA")
+    parser.add_argument("--no-amp", action="store_true", help="no float16 autocast on CUDA (default: autocast on CUDA)")
     parser.add_argument("--no-single-feature", action="store_true",
                         help="skip the single-feature test (noise on one (class, feature) mask at a time)")
     parser.add_argument("--top-pairs", type=positive_int, default=DEFAULT_TOP_PAIRS,
-                        help=f"most harmful (class, feature) pairs to list and plot (default: {DEFAULT_TOP_PAIRS})")
-    parser.add_argument("--workers", type=int, default=None, help="decoding processes (0: decode in-process)")
+                        help="most harmful (class, feature) pairs to list and plot")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="decoding processes, 0: decode in-process (default: CPU count - 1, at most 8)")
     parser.add_argument("--out", default=DEFAULT_RESULTS_DIR,
-                        help=f"results folder: <out>/<model>/ per model, comparison in <out> "
-                             f"(default: {DEFAULT_RESULTS_DIR})")
-    parser.add_argument("-v", "--verbose", action="store_true")
+                        help="results folder: <out>/<label>/ per model (the label is the model name, plus the "
+                             "checkpoint's name when given), comparison in <out>")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
 def features_per_class(text: str) -> int:
@@ -248,9 +267,24 @@ def add_show_arguments(parser: argparse.ArgumentParser) -> None:
 
 # --- parsers and dispatch ----------------------------------------------------------------------------------------
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's default in its help: the value argparse holds, unless the help already says it in words."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" in text or "%(default)" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _parser(parent=None, **kwargs) -> argparse.ArgumentParser:
+    kwargs.setdefault("formatter_class", HelpFormatter)
+    return parent.add_parser(**kwargs) if parent is not None else argparse.ArgumentParser(**kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """`python build_dataset.py`."""
-    parser = argparse.ArgumentParser(
+    parser = _parser(
         prog="build_dataset.py", description="Build Salient ImageNet: robust-model soft masks labelled core or "
                                              "spurious, written as a Hugging Face dataset (parquet + card).")
     add_build_arguments(parser)
@@ -259,22 +293,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main_parser() -> argparse.ArgumentParser:
     """`salient-imagenet <command>`."""
-    parser = argparse.ArgumentParser(prog="salient-imagenet", description="Salient ImageNet tools")
+    parser = _parser(prog="salient-imagenet", description="Salient ImageNet tools. Exit codes: 0 ok, 1 check found "
+                                                          "problems, 2 usage or input, 3 Hub refused, 4 network, "
+                                                          "130 interrupted.")
     commands = parser.add_subparsers(dest="command", required=True)
-    add_build_arguments(commands.add_parser("build", help="build the dataset (same options as build_dataset.py)"))
-    push = commands.add_parser("push", help="publish a built folder to the Hub")
-    push.add_argument("out", nargs="?", default=DEFAULT_OUT, help=f"built folder (default: ./{DEFAULT_OUT})")
+    add_build_arguments(_parser(commands, name="build", help="build the dataset (same options as build_dataset.py)"))
+    push = _parser(commands, name="push", help="publish a built folder to the Hub")
+    push.add_argument("out", nargs="?", default=DEFAULT_OUT, help="built folder")
     add_push_arguments(push)
-    add_check_arguments(commands.add_parser(
-        "check", help="validate a dataset folder or Hub repo for load_dataset and the dataset viewer"))
-    add_evaluate_arguments(commands.add_parser(
-        "evaluate", help="evaluate classifiers: core / spurious accuracy, RCS"))
-    add_discover_arguments(commands.add_parser(
-        "discover", help="rank features per class and make panels and an annotation page for a new study"))
-    add_ingest_arguments(commands.add_parser(
-        "ingest", help="merge annotators' answer CSVs into the annotation CSV the build reads"))
-    add_show_arguments(commands.add_parser(
-        "show", help="render one (class, feature) pair or a class summary of a built dataset as PNG"))
+    add_check_arguments(_parser(
+        commands, name="check", help="validate a dataset folder or Hub repo for load_dataset and the dataset viewer"))
+    add_evaluate_arguments(_parser(
+        commands, name="evaluate", help="evaluate classifiers: core / spurious accuracy, RCS"))
+    add_discover_arguments(_parser(
+        commands, name="discover", help="rank features per class and make panels and an annotation page for a study"))
+    add_ingest_arguments(_parser(
+        commands, name="ingest", help="merge annotators' answer CSVs into the annotation CSV the build reads"))
+    add_show_arguments(_parser(
+        commands, name="show", help="render one (class, feature) pair or a class summary of a built dataset as PNG"))
     return parser
 
 
@@ -288,8 +324,9 @@ def dispatch(command: str, args: argparse.Namespace) -> int:
         log.error("%s", e)
         return e.exit_code
     except KeyboardInterrupt:
-        log.error("interrupted")
+        log.error("interrupted; run the same command again to start over (a push resumes where it stopped)")
         return EXIT_INTERRUPTED
+    # anything else is a bug: it keeps its traceback
 
 
 def build_main(argv=None) -> int:
@@ -303,11 +340,38 @@ def main(argv=None) -> int:
     return dispatch(args.command, args)
 
 
+QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2", "urllib3", "filelock", "fsspec", "PIL", "matplotlib")
+LIBRARY_LOGGERS = ("huggingface_hub", "datasets")  # they print their own warnings (retries, cache notes)
+
+
+class _OncePerRecord(logging.Filter):
+    """Libraries such as huggingface_hub and datasets attach their own stderr handler and still propagate to the
+    root: the root's handler skips what such a handler printed already, so no line appears twice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        logger = logging.getLogger(record.name)
+        while logger is not None and logger is not logging.root:
+            if logger.handlers:
+                return False
+            if not logger.propagate:
+                break
+            logger = logger.parent
+        return True
+
+
 def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("httpx", "httpcore", "urllib3", "filelock", "fsspec", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.root.handlers:
+        if not any(isinstance(f, _OncePerRecord) for f in handler.filters):
+            handler.addFilter(_OncePerRecord())
+    for noisy in QUIET_LOGGERS:  # per-request HTTP lines and file locks: noise at the default level
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    for library in LIBRARY_LOGGERS:  # their failures reach us as exceptions, said once by `dispatch`
+        logging.getLogger(library).setLevel(logging.INFO if verbose else logging.ERROR)
+    if not verbose:  # they set their level again when first imported (after this): tell them through the environment
+        os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+        os.environ.setdefault("DATASETS_VERBOSITY", "error")
 
 
 if __name__ == "__main__":

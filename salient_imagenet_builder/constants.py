@@ -41,15 +41,24 @@ ROBUST_MODELS = {
 DEFAULT_MODEL = "resnet50_l2_eps3"
 
 # Published annotations (one row per worker answer). Its licence forbids redistribution: downloaded, never shipped.
+# Pinned: the file at the repository's last commit (it has not changed since it was added), checked by size and
+# sha256 after every download, so a changed upstream file is detected, not silently used.
 ANNOTATIONS_URL = (
-    "https://raw.githubusercontent.com/singlasahil14/salient_imagenet/main/"
+    "https://raw.githubusercontent.com/singlasahil14/salient_imagenet/f41ce51b748096fc9c57f276b22db0178ed03030/"
     "mturk_results/discover_spurious_features.csv"
 )
-# The published file's statistics (paper + release). A download is checked against them, since its sha256 could
-# not be read from here (no network); the sha256 is recorded on first download and pinned from then on.
+ANNOTATIONS_SIZE = 2_327_466
+ANNOTATIONS_SHA256 = "6fc1cfbc6e3c90d456420406b05b69ef45e8ce9e851917ddc751486fcec1fa07"
+# The published file's statistics (paper + release), checked as well when it is parsed.
 PUBLISHED_ANNOTATION_STATS = {"answers": 25000, "pairs": 5000, "spurious": 630, "workers": 265}
+DEFAULT_CACHE_DIR = "~/.cache/salient_imagenet"  # the annotation download (the model is cached by huggingface_hub)
+DOWNLOAD_TIMEOUT_SECONDS = 60  # one read of the annotation download
+PROBE_TIMEOUT_SECONDS = 5  # is the Hub reachable at all: answered before any retrying download starts
 
 # Output layout.
+PACKAGE_NAME = "salient-imagenet-builder"  # written into build_info.json: marks a folder as our build
+BUILD_INFO = "build_info.json"
+DISCOVER_INFO = "discover_info.json"  # a discovery study's marker (it carries the package name too)
 DEFAULT_OUT = "salient_imagenet"
 ANNOTATIONS_CONFIG = "annotations"
 MAX_SHARD_BYTES = 400 * 1024**2  # Hub convention: <= ~500 MB per parquet shard

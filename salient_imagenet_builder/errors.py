@@ -1,5 +1,6 @@
 """The failures a user can cause or meet, each with its exit code; `cli.dispatch` is the one place that turns them
 into one line on stderr (no traceback) and that exit code. Every subcommand uses the same table (README, "Exit codes").
+Anything else that escapes a command is a bug and keeps its traceback.
 """
 
 EXIT_OK = 0
@@ -26,3 +27,9 @@ class HubError(UserError, RuntimeError):
 
 class NetworkError(UserError, OSError):
     exit_code = EXIT_NETWORK
+
+
+class Interrupted(UserError):
+    """Ctrl-C, with a line that says what was kept (e.g. finished work a rerun resumes from)."""
+
+    exit_code = EXIT_INTERRUPTED

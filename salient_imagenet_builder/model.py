@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .constants import IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES, ROBUST_MODELS
-from .errors import InputError
+from .errors import InputError, NetworkError
 
 log = logging.getLogger(__name__)
 
@@ -252,11 +252,28 @@ def load_weights(net: nn.Module, state: dict, path) -> None:
 
 
 def download_robust(name: str) -> str:
-    from huggingface_hub import hf_hub_download
+    """The robust checkpoint from the huggingface_hub cache, downloaded once. Offline (HF_HUB_OFFLINE=1) or with the
+    Hub out of reach, one line at once names --model-checkpoint and the cache, instead of a ~25 s retry loop."""
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+
+    from .targets import hub_unreachable
 
     spec = ROBUST_MODELS[name]
-    log.info("downloading %s/%s (cached by huggingface_hub)", spec["repo_id"], spec["filename"])
-    return hf_hub_download(spec["repo_id"], spec["filename"])
+    cached = try_to_load_from_cache(spec["repo_id"], spec["filename"])
+    if isinstance(cached, str):
+        return cached
+    reason = hub_unreachable()
+    if reason is not None:
+        raise NetworkError(f"cannot download the {name} weights ({spec['repo_id']}/{spec['filename']}): {reason}, "
+                           f"and they are not in the huggingface_hub cache ({constants.HF_HUB_CACHE}). Pass "
+                           "--model-checkpoint PATH (a copy of that file), or download it where there is network")
+    log.info("downloading %s/%s (cached by huggingface_hub in %s)", spec["repo_id"], spec["filename"],
+             constants.HF_HUB_CACHE)
+    try:
+        return hf_hub_download(spec["repo_id"], spec["filename"])
+    except OSError as e:  # the connection broke mid-way, or the file is gone from the Hub
+        raise NetworkError(f"cannot download {spec['repo_id']}/{spec['filename']} ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}); pass --model-checkpoint PATH") from None
 
 
 def pick_device(device: str | None = None) -> torch.device:

@@ -451,12 +451,12 @@ class WebDatasetSource(Source):
 
 def open_source(source: str, split: str = "train", kind: str | None = None) -> Source:
     """`source` is a local path (folder / parquet / arrow / tar shards, auto-detected) or a Hub dataset id."""
-    path = Path(source)
-    if path.exists():
-        return _open_local(path, split, kind)
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", source):
-        return _open_hub(source, split, kind)
-    raise SourceError(f"--source {source}: no such path, and not a Hub dataset id (user/name)")
+    from .targets import resolve
+
+    where = resolve(source, "--source")  # "no such folder" first; the Hub only for what could be a Hub id
+    if isinstance(where, Path):
+        return _open_local(where, split, kind)
+    return _open_hub(source, split, kind)
 
 
 def _open_local(path: Path, split: str, kind: str | None) -> Source:
@@ -484,7 +484,7 @@ def _open_hub(repo_id: str, split: str, kind: str | None) -> Source:
         files = [f for f in fs.find(base) if not f.rsplit("/", 1)[-1].startswith(".")]
     except Exception as e:
         raise SourceError(f"--source {repo_id}: cannot list the Hub dataset ({type(e).__name__}: {e}); "
-                          "is it gated (accept its terms, then `huggingface-cli login`)?") from None
+                          "is it gated (accept its terms, then `hf auth login`)?") from None
     by_ext = _group_by_extension(files)
     kind = kind or _detect(None, by_ext)
     if kind == "folder":

@@ -4,6 +4,7 @@ the model mapper, and a logger that times each stage."""
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ def default_workers() -> int:
 
 def _init_worker() -> None:
     torch.set_num_threads(1)  # decoding workers must not fight the model for cores
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: one line, not one per worker
 
 
 @contextmanager

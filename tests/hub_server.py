@@ -553,7 +553,8 @@ class HubServer:
                     conn.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-            alive = [t for t in list(getattr(server, "_threads", None) or []) if t.is_alive()]
+            threads = getattr(server, "_threads", None)  # a list once a request came; a `_NoThreads` before that
+            alive = [t for t in (threads if isinstance(threads, list) else []) if t.is_alive()]
             if not alive or time.monotonic() > deadline:
                 break
             time.sleep(0.01)

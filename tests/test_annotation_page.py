@@ -10,14 +10,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import ARCH
 from PIL import Image
 
 from salient_imagenet_builder.annotations import COLUMNS, parse
 from salient_imagenet_builder.build import BuildConfig, build
 from salient_imagenet_builder.cli import main
 from salient_imagenet_builder.constants import GALLERY_FILE
-
-from conftest import ARCH
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",

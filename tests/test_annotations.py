@@ -88,7 +88,7 @@ def test_load_checks_pin_and_published_statistics(tmp_path):
         load(str(path), tmp_path, sha256="0" * 64)
     with pytest.raises(AnnotationError, match="not the published annotation file"):
         load(str(path), tmp_path, expect_published=True)
-    with pytest.raises(AnnotationError, match="not found"):
+    with pytest.raises(AnnotationError, match="missing.csv: no such file"):
         load(str(tmp_path / "missing.csv"), tmp_path)
     assert len(load(str(path), tmp_path).pairs) == 10
 

@@ -10,18 +10,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ARCH
 from datasets import load_dataset
 from PIL import Image
 from torchvision import transforms
 
 from salient_imagenet_builder.annotations import parse
 from salient_imagenet_builder.build import build
+from salient_imagenet_builder.build.output import OutputExists
 from salient_imagenet_builder.constants import IMAGENET_MEAN, IMAGENET_STD
 from salient_imagenet_builder.model import create_feature_model
 from salient_imagenet_builder.schema import annotation_features, image_features
-from salient_imagenet_builder.build.output import OutputExists
-
-from conftest import ARCH
 
 TOP_K = 3
 

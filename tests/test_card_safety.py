@@ -7,14 +7,13 @@ import json
 import re
 
 import pytest
+from conftest import ARCH
 from datasets import ClassLabel, Dataset, Features, Image
 from markdown_it import MarkdownIt
 
 from salient_imagenet_builder.build import BuildConfig, build
 from salient_imagenet_builder.build.card import md_text, public_paths, render
 from salient_imagenet_builder.schema import class_names
-
-from conftest import ARCH
 
 HOSTILE_IDS = ["<script>x</script>", "# [x](http://e)", "<img src=x onerror=alert(1)>", "`code` | cell *em* _u_",
                "[y]: http://evil", "line\n# heading", "https://autolink.example", "&amp; &#60;"]

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from salient_imagenet_builder.build import BuildConfig, build
-from salient_imagenet_builder.publish.check import check
 from salient_imagenet_builder.constants import HUB_MAX_ROW_GROUP_BYTES
+from salient_imagenet_builder.publish.check import check
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,15 @@ def test_demo_builds_offline_and_loads(tmp_path):
     result = run("--demo", "--workers", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "meaningless" in result.stdout and "load_dataset('salient_imagenet_demo'" in result.stdout
+    # the summary says what the self-check measures and why a random model leaves classes empty
+    assert "are among the 5 most important features this build computed for their class" in result.stdout
+    assert "a random model predicts only a few classes" in result.stdout
     out = tmp_path / "salient_imagenet_demo"
     info = json.loads((out / "build_info.json").read_text())
     assert info["provenance"]["arch"] == "resnet50" and info["provenance"]["demo"] is True
     assert info["stats"]["skipped_images"] == 1
+    filled = sum(1 for n in info["stats"]["groups"].values() if n)
+    assert f"the images fell into {filled} of the {len(info['stats']['groups'])} built classes" in result.stdout
     images = load_dataset(str(out), split="train")
     assert len(images) == info["stats"]["images_written"] > 0
     assert "Demo build" in (out / "README.md").read_text()
@@ -36,10 +41,61 @@ def test_bad_arguments_are_named(tmp_path):
     result = run("--source", str(tmp_path), "--top-k", "0", cwd=tmp_path)
     assert result.returncode == 2 and "--top-k '0'" in result.stderr
     (tmp_path / "salient_imagenet").mkdir()
-    result = run("--source", str(tmp_path), "--model-checkpoint", "x.ckpt", "--annotations", "a.csv",
+    (tmp_path / "salient_imagenet" / "notes.txt").write_text("mine")
+    (tmp_path / "src").mkdir()
+    result = run("--source", str(tmp_path / "src"), "--model-checkpoint", "x.ckpt", "--annotations", "a.csv",
                  cwd=tmp_path)
-    assert result.returncode == 2 and "already exists; pass --overwrite" in result.stderr
+    assert result.returncode == 2 and "--out salient_imagenet: exists and is not a build of this tool" in result.stderr
     result = run("--source", str(tmp_path / "nowhere"), "--out", "new", "--model", "resnet18",
                  "--model-checkpoint", str(tmp_path / "missing.ckpt"), cwd=tmp_path)
-    assert result.returncode == 2 and "checkpoint not found" in result.stderr
+    assert result.returncode == 2 and "missing.ckpt: no such file" in result.stderr
+    result = run("--source", str(tmp_path / "nowhere"), "--out", "new", "--model", "resnet18", cwd=tmp_path)
+    assert result.returncode == 2 and f"--source {tmp_path / 'nowhere'}: no such folder" in result.stderr
     assert not (tmp_path / "new").exists() and not (tmp_path / ".new.partial").exists()
+
+
+def _parsers():
+    from salient_imagenet_builder.cli import build_parser, main_parser
+
+    main = main_parser()
+    commands = next(a for a in main._actions if a.choices and "build" in a.choices).choices
+    return {"build_dataset.py": build_parser(), **{f"salient-imagenet {k}": v for k, v in commands.items()}}
+
+
+def test_help_documents_every_option_with_its_default():
+    for name, parser in _parsers().items():
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if action.dest == "help":
+                continue
+            assert action.help, f"{name} {action.option_strings or action.dest}: no help text"
+            shown = formatter._expand_help(action)  # the text --help prints for this option
+            if action.default not in (None, False):  # a value: shown as is, or said in words
+                assert f"(default: {action.default})" in shown or "default" in action.help, (name, shown)
+            elif action.default is None and action.nargs != 0:  # an option without a value: what happens then
+                assert "(default" in shown or action.required or action.dest == "source", (name, action.dest)
+
+
+def test_readme_and_help_agree_on_every_option():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    options = {o for p in _parsers().values() for a in p._actions for o in a.option_strings if o.startswith("--")}
+    missing = sorted(o for o in options - {"--help"} if not re.search(re.escape(o) + r"(?![\w-])", readme))
+    assert missing == [], f"options missing from the README: {missing}"
+    mentioned = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", readme))
+    assert sorted(mentioned - options) == [], "README mentions options the CLI does not have"
+    assert "huggingface-cli" not in readme and "hf auth login" in readme
+
+
+def test_readme_exit_code_table_is_the_one_in_errors():
+    import re
+
+    from salient_imagenet_builder import errors
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("### Exit codes", 1)[1].split("\n\n", 2)[1]
+    codes = {int(c) for c in re.findall(r"^\| (\d+) \|", table, re.M)}
+    assert codes == {v for k, v in vars(errors).items() if k.startswith("EXIT_")}
+    assert {errors.InputError.exit_code, errors.HubError.exit_code, errors.NetworkError.exit_code,
+            errors.Interrupted.exit_code} == {2, 3, 4, 130}

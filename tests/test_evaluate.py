@@ -16,15 +16,15 @@ from PIL import Image
 from torch import nn
 
 from salient_imagenet_builder import evaluate as ev
-from salient_imagenet_builder.evaluate import rows as _rows  # noqa: F401  (ev.rows for monkeypatching)
 from salient_imagenet_builder.build import BuildConfig, build
+from salient_imagenet_builder.build.demo import make_annotations, make_checkpoint, make_images
+from salient_imagenet_builder.build.writer import ShardWriter, encode_rows
 from salient_imagenet_builder.cli import main
 from salient_imagenet_builder.constants import CROP_SIZE, IMAGENET_MEAN
-from salient_imagenet_builder.build.demo import make_annotations, make_checkpoint, make_images
+from salient_imagenet_builder.evaluate import rows as _rows  # noqa: F401  (ev.rows for monkeypatching)
 from salient_imagenet_builder.masks import decode_mask
 from salient_imagenet_builder.model import CheckpointError
 from salient_imagenet_builder.schema import image_features
-from salient_imagenet_builder.build.writer import ShardWriter, encode_rows
 
 CLASSES = [0, 1, 2]
 HALF = CROP_SIZE // 2
@@ -298,7 +298,8 @@ def independent_predictions(dataset: Path, model: nn.Module, data_config: dict) 
     """Predictions computed image by image, straight from `load_dataset` rows: x' = clamp(x + m sigma z, 0, 1) with
     z from the image's own generator (`row_seed`), the model's preprocessing, argmax. Per row: label, group, clean
     prediction and noisy predictions keyed by (mask, draw), mask = 'core', 'spurious' or a feature index."""
-    from datasets import Image as ImageFeature, load_dataset
+    from datasets import Image as ImageFeature
+    from datasets import load_dataset
 
     model, preprocess = model.eval(), ev.Preprocess(data_config)
     ds = load_dataset(str(dataset), split="train").cast_column("core_mask", ImageFeature(decode=False))
@@ -443,7 +444,8 @@ def test_several_models_in_one_run_decode_the_dataset_once(built, tmp_path, monk
 
 
 def test_decoded_masks_are_the_stored_masks(built, monkeypatch):
-    from datasets import Image as ImageFeature, load_dataset
+    from datasets import Image as ImageFeature
+    from datasets import load_dataset
 
     data = ev.load_eval_data(str(built["crop"]), progress=False)
     monkeypatch.setattr(ev.rows, "EVAL_IN_MEMORY_BYTES", 0)  # large runs: the same tensors, memory-mapped on disk

@@ -181,3 +181,44 @@ def test_build_from_a_hub_parquet_dataset_equals_the_folder_build(hub, inputs, p
     for shard in ("train-00000-of-00001.parquet", "annotations-00000-of-00001.parquet"):
         assert pq.read_table(out / "data" / shard).equals(pq.read_table(builds["one"] / "data" / shard)), shard
     assert "parquet shards user/imagenet" in (out / "README.md").read_text()
+
+
+def test_push_without_token_or_repo_id_names_hf_auth_login(hub, builds, tmp_path):
+    result = cli(hub, tmp_path / "hf", "--push", "--out", str(builds["one"]), token=False)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 3 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "no Hugging Face token" in lines[0] and "`hf auth login`" in lines[0] and "HF_TOKEN" in lines[0]
+    assert "huggingface-cli" not in result.stderr and not hub.repo_exists(REPO)
+
+
+@pytest.mark.parametrize("network", ["offline", "unreachable"])
+def test_push_without_network_is_one_line_and_not_retried(network, hub, builds, tmp_path):
+    import socket
+    import time
+
+    if network == "offline":
+        extra = {"HF_HUB_OFFLINE": "1"}
+    else:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            extra = {"HF_ENDPOINT": f"http://127.0.0.1:{s.getsockname()[1]}"}  # closed once the block ends
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, str(ROOT / "build_dataset.py"), "--push", "--out", str(builds["one"]),
+                             "--repo-id", REPO], env=hub.client_env(tmp_path / "hf", extra=extra),
+                            capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 4 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "nothing was pushed" in lines[0] and "retrying" not in result.stderr
+    assert "what was committed is kept" not in result.stderr
+    assert ("HF_HUB_OFFLINE=1" if network == "offline" else "could not be reached") in lines[0]
+    assert time.perf_counter() - started < 30  # no back-off loop (it was 1 + 2 + 4 + 8 + 16 s)
+    assert not hub.repo_exists(REPO)
+
+
+def test_a_lasting_outage_before_any_commit_says_nothing_was_committed(hub, builds, tmp_path):
+    hub.create_repo(REPO, private=True)
+    hub.fail_next(1000, status=503, path_contains="/commit/", method="POST")
+    result = push_in_subprocess(hub, tmp_path / "hf", builds["many"])
+    assert result.returncode == 3, result.stderr[-3000:]
+    final = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(final) == 1 and "nothing was committed" in final[0] and "is kept" not in final[0]

@@ -38,8 +38,14 @@ def test_outputs_are_layer4_its_pool_and_the_logits(resnet50_checkpoint):
     torch.testing.assert_close(logits, pooled @ net.fc.weight.T + net.fc.bias)
 
 
-def test_missing_and_unexpected_keys_are_named(tmp_path):
-    path = make_checkpoint(tmp_path / "r18.ckpt", "resnet18")
+@pytest.fixture(scope="module")
+def resnet18_checkpoint(tmp_path_factory):
+    """One random resnet18 checkpoint for the module, read only: tests that alter one save their copy."""
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt18") / "r18.ckpt", "resnet18")
+
+
+def test_missing_and_unexpected_keys_are_named(resnet18_checkpoint, tmp_path):
+    path = resnet18_checkpoint
     with pytest.raises(CheckpointError, match="does not fit this architecture.*missing key"):
         create_feature_model("resnet50_l2_eps3", str(path))
     ckpt = torch.load(path, weights_only=True)
@@ -49,9 +55,9 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
         create_feature_model("resnet18", str(tmp_path / "extra.ckpt"))
 
 
-def test_wrong_normalizer_is_refused(tmp_path):
-    path = make_checkpoint(tmp_path / "r18.ckpt", "resnet18")
-    ckpt = torch.load(path, weights_only=True)
+def test_wrong_normalizer_is_refused(resnet18_checkpoint, tmp_path):
+    path = tmp_path / "r18.ckpt"
+    ckpt = torch.load(resnet18_checkpoint, weights_only=True)
     ckpt["model"]["module.normalizer.new_mean"] = torch.tensor([0.5, 0.5, 0.5]).view(3, 1, 1)
     torch.save(ckpt, path)
     with pytest.raises(CheckpointError, match="new_mean"):
@@ -71,9 +77,9 @@ class Exploit:
 
 
 @pytest.mark.parametrize("zip_format", [True, False])  # 2020-era checkpoints may use the legacy format
-def test_pickled_code_is_never_executed(tmp_path, zip_format):
-    path = make_checkpoint(tmp_path / "r18.ckpt", "resnet18")
-    ckpt = torch.load(path, weights_only=True)
+def test_pickled_code_is_never_executed(resnet18_checkpoint, tmp_path, zip_format):
+    path = tmp_path / "r18.ckpt"
+    ckpt = torch.load(resnet18_checkpoint, weights_only=True)
     marker = tmp_path / "pwned"
     ckpt["schedule"] = Exploit(marker)  # like the dill-pickled objects of real robust-library checkpoints
     torch.save(ckpt, path, pickle_module=pickle, _use_new_zipfile_serialization=zip_format)
@@ -84,11 +90,11 @@ def test_pickled_code_is_never_executed(tmp_path, zip_format):
     assert not marker.exists()
 
 
-def test_unknown_model_and_missing_checkpoint(tmp_path):
+def test_unknown_model_and_missing_checkpoint(resnet18_checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         create_feature_model("resnet18", str(tmp_path / "nope.ckpt"))
     with pytest.raises(CheckpointError, match="no_such_net"):
-        create_feature_model("no_such_net", str(make_checkpoint(tmp_path / "r.ckpt", "resnet18")))
+        create_feature_model("no_such_net", str(resnet18_checkpoint))
 
 
 def test_normalizer_is_checked_without_a_wrapper(tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ARCH
 from datasets import load_dataset
 from PIL import Image
 
@@ -14,8 +15,6 @@ from salient_imagenet_builder.build import BuildConfig, build
 from salient_imagenet_builder.cli import main
 from salient_imagenet_builder.constants import GALLERY_FILE
 from salient_imagenet_builder.show.data import DatasetView
-
-from conftest import ARCH
 
 try:
     from tests.hub_server import HubServer

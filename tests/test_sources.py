@@ -2,8 +2,8 @@
 
 import pytest
 
-from salient_imagenet_builder.sources import (FolderSource, ParquetSource, SourceError, WebDatasetSource,
-                                              open_source)
+from salient_imagenet_builder.errors import InputError
+from salient_imagenet_builder.sources import FolderSource, ParquetSource, SourceError, WebDatasetSource, open_source
 
 
 def _samples(source, **kw):
@@ -36,7 +36,7 @@ def test_split_selection_and_errors(inputs, parquet_source, webdataset_source, t
         open_source(str(webdataset_source), split="val")
     with pytest.raises(SourceError, match="no ImageNet class folders"):
         open_source(str(tmp_path))
-    with pytest.raises(SourceError, match="no such path"):
+    with pytest.raises(InputError, match="no such folder"):  # not a Hub id: the Hub is not asked
         open_source(str(tmp_path / "missing" / "x"))
     mixed = tmp_path / "mixed"
     mixed.mkdir()

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import ARCH
 
 from salient_imagenet_builder import distributed
 from salient_imagenet_builder.build import build
 from salient_imagenet_builder.build.card import read_build_info
 from salient_imagenet_builder.build.units import Unit
 from salient_imagenet_builder.sources import open_source
-
-from conftest import ARCH
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT_SIZE = 2  # 25 fixture images in 3 classes -> 14 units

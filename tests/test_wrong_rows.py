@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ARCH
 from datasets import Dataset, Features, Image, Value, load_dataset
 from PIL import Image as PILImage
 from PIL import ImageOps
@@ -25,8 +26,6 @@ from salient_imagenet_builder.images import center_view
 from salient_imagenet_builder.model import create_feature_model
 from salient_imagenet_builder.schema import wordnet_ids
 from salient_imagenet_builder.sources import SourceError, open_source
-
-from conftest import ARCH
 
 WNIDS = wordnet_ids()
 

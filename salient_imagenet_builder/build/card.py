@@ -14,12 +14,11 @@ from string import Template
 import yaml
 from datasets import DatasetInfo, SplitDict, SplitInfo
 
-from ..constants import ANNOTATIONS_CONFIG, CROP_SIZE, MAJORITY, RESIZE_SIZE
+from ..constants import ANNOTATIONS_CONFIG, BUILD_INFO, CROP_SIZE, MAJORITY, PACKAGE_NAME, RESIZE_SIZE
 from ..schema import annotation_features, image_features
 from .output import write_text_atomic
 
 TEMPLATE = Path(__file__).parent.parent / "dataset_card.md"  # the package root holds the one template
-BUILD_INFO = "build_info.json"
 
 
 def config_layout(split: str) -> list[dict]:
@@ -180,7 +179,7 @@ def render(provenance: dict, stats: dict, split: str, repo_id: str = "path/to/sa
 
 
 def write_card(folder: Path, provenance: dict, stats: dict, split: str, repo_id: str | None = None) -> None:
-    info = {"provenance": provenance, "stats": stats, "split": split}
+    info = {"package": PACKAGE_NAME, "provenance": provenance, "stats": stats, "split": split}  # our marker
     write_text_atomic(folder / BUILD_INFO, json.dumps(info, indent=2, default=str))
     write_text_atomic(folder / "README.md", render(provenance, stats, split, repo_id or folder.name))
 

@@ -1,4 +1,8 @@
-"""`python build_dataset.py` / `salient-imagenet build`: a build (or the offline demo), then an optional push."""
+"""`python build_dataset.py` / `salient-imagenet build`: a build (or the offline demo), then an optional push.
+
+Every local input (`--out`, `--source`, `--model-checkpoint`, `--annotations`) is checked before anything is
+downloaded or computed; failures are `UserError`s that `cli.dispatch` turns into one line and an exit code.
+"""
 
 import logging
 import shlex
@@ -7,22 +11,19 @@ import tempfile
 from pathlib import Path
 
 from ..constants import DEFAULT_OUT
-from .pipeline import BuildConfig, build
+from ..errors import InputError, Interrupted
+from .output import WORK_DIR, check_out, is_build, staging_folder
 
 log = logging.getLogger("salient_imagenet_builder")
 DEMO_OUT = "salient_imagenet_demo"
 
 
 def run(args) -> int:
-    try:
-        if args.demo:
-            args.out = args.out or DEMO_OUT
-            run_demo(args)
-        elif args.source is not None or not args.push:
-            run_build(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
-        log.error("%s", e)
-        return 2
+    if args.demo:
+        args.out = args.out or DEMO_OUT
+        _interruptible(run_demo, args)
+    elif args.source is not None or not args.push:
+        _interruptible(run_build, args)
     if not args.push:
         return 0
     from ..publish.command import run_push
@@ -30,7 +31,21 @@ def run(args) -> int:
     return run_push(args.out or DEFAULT_OUT, args.repo_id, args.public)
 
 
-def config_from_args(args, **overrides) -> BuildConfig:
+def _interruptible(fn, args) -> None:
+    """Ctrl-C: one line that says whether finished work was kept for the next run to resume from."""
+    try:
+        fn(args)
+    except KeyboardInterrupt:
+        out = Path(args.out or DEFAULT_OUT)
+        if (staging_folder(out) / WORK_DIR).is_dir():
+            raise Interrupted(f"interrupted; the finished work is kept in {staging_folder(out)}: run the same "
+                              "command again to resume") from None
+        raise Interrupted(f"interrupted; {out} is as it was before this run (nothing partial was kept)") from None
+
+
+def config_from_args(args, **overrides):
+    from .pipeline import BuildConfig
+
     fields = dict(
         source=args.source, split=args.split, out=args.out or DEFAULT_OUT, model=args.model,
         model_checkpoint=args.model_checkpoint, arch=args.arch, annotations=args.annotations, classes=args.classes,
@@ -42,14 +57,31 @@ def config_from_args(args, **overrides) -> BuildConfig:
     if args.workers is not None:
         fields["workers"] = args.workers
     if args.cache_dir:
-        fields["cache_dir"] = args.cache_dir
+        fields["cache_dir"] = str(Path(args.cache_dir).expanduser())
     fields.update(overrides)
     return BuildConfig(**fields)
 
 
-def run_build(args) -> None:
+def check_local_inputs(args) -> None:
+    """What can be checked on this machine, before torch is imported, any download or any model: --out, then the
+    local inputs."""
+    from ..targets import resolve
+
     if args.source is None:
-        raise SystemExit("error: --source is required (or run the offline demo with --demo)")
+        raise InputError("--source is required: an ImageNet folder, shards or a Hub dataset id (or run the offline "
+                         "demo with --demo)")
+    check_out(Path(args.out or DEFAULT_OUT), args.overwrite, args.source)
+    if args.model_checkpoint is not None and not Path(args.model_checkpoint).expanduser().is_file():
+        raise InputError(f"--model-checkpoint {args.model_checkpoint}: no such file")
+    if "://" not in args.annotations and not Path(args.annotations).expanduser().is_file():
+        raise InputError(f"--annotations {args.annotations}: no such file")
+    resolve(args.source, "--source")  # a folder, or a Hub dataset that exists: asked before any download
+
+
+def run_build(args) -> None:
+    check_local_inputs(args)
+    from .pipeline import build  # torch, timm: only once the arguments are known to be usable
+
     config = config_from_args(args)
     stats = build(config)
     if stats["rank"] == 0:  # under torchrun, one rank reports
@@ -57,16 +89,13 @@ def run_build(args) -> None:
 
 
 def run_demo(args) -> None:
-    from .card import read_build_info
     from .demo import DEMO_CLASSES, make_inputs
+    from .pipeline import build
 
     out = Path(args.out)
-    overwrite = args.overwrite
-    if out.exists() and not overwrite:
-        try:
-            overwrite = bool(read_build_info(out)["provenance"].get("demo"))  # only ever replace an older demo
-        except (OSError, ValueError, KeyError):
-            overwrite = False
+    # only ever replace an older demo without being asked; anything else goes through the usual --out rules
+    overwrite = args.overwrite or (is_build(out) and _is_demo(out))
+    check_out(out, overwrite)
     with tempfile.TemporaryDirectory(prefix="salient_demo_") as tmp:
         print("Demo: generating images, a random-weight ResNet-50 checkpoint and an annotation CSV (offline) ...")
         inputs = make_inputs(Path(tmp), DEMO_CLASSES, per_class=6)
@@ -75,21 +104,38 @@ def run_demo(args) -> None:
                                   classes=args.classes or DEMO_CLASSES, out=str(out), overwrite=overwrite,
                                   demo=True, workers=args.workers if args.workers is not None else 1)
         stats = build(config)
-    print_summary(str(out), stats, config.split)
+    print_summary(str(out), stats, config.split, demo=True)
     print("NOTE: this demo used generated images, RANDOM weights and generated annotations, so its masks and "
           "core/spurious labels are meaningless. For the real dataset, run with --source pointing at ImageNet "
           "(weights and annotations are downloaded).")
 
 
-def print_summary(out: str, stats: dict, split: str) -> None:
+def _is_demo(out: Path) -> bool:
+    from .card import read_build_info
+
+    try:
+        return bool(read_build_info(out)["provenance"].get("demo"))
+    except (OSError, ValueError, KeyError, AttributeError):
+        return False
+
+
+def print_summary(out: str, stats: dict, split: str, demo: bool = False) -> None:
     agreement = stats["top5_agreement"]
+    groups = stats.get("groups", {})
+    filled = sum(1 for n in groups.values() if n)
     print(f"\nBuilt {out}: {stats['images_written']} images with {stats['masks_written']} masks, "
           f"{stats['annotation_stats']['pairs']} annotated pairs "
           f"({stats['annotation_stats']['spurious']} spurious); read {stats['images_scanned']} images, "
           f"skipped {stats['skipped_images']} corrupt; {stats['seconds_total']} s "
           f"({stats['images_per_second']} images/s).")
-    print(f"Top-5 self-check: {agreement['agree']} of {agreement['pairs_with_images']} annotated pairs are in the "
-          "computed top 5.")
+    print(f"Groups: the images fell into {filled} of the {len(groups)} built classes.")
+    print(f"Top-5 self-check: {agreement['agree']} of {agreement['pairs_with_images']} annotated pairs (of classes "
+          "that received images) are among the 5 most important features this build computed for their class. "
+          "With the published robust model and a full split this is (nearly) all of them; a low count means "
+          "other weights or preprocessing, or too few images per class.")
+    if demo:
+        print("With random weights, expect a low self-check count, and few classes receiving images: a random model "
+              "predicts only a few classes, so the other classes get no rows.")
     print("Load it with:\n"
           f"  from datasets import load_dataset\n"
           f"  images = load_dataset({str(out)!r}, split={split!r})\n"

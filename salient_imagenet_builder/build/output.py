@@ -1,48 +1,219 @@
-"""The output folder: everything is written in a staging folder beside it, then renamed into place, so an
-interrupted build never leaves a shard that `load_dataset` would read, and the previous build stays whole until
-the new one is complete."""
+"""The output folder: the one place that decides what `--out` may replace, and how a new build takes its place.
 
+Everything is written in a staging folder `.X.partial` beside `X`, then swapped into place, so an interrupted build
+never leaves a shard that `load_dataset` would read, and the previous build stays whole until the new one is complete.
+
+What `--out X` may be (checked before any work; a refusal is one line and touches nothing):
+- a new path, or an empty folder;
+- an earlier build of this tool (its `build_info.json` names the package), replaced only with `--overwrite`;
+- never a file or a symbolic link, never `.`, `/`, the home folder or an ancestor of the current folder, never the
+  source folder, a folder inside it or a folder that contains it.
+
+The swap exchanges the two folders atomically where the system can (Linux `renameat2(RENAME_EXCHANGE)`), so `X`
+is a whole build at every instant. Elsewhere it takes two renames (`X` -> `.X.old`, `.X.partial` -> `X`); if that is
+interrupted in between, `repair` (run by every command before it reads `X`) completes or undoes it.
+
+`.X.partial/work/` is the builder's resumable work area: it survives a failed or interrupted build (the builder
+decides whether the next run reuses it) and is dropped when the build is published.
+"""
+
+import ctypes
+import ctypes.util
+import json
+import logging
 import os
 import shutil
 from pathlib import Path
 
-from ..constants import WORK_DIR
+from ..constants import BUILD_INFO, DISCOVER_INFO, PACKAGE_NAME, WORK_DIR
 from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+RENAME_EXCHANGE = 2  # linux/fs.h
 
 
 class OutputExists(InputError, FileExistsError):
-    pass
+    """`--out` cannot be used as it is (exists, is not ours, is protected)."""
 
 
 def staging_folder(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
-def prepare_output(out: Path, overwrite: bool) -> Path:
-    """Refuse an existing output unless `overwrite`; return a staging folder beside it, emptied except for its
-    `work/` folder (an interrupted build's unit results: the builder decides to resume or discard it)."""
-    if out.exists() and not overwrite:
-        raise OutputExists(f"{out} already exists; pass --overwrite to replace it")
+def old_folder(out: Path) -> Path:
+    return out.parent / f".{out.name}.old"
+
+
+def is_build(folder: Path) -> bool:
+    """A build (or a discovery study) of this tool: its `build_info.json` (`discover_info.json`) names the package
+    (builds from before the marker: a provenance with our package version)."""
+    if (folder / DISCOVER_INFO).is_file() and not (folder / BUILD_INFO).exists():
+        try:
+            return json.loads((folder / DISCOVER_INFO).read_text(encoding="utf-8")).get("package") == PACKAGE_NAME
+        except (OSError, ValueError, AttributeError):
+            return False
+    try:
+        info = json.loads((folder / BUILD_INFO).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(info, dict):
+        return False
+    legacy = isinstance(info.get("provenance"), dict) and "package_version" in info["provenance"]
+    return info.get("package") == PACKAGE_NAME or ("package" not in info and legacy)
+
+
+# --- what --out may be ------------------------------------------------------------------------------------------
+
+def _protected(out: Path) -> str | None:
+    """Why `out` may never be written or replaced, or None."""
+    resolved, cwd, home = out.resolve(), Path.cwd().resolve(), Path.home().resolve()
+    if resolved == Path(resolved.anchor):
+        return "is the root folder"
+    if resolved == home:
+        return "is the home folder"
+    if resolved == cwd:
+        return "is the current folder"
+    if cwd.is_relative_to(resolved):
+        return "contains the current folder"
+    return None
+
+
+def _overlaps_source(out: Path, source: str | None) -> str | None:
+    if not source or not Path(source).expanduser().exists():
+        return None  # a Hub id, or nothing to compare with
+    resolved, src = out.resolve(), Path(source).expanduser().resolve()
+    if resolved == src:
+        return "is the --source folder"
+    if resolved.is_relative_to(src):
+        return "is inside the --source folder"
+    if src.is_relative_to(resolved):
+        return "contains the --source folder"
+    return None
+
+
+def check_out(out: Path, overwrite: bool, source: str | None = None) -> None:
+    """Refuse an `--out` this build must not write (see the module docstring); touches nothing when it refuses."""
+    name = f"--out {out}"
+    if out.is_symlink():
+        raise OutputExists(f"{name}: is a symbolic link; give the path of a folder (a new one, or an earlier build)")
+    if out.exists() and not out.is_dir():
+        raise OutputExists(f"{name}: is a file, not a folder; choose another --out")
+    reason = _protected(out)
+    if reason:
+        raise OutputExists(f"{name}: {reason}; refusing to write or replace it. Choose a new folder, e.g. "
+                           "--out salient_imagenet")
+    reason = _overlaps_source(out, source)
+    if reason:
+        raise OutputExists(f"{name}: {reason}; refusing to write there. Choose a folder outside the source")
+    for leftover in (staging_folder(out), old_folder(out)):
+        if leftover.is_symlink() or (leftover.exists() and not leftover.is_dir()):
+            raise OutputExists(f"{name}: {leftover} is in the way (a file or link where this tool keeps its "
+                               "temporary folder); move or remove it")
+    parent = next(p for p in out.absolute().parents if p.exists())  # the folder the staging folder goes into
+    if out.parent.exists() and not out.parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputExists(f"{name}: cannot write in {parent} (not a writable folder); choose another --out")
+    repair(out)
+    if old_folder(out).exists():  # repair removed or restored ours: this one is someone else's
+        raise OutputExists(f"{name}: {old_folder(out)} is in the way (not a build of this tool, so not removed); "
+                           "move or remove it")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not is_build(out):
+        raise OutputExists(f"{name}: exists and is not a build of this tool (no {BUILD_INFO} from {PACKAGE_NAME}); "
+                           "--overwrite only replaces an earlier build. Choose another --out")
+    if not overwrite:
+        raise OutputExists(f"{name}: an earlier build is there; pass --overwrite to replace it (it stays whole "
+                           "until the new build is complete)")
+
+
+def prepare_output(out: Path, overwrite: bool, source: str | None = None) -> Path:
+    """Check `out` (see `check_out`) and return the staging folder beside it, emptied except for `work/`."""
+    out = Path(out)
+    check_out(out, overwrite, source)
     staging = staging_folder(out)
-    if staging.exists():
-        for child in staging.iterdir():  # left by an interrupted build: never read by anyone
-            if child.name != WORK_DIR:
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        if staging.is_dir():  # left by an interrupted build: never read by anyone but the builder
+            _empty_except(staging, WORK_DIR)
+        staging.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputExists(f"--out {out}: cannot create {staging} ({e.strerror or e})") from None
     return staging
 
 
+def discard_staging(staging: Path) -> bool:
+    """After a failed or interrupted build: remove the partial output; keep `work/` (True when there is one)."""
+    if not staging.is_dir():
+        return False
+    _empty_except(staging, WORK_DIR)
+    if any((staging / WORK_DIR).glob("*/*.done.json")):  # finished units: the next run resumes from them
+        return True
+    shutil.rmtree(staging, ignore_errors=True)
+    return False
+
+
+def _empty_except(folder: Path, keep: str) -> None:
+    for entry in folder.iterdir():
+        if entry.name == keep and entry.is_dir() and not entry.is_symlink():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+# --- the swap and its repair ------------------------------------------------------------------------------------
+
 def publish(staging: Path, out: Path) -> None:
-    """Swap the staging folder into place: the old output stays whole until the new one is complete."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
+    """Swap the complete staging folder into place: `out` is a whole build (old, then new) at every instant where
+    the system has an atomic exchange; otherwise `repair` finishes an interrupted two-rename swap."""
+    shutil.rmtree(staging / WORK_DIR, ignore_errors=True)  # the build is complete: its resume data is spent
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    if exchange(staging, out):
+        shutil.rmtree(staging)  # now holds the previous build
+        return
+    old = old_folder(out)
+    if old.exists():
         shutil.rmtree(old)
+    os.rename(out, old)
+    os.rename(staging, out)  # an interruption right before this line is what `repair` undoes
+    shutil.rmtree(old)
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two folders' names (Linux renameat2 with RENAME_EXCHANGE); False where unsupported."""
+    if os.environ.get("SALIENT_NO_RENAME_EXCHANGE"):  # lets the tests take the two-rename path on Linux
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError, TypeError):
+        return False
+    at_fdcwd = -100
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), RENAME_EXCHANGE)
+    return result == 0  # EINVAL/ENOSYS (file system or kernel without it): fall back
+
+
+def repair(out: Path) -> None:
+    """Finish or undo a swap that was interrupted between its two renames; drop a replaced build left behind."""
+    out, old, staging = Path(out), old_folder(Path(out)), staging_folder(Path(out))
+    if old.is_symlink() or not old.is_dir():
+        return
+    if not out.exists() and not out.is_symlink():
+        if not is_build(old):
+            return  # not a build of ours: leave it alone
+        if is_build(staging) and (staging / "README.md").is_file():  # the new build was complete: finish the swap
+            shutil.rmtree(staging / WORK_DIR, ignore_errors=True)
+            os.rename(staging, out)
+            log.warning("%s: finished the interrupted replacement of an earlier build", out)
+        else:
+            os.rename(old, out)
+            log.warning("%s: restored the earlier build (its replacement was interrupted)", out)
+            return
+    if is_build(out):
+        shutil.rmtree(old, ignore_errors=True)  # the build `out` replaced, left by an interrupted clean-up
 
 
 def write_text_atomic(path: Path, text: str) -> None:

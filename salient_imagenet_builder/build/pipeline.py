@@ -14,7 +14,6 @@ A run stopped anywhere resumes from the units done (same command); the dataset i
 import logging
 import os
 import platform
-import shutil
 import sys
 import time
 from collections import Counter, defaultdict
@@ -51,7 +50,7 @@ from ..sources import SourceError, open_source, ref_location
 from ..stages import StageTimer
 from . import card
 from .forward import ModelRunner, Numerics
-from .output import prepare_output, publish, staging_folder
+from .output import discard_staging, prepare_output, publish, staging_folder
 from .pass1 import ScanWorker
 from .pass2 import RowsWorker
 from .reduce import PairRanks, check_unique_ids, check_unique_rows, merge_scans, select, top_image_ids
@@ -153,7 +152,7 @@ class Builder:
         config, world = self.config, self.world
         out = Path(config.out)
         start = time.perf_counter()
-        self.staging = self._on_main(lambda: prepare_output(out, config.overwrite)) or staging_folder(out)
+        self.staging = self._on_main(lambda: prepare_output(out, config.overwrite, config.source)) or staging_folder(out)
         try:
             self._setup()
             self._on_main(lambda: open_work(self.staging / WORK_DIR, self.fingerprint(), config.restart))
@@ -163,11 +162,10 @@ class Builder:
                 self._write(reduced, rows_files, start)
         except BaseException:
             if world.is_main:
-                _cleanup_failed(self.staging)
+                discard_staging(self.staging)  # the previous output is untouched; finished units stay for a resume
             raise
         if world.is_main:
-            shutil.rmtree(self.staging / WORK_DIR)
-            publish(self.staging, out)
+            publish(self.staging, out)  # drops the work folder, then swaps the build into place
             log.info("stage seconds: %s", self.stats["stage_seconds"])
         distributed.barrier()
         return self.stats
@@ -249,7 +247,7 @@ class Builder:
         with self.timer("write shards"):
             rows = SpilledRows(rows_files)
             if rows.table is None or rows.table.num_rows == 0:
-                raise ValueError(f"no image was grouped into the built classes {self.classes[:20]} "
+                raise InputError(f"no image was grouped into the built classes {self.classes[:20]} "
                                  f"({reduced.scanned} read): nothing to write. With few images per class, "
                                  "try --group-by label or a larger --limit.")
             check_unique_rows(rows.table, self.source.locate)
@@ -340,7 +338,7 @@ class Builder:
         self.stats["classes_without_annotations"] = missing
         classes = sorted(wanted & annotated)
         if not classes:
-            raise ValueError("no class to build: none of the requested classes has annotations")
+            raise InputError("no class to build: none of the requested classes has annotations")
         return classes
 
     def provenance(self) -> dict:
@@ -366,12 +364,6 @@ class Builder:
             "python": platform.python_version(), "torch": torch.__version__, "device": str(self.device),
             "world_size": self.world.size,
         }
-
-
-def _cleanup_failed(staging: Path) -> None:
-    """Keep a failed build's finished units for a resume; a staging folder with none is removed."""
-    if not any((staging / WORK_DIR).glob("*/*.done.json")):
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def build(config: BuildConfig) -> dict:

@@ -8,7 +8,6 @@ answer CSVs, say).
 import json
 import logging
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,8 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__, distributed
-from ..build.output import prepare_output, publish, staging_folder, write_text_atomic
-from ..constants import CONTEXT_IMAGES, NUM_CLASSES, WORK_DIR
+from ..build.output import discard_staging, prepare_output, publish, staging_folder, write_text_atomic
+from ..constants import CONTEXT_IMAGES, DISCOVER_INFO, NUM_CLASSES, PACKAGE_NAME
 from ..errors import InputError
 from ..model import create_feature_model
 from ..sources import open_source
@@ -29,7 +28,7 @@ from .ranking import rank_pairs, write_pairs
 from .units import scan_in_units
 
 log = logging.getLogger(__name__)
-INFO = "discover_info.json"
+INFO = DISCOVER_INFO
 OWN_FILES = ("index.html", "pairs.csv", INFO)
 
 
@@ -63,7 +62,7 @@ def _run(args, out: Path, world, device) -> int:
     source = open_source(args.source, args.split, args.source_type)
     classes = args.classes or list(range(NUM_CLASSES))
     workers = default_workers() if args.workers is None else args.workers
-    staging = prepare_output(out, args.overwrite) if world.is_main else staging_folder(out)
+    staging = prepare_output(out, args.overwrite, args.source) if world.is_main else staging_folder(out)
     distributed.barrier()
     try:
         bar = tqdm(unit="unit", desc="scan: robust model over the source", dynamic_ncols=True,
@@ -75,11 +74,10 @@ def _run(args, out: Path, world, device) -> int:
             tasks = write_study(args, staging, scan, source, model, info, device, start)
     except BaseException:
         if world.is_main:
-            keep_work_only(staging)
+            discard_staging(staging)  # finished scan units stay for a resume
         raise
     if world.is_main:
-        shutil.rmtree(staging / WORK_DIR, ignore_errors=True)
-        publish(staging, out)
+        publish(staging, out)  # drops the work folder, then swaps the study into place
         print(f"\nWrote {out}: {len(tasks)} pairs of {len({t.class_index for t in tasks})} classes from "
               f"{scan.scanned} images ({len(scan.skipped)} corrupt skipped). Open {out / 'index.html'} in a browser; "
               f"each annotator exports a CSV, then:\n  salient-imagenet ingest answers-*.csv --pairs "
@@ -104,20 +102,10 @@ def write_study(args, staging: Path, scan, source, model, info, device, start) -
     return tasks
 
 
-def keep_work_only(staging: Path) -> None:
-    """A failed or interrupted discovery keeps its finished scan units (the next run resumes), nothing else."""
-    if not staging.is_dir():
-        return
-    for child in staging.iterdir():
-        if child.name != WORK_DIR:
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    if not any((staging / WORK_DIR).glob("*/*.done.json")):
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def provenance(args, info, scan, tasks, start) -> dict:
     return {
-        "package_version": __version__, "command": shlex.join(["salient-imagenet", *sys.argv[1:]]),
+        "package": PACKAGE_NAME, "package_version": __version__,
+        "command": shlex.join(["salient-imagenet", *sys.argv[1:]]),
         "source": args.source, "split": args.split, "model": info.name, "arch": info.arch,
         "checkpoint": info.checkpoint, "checkpoint_sha256": info.sha256, "group_by": args.group_by,
         "features_per_class": args.features_per_class, "top_images": args.top_images,

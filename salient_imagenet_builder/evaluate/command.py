@@ -4,21 +4,9 @@ import platform
 import re
 from pathlib import Path
 
-import timm
-import torch
-
-from .. import __version__
-from ..model import CheckpointError, pick_device
-from ..sources import SourceError
-from ..stages import StageTimer, default_workers
-from .models import Classifier, check_model_name, load_classifier
-from .outputs import format_table, format_top_pairs, write_comparison, write_model_outputs
-from .rows import EvalData, load_eval_data
-from .runner import ModelResult, evaluate_model, place
 from .settings import (
     EvalSettings,
     EvaluationError,
-    log,
 )
 
 
@@ -28,6 +16,8 @@ def model_specs(models: list[str], checkpoints: list[str] | None) -> list[tuple[
     if len(checkpoints) != len(models):
         raise EvaluationError(f"{len(checkpoints)} --checkpoint for {len(models)} --model: give one per model "
                               "(in the same order) or none")
+    from .models import check_model_name
+
     specs, labels = [], set()
     for name, checkpoint in zip(models, checkpoints):
         check_model_name(name)
@@ -48,14 +38,23 @@ def settings_from_args(args) -> EvalSettings:
 
 
 def run(args) -> int:
-    try:
-        return _run(args)
-    except (EvaluationError, CheckpointError, SourceError) as e:
-        log.error("%s", e)
-        return 2
+    """Known failures are `UserError`s: `cli.dispatch` turns them into one line and the exit code."""
+    from ..targets import resolve
+
+    resolve(args.dataset, "--dataset")  # "no such folder" at once, before torch and timm are imported
+    if args.imagenet:
+        resolve(args.imagenet, "--imagenet")
+    return _run(args)
 
 
 def _run(args) -> int:
+    from ..model import pick_device
+    from ..stages import StageTimer, default_workers
+    from .models import load_classifier
+    from .outputs import format_table, format_top_pairs, write_comparison, write_model_outputs
+    from .rows import load_eval_data
+    from .runner import evaluate_model, place
+
     specs = model_specs(args.model, args.checkpoint)
     settings = settings_from_args(args)
     timer, out = StageTimer(), Path(args.out)
@@ -81,8 +80,13 @@ def _run(args) -> int:
     return 0
 
 
-def make_summary(result: ModelResult, classifier: Classifier, settings: EvalSettings, data: EvalData, args,
-                 timer: StageTimer) -> dict:
+def make_summary(result, classifier, settings: EvalSettings, data, args, timer) -> dict:
+    import timm
+    import torch
+
+    from .. import __version__
+    from ..model import pick_device
+
     device = pick_device(settings.device)
     return {
         "model": {"label": result.label, **classifier.info, "data_config": classifier.data_config},

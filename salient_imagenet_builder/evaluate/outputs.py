@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,15 @@ def _figure(width: float, height: float, ncols: int = 1):
     return figure, figure.subplots(1, ncols)
 
 
+def _save(figure, path: Path) -> None:
+    """The saved image grows to hold every title, tick label and legend: long model labels are never cut."""
+    figure.savefig(path, dpi=120, bbox_inches="tight", pad_inches=0.1)
+
+
+def _wrap(text: str, width: int = 60) -> str:
+    return "\n".join(textwrap.fill(line, width) for line in text.splitlines())
+
+
 def plot_core_vs_spurious(path: Path, result: ModelResult) -> None:
     """Per class: core accuracy (noise on spurious features) against spurious accuracy (noise on core features)."""
     core, spurious = mean_std(result.per_class["core_acc"])["mean"], mean_std(result.per_class["spurious_acc"])["mean"]
@@ -96,10 +106,10 @@ def plot_core_vs_spurious(path: Path, result: ModelResult) -> None:
     m = result.metrics
     ax.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.03), xlabel="spurious accuracy (noise on core features)",
            ylabel="core accuracy (noise on spurious features)",
-           title=f"{result.label}\ncore {m['core_acc']['mean']:.3f}, spurious {m['spurious_acc']['mean']:.3f}, "
+           title=f"{_wrap(result.label)}\ncore {m['core_acc']['mean']:.3f}, spurious {m['spurious_acc']['mean']:.3f}, "
                  f"RCS {m['rcs']['mean']:.3f} (class-balanced)")
     ax.legend(loc="lower right")
-    figure.savefig(path, dpi=120)
+    _save(figure, path)
 
 
 def plot_feature_drops(path: Path, rows: list[dict], label: str, top: int) -> None:
@@ -111,8 +121,9 @@ def plot_feature_drops(path: Path, rows: list[dict], label: str, top: int) -> No
             color=[colours.get(r["kind"], "grey") for r in rows])
     ax.set_yticks(range(len(rows)), [f"{r['class_name'][:28]} / #{r['feature_index']} ({r['kind']})" for r in rows],
                   fontsize=8)
-    ax.set(xlabel="accuracy drop with noise on this feature only", title=f"{label}: most harmful single features")
-    figure.savefig(path, dpi=120)
+    ax.set(xlabel="accuracy drop with noise on this feature only",
+           title=_wrap(f"{label}: most harmful single features", 90))
+    _save(figure, path)
 
 
 def plot_comparison(path: Path, results: list[ModelResult]) -> None:
@@ -128,14 +139,14 @@ def plot_comparison(path: Path, results: list[ModelResult]) -> None:
         means = [v["mean"] if isinstance(v, dict) else v for v in values]
         errors = [v["std"] if isinstance(v, dict) else 0 for v in values]
         ax.bar(x + (i - 1.5) * width, means, width, yerr=errors, label=name, color=colour)
-    ax.set_xticks(x, [r.label for r in results], rotation=15, ha="right")
+    ax.set_xticks(x, [_wrap(r.label, 18) for r in results], fontsize=7)
     ax.set(ylim=(0, 1.45), yticks=np.linspace(0, 1, 6), ylabel="class-balanced accuracy", title="accuracy")
     ax.legend(fontsize=6, loc="upper left")  # in the headroom above 1
     ax_rcs.bar(x, [r.metrics["rcs"]["mean"] for r in results], yerr=[r.metrics["rcs"]["std"] for r in results])
     ax_rcs.axhline(0, color="grey", linewidth=1)
-    ax_rcs.set_xticks(x, [r.label for r in results], rotation=15, ha="right")
+    ax_rcs.set_xticks(x, [_wrap(r.label, 18) for r in results], fontsize=7)
     ax_rcs.set(ylim=(-1, 1), ylabel="relative core sensitivity", title="RCS")
-    figure.savefig(path, dpi=120)
+    _save(figure, path)
 
 
 def write_model_outputs(folder: Path, result: ModelResult, summary: dict, pairs: Pairs, top_pairs: int) -> None:

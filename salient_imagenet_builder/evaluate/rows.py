@@ -66,8 +66,11 @@ class EvalData:
 def open_dataset(dataset: str, split: str):
     from datasets import load_dataset
 
+    from ..targets import resolve
+
+    where = resolve(dataset, "--dataset")  # "no such folder" first; the Hub only for what could be a Hub id
     try:
-        return load_dataset(dataset, split=split)
+        return load_dataset(str(where), split=split)
     except Exception as e:  # datasets raises many types (not found, unknown split, bad files...)
         raise EvaluationError(f"--dataset {dataset}: cannot load split {split!r}: {type(e).__name__}: {e}") from None
 

@@ -27,6 +27,7 @@ from ..constants import (
     VIEWER_PAGE_ROWS,
     VIEWER_SCAN_MAX_BYTES,
 )
+from ..errors import UserError
 from ..schema import annotation_features, image_features
 
 DECLARED = {"default": image_features, ANNOTATIONS_CONFIG: annotation_features}
@@ -37,10 +38,13 @@ class Target:
     """A local folder or a Hub dataset repo, seen as files."""
 
     def __init__(self, target: str):
-        self.local = Path(target).exists()
+        from ..targets import resolve
+
+        where = resolve(target, "check")  # "no such folder" first; the Hub only for what could be a Hub id
+        self.local = isinstance(where, Path)
         self.name = target
         if self.local:
-            self.root = Path(target)
+            self.root = where
             self.files = sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
         else:
             from huggingface_hub import HfFileSystem
@@ -68,6 +72,8 @@ def check(target: str, stream: bool = True) -> list[str]:
     """Problems found (empty: all good)."""
     try:
         where = Target(target)
+    except UserError:
+        raise  # neither a folder nor a Hub dataset: a usage error (one line, exit 2/4), not a problem of a dataset
     except Exception as e:
         return [f"{target}: cannot list files ({type(e).__name__}: {e})"]
     if "README.md" not in where.files:

@@ -1,9 +1,5 @@
 """`salient-imagenet push` and `salient-imagenet check`."""
 
-import logging
-
-log = logging.getLogger("salient_imagenet_builder")
-
 
 def run(args) -> int:
     if args.command == "push":
@@ -12,19 +8,20 @@ def run(args) -> int:
 
 
 def run_push(out: str, repo_id: str | None, public: bool) -> int:
-    from .push import PushError, push
+    from .push import push
 
-    try:
-        repo_id = push(out, repo_id, private=not public)
-    except PushError as e:
-        log.error("%s", e)
-        return 3
-    print(f"Pushed {out} to https://huggingface.co/datasets/{repo_id} "
+    repo_id = push(out, repo_id, private=not public)  # failures are UserErrors: one line and exit code 2/3/4
+    from ..targets import hub_endpoint
+
+    print(f"Pushed {out} to {hub_endpoint()}/datasets/{repo_id} "
           f"({'public' if public else 'private'}). Load it with load_dataset({repo_id!r}).")
     return 0
 
 
 def run_check(target: str, stream: bool = True) -> int:
+    from ..targets import resolve
+
+    resolve(target, "check")  # "no such folder" before pyarrow and datasets are even imported
     from .check import check
 
     problems = check(target, stream=stream)
