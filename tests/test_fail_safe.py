@@ -50,6 +50,14 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def import_seconds(module: str) -> float:
+    """How long a fresh interpreter takes to import `module` right now (the machine may be busy): the baseline
+    against which "at once" is measured."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, env=env(), check=True, timeout=300)
+    return time.perf_counter() - started
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -282,7 +290,8 @@ def test_default_model_download_without_network_is_one_line_at_once(network, inp
     line = one_line(result, EXIT_NETWORK)
     assert "--model-checkpoint PATH" in line and str(tmp_path / "hf" / "hub") in line
     assert ("HF_HUB_OFFLINE=1" if network == "offline" else "could not be reached") in line
-    assert seconds < 20, seconds  # huggingface_hub alone retries for ~25 s
+    if network == "unreachable":  # huggingface_hub alone retries a refused connection for ~25 s
+        assert seconds < import_seconds("salient_imagenet_builder.build.pipeline") + 10, seconds
     assert not (tmp_path / "out").exists() and not staging_folder(tmp_path / "out").exists()
 
 
