@@ -210,14 +210,16 @@ def non_negative_int(text: str) -> int:
 def add_discover_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", required=True, help="images in any layout the build reads (path or Hub id)")
     parser.add_argument("--source-type", choices=("folder", "parquet", "webdataset"),
-                        help="layout of --source when auto-detection cannot tell")
+                        help="layout of --source when auto-detection cannot tell (default: detected)")
     parser.add_argument("--split", default="train", help="split to read (default: train)")
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"robust model ({', '.join(ROBUST_MODELS)}) or any timm model name (default: {DEFAULT_MODEL})")
-    parser.add_argument("--model-checkpoint", help="local weights (robust-library .ckpt or a state dict)")
+    parser.add_argument("--model-checkpoint", metavar="PATH",
+                        help="local weights (robust-library .ckpt or a state dict) instead of the download "
+                             "(default: the --model download, cached by huggingface_hub)")
     parser.add_argument("--arch", help="timm architecture for --model-checkpoint (default: from --model)")
     parser.add_argument("--classes", type=parse_classes, help="only these classes, e.g. 0-49 (default: all)")
-    parser.add_argument("--limit", type=positive_int, help="read at most N images of each class")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="read at most N images of each class (default: all)")
     parser.add_argument("--group-by", choices=("prediction", "label"), default="prediction",
                         help="group images by the model's prediction (the paper) or the true label")
     parser.add_argument("--features-per-class", type=features_per_class, default=FEATURES_PER_CLASS,
@@ -226,9 +228,10 @@ def add_discover_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"top images per pair on its panel (default: {ANNOTATOR_TOP_IMAGES})")
     parser.add_argument("--attack-steps", type=non_negative_int, default=DEFAULT_ATTACK_STEPS,
                         help=f"feature-attack steps (default: {DEFAULT_ATTACK_STEPS}; fewer for quick runs)")
-    parser.add_argument("--title", help="the annotation page's title")
-    parser.add_argument("--batch-size", type=positive_int, default=32)
-    parser.add_argument("--workers", type=int, default=None, help="decoding processes (0: decode in-process)")
+    parser.add_argument("--title", help="the annotation page's title (default: Salient features of <model>)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per model forward pass")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="decoding processes, 0: decode in-process (default: CPU count - 1, at most 8)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-draft", action="store_true", help="decode JPEGs at full size (slower)")
     parser.add_argument("--unit-size", type=positive_int, default=DEFAULT_UNIT_SIZE,
@@ -238,7 +241,7 @@ def add_discover_arguments(parser: argparse.ArgumentParser) -> None:
                         help="discard the finished units of an interrupted discovery of --out and start afresh")
     parser.add_argument("--out", default=DEFAULT_STUDY_DIR, help=f"study folder (default: ./{DEFAULT_STUDY_DIR})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing study folder")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
 def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
@@ -251,7 +254,7 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default: {MAJORITY}, i.e. {MAJORITY} of {ANSWERS_PER_PAIR})")
     parser.add_argument("--out", required=True, help="the annotation CSV to write (what the build's --annotations reads)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
 def add_show_arguments(parser: argparse.ArgumentParser) -> None:
@@ -262,7 +265,7 @@ def add_show_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"images per row (default: {ANNOTATOR_TOP_IMAGES})")
     parser.add_argument("--split", default=None, help="image split (default: the build's)")
     parser.add_argument("--out", required=True, help="PNG file to write")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
 # --- parsers and dispatch ----------------------------------------------------------------------------------------

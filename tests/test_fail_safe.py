@@ -264,7 +264,7 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_the_earlier_build(good_args, bui
 
 def test_ctrl_c_keeps_the_resumable_work_area(good_args, tmp_path):
     out = tmp_path / "out"
-    unit = staging_folder(out) / "work" / "unit-00000.json"
+    unit = staging_folder(out) / "work" / "scan" / "00000.done.json"  # a finished unit's done marker
     unit.parent.mkdir(parents=True)
     unit.write_text('{"done": true}')
     partial = staging_folder(out) / "half-written.parquet"
