@@ -165,7 +165,9 @@ def _check_stream(where: Target, name: str, split: str) -> list[str]:
 
     try:
         rows = load_dataset(str(where.root) if where.local else where.name, name, split=split, streaming=True)
-        first = next(iter(rows))
+        stream = iter(rows)
+        first = next(stream)
+        stream.close()  # close the readers now: a reader left suspended can abort the interpreter at exit
     except Exception as e:
         return [f"config `{name}`: the first row does not stream ({type(e).__name__}: {e})"]
     if name == "default" and first["features"] and first["features"][0]["mask"] is None:

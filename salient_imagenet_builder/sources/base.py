@@ -1,0 +1,123 @@
+"""The reader interface every layout implements: `Sample`, `Source` (samples, counts, work units), image ids."""
+
+import logging
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Iterable, Iterator
+
+from ..constants import NUM_CLASSES
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+SPLIT_ALIASES = {"val": "validation", "validation": "val"}
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "jpe", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pbm")
+
+
+class SourceError(InputError):
+    pass
+
+
+@dataclass
+class Sample:
+    image_id: str
+    label: int
+    data: bytes
+    ref: str
+
+
+class Source:
+    """Base reader. Subclasses implement `_iter(classes)`, `read_many(refs)` and optionally `count(classes)`."""
+
+    kind = "?"
+    unlabelled: Counter  # label -> samples skipped for a label outside 0-999 (reset by `samples` and per unit)
+    not_images: set[str] = frozenset()  # files a folder source skipped as not images (Thumbs.db, notes.txt)
+
+    def samples(self, classes: set[int] | None = None, limit_per_class: int | None = None) -> Iterator[Sample]:
+        seen: dict[int, int] = defaultdict(int)
+        self.unlabelled = Counter()
+        for sample in self._iter(classes):
+            if not is_class(sample.label):
+                self.unlabelled[sample.label] += 1
+                continue
+            if classes is not None and sample.label not in classes:
+                continue
+            if limit_per_class is not None:
+                if seen[sample.label] >= limit_per_class:
+                    continue
+                seen[sample.label] += 1
+            yield sample
+
+    def count(self, classes: set[int] | None = None, limit_per_class: int | None = None) -> int | None:
+        total = self._total() if classes is None and limit_per_class is None else None
+        if total is not None:
+            return total
+        counts = self._label_counts()
+        if counts is None:
+            return None
+        keys = counts if classes is None else [c for c in counts if c in classes]
+        return sum(min(counts[c], limit_per_class or counts[c]) for c in keys)
+
+    def _label_counts(self) -> dict[int, int] | None:
+        return None
+
+    def _total(self) -> int | None:
+        """All samples, when cheaper to know than the per-class counts."""
+        return None
+
+    def _iter(self, classes: set[int] | None) -> Iterator[Sample]:
+        raise NotImplementedError
+
+    def read_many(self, refs: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    # work units (build/units.py): specs fixed by the data, in reader order; `unit_samples` reads one back
+    def plan_units(self, classes: set[int] | None, limit_per_class: int | None, unit_size: int) -> list[dict]:
+        """Default: the whole source is one unit (resume granularity: the whole pass)."""
+        return [{"all": True}]
+
+    def unit_samples(self, spec: dict, classes: set[int] | None, limit_per_class: int | None) -> Iterator[Sample]:
+        """One unit's samples; labels outside 0-999 are counted in `unlabelled` (reset per unit by the caller)."""
+        if spec.get("all"):
+            yield from self.samples(classes, limit_per_class)
+            return
+        for sample in self._unit_iter(spec, classes, limit_per_class):
+            if is_class(sample.label):
+                yield sample
+            else:
+                self.unlabelled[sample.label] += 1
+
+    def _unit_iter(self, spec: dict, classes: set[int] | None, limit_per_class: int | None) -> Iterator[Sample]:
+        raise NotImplementedError
+
+    def locate(self, image_id: str) -> list[str]:
+        """Where the images with this id live, when the layout can tell cheaply (error messages)."""
+        return []
+
+
+def is_class(label) -> bool:
+    return isinstance(label, int) and not isinstance(label, bool) and 0 <= label < NUM_CLASSES
+
+
+def image_id_from_name(name: str) -> str:
+    """The file name without its last extension: unique wherever the file names are."""
+    return PurePosixPath(name).stem
+
+
+def _split_pattern(split: str) -> re.Pattern:
+    names = {split, SPLIT_ALIASES.get(split, split)}
+    return re.compile(r"(^|[/_.-])(" + "|".join(map(re.escape, sorted(names))) + r")([/_.-]|$)")
+
+
+def _files_for_split(files: list[str], split: str, what: str, where: str) -> list[str]:
+    pattern = _split_pattern(split)
+    chosen = sorted(f for f in files if pattern.search(f))
+    if not chosen:
+        raise SourceError(f"{where}: no {what} file for split {split!r} among {len(files)} file(s), "
+                          f"e.g. {sorted(files)[:3]}")
+    return chosen
