@@ -95,13 +95,13 @@ class BuildConfig:
 
     def __post_init__(self):
         if self.group_by not in GROUP_BY:
-            raise ValueError(f"--group-by must be one of {GROUP_BY}, got {self.group_by!r}")
+            raise InputError(f"--group-by must be one of {GROUP_BY}, got {self.group_by!r}")
         if self.image_mode not in IMAGE_MODES:
-            raise ValueError(f"--image-mode must be one of {IMAGE_MODES}, got {self.image_mode!r}")
+            raise InputError(f"--image-mode must be one of {IMAGE_MODES}, got {self.image_mode!r}")
         if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"--top-k must be a positive integer or 'all', got {self.top_k}")
+            raise InputError(f"--top-k must be a positive integer or 'all', got {self.top_k}")
         if self.unit_size < 1:
-            raise ValueError(f"--unit-size must be a positive integer, got {self.unit_size}")
+            raise InputError(f"--unit-size must be a positive integer, got {self.unit_size}")
 
     @property
     def numerics(self) -> Numerics:

@@ -9,6 +9,7 @@ import mmap
 import os
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -66,6 +67,7 @@ class SpilledRows:
     def sorted_batches(self, keys: list[str], batch_rows: int = ROW_GROUP_ROWS, fill=None):
         """Batches in `keys` order; `fill(table, row_indices)` may complete each batch (e.g. pair ranks)."""
         order = pc.sort_indices(self.table.select(keys), sort_keys=[(k, "ascending") for k in keys]).to_numpy()
+        order = order.astype(np.int64)  # uint64 + int is a float under NumPy 1.x: indices must stay integers
         for n, start in enumerate(range(0, len(order), batch_rows)):
             indices = order[start:start + batch_rows]
             batch = self.table.take(pa.array(indices))
