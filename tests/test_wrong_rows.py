@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ARCH
+from conftest import ARCH, STUDY_ARGS
 from datasets import Dataset, Features, Image, Value, load_dataset
 from PIL import Image as PILImage
 from PIL import ImageOps
 
 from salient_imagenet_builder.build import build
 from salient_imagenet_builder.build.demo import jpeg_bytes, synthetic_image
+from salient_imagenet_builder.cli import main
 from salient_imagenet_builder.images import center_view
 from salient_imagenet_builder.model import create_feature_model
 from salient_imagenet_builder.schema import wordnet_ids
@@ -228,6 +229,15 @@ def test_readers_skip_and_count_labels_outside_0_999(unlabelled_sources, kind):
     assert [s.label for s in source.samples(classes={2})] == [2, 2, 2] and source.unlabelled == expected
 
 
+@pytest.mark.parametrize("kind", ["parquet", "wds"])
+def test_work_units_of_a_fresh_source_skip_and_count_them_too(unlabelled_sources, kind):
+    """Discover reads units of a source it never called `samples` on: the count must not need a reset first."""
+    source = open_source(str(unlabelled_sources[kind]))
+    labels = [s.label for spec in source.plan_units(None, None, 3) for s in source.unit_samples(spec, None, None)]
+    assert labels == [label for label in LABELS if label in (1, 2)]
+    assert source.unlabelled == (OUTSIDE if kind == "parquet" else Counter({-1: 3, 1000: 1}))
+
+
 def test_folder_reader_has_only_class_labels(odd_folder):
     source = open_source(str(odd_folder))
     assert {s.label for s in source.samples()} <= set(range(1000)) and not source.unlabelled
@@ -258,3 +268,19 @@ def test_a_test_split_without_labels_is_one_line(unlabelled_sources, inputs, tmp
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "none of its images has an ImageNet label 0-999 (labels seen: {'-1': 3})" in result.stderr
     assert not (tmp_path / "out").exists()
+    discover = subprocess.run([sys.executable, "-m", "salient_imagenet_builder.cli", "discover", "--source",
+                               str(folder), "--split", "test", "--out", str(tmp_path / "study"), "--model", ARCH,
+                               "--model-checkpoint", str(inputs["checkpoint"]), *STUDY_ARGS],
+                              capture_output=True, text=True, timeout=300)
+    assert discover.returncode == 2 and "Traceback" not in discover.stderr, discover.stderr
+    assert "none of its images has an ImageNet label 0-999 (labels seen: {'-1': 3})" in discover.stderr
+    assert not (tmp_path / "study").exists()
+
+
+def test_discover_counts_labels_outside_0_999_and_never_groups_them(unlabelled_sources, inputs, tmp_path):
+    out = tmp_path / "study"
+    assert main(["discover", "--source", str(unlabelled_sources["parquet"]), "--out", str(out), "--model", ARCH,
+                 "--model-checkpoint", str(inputs["checkpoint"]), *STUDY_ARGS]) == 0
+    info = json.loads((out / "discover_info.json").read_text())
+    assert info["skipped_labels"] == {"-1": 2, "1000": 1, "None": 1}
+    assert info["images_scanned"] == 6 and info["group_sizes"] == {"1": 3, "2": 3}

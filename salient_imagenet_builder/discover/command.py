@@ -88,6 +88,14 @@ def _run(args, out: Path, world, device) -> int:
 
 def write_study(args, staging: Path, scan, source, model, info, device, start) -> list:
     """Rank 0: rank the features, then panels (maps and attacks of the selected images), pairs.csv, the page."""
+    unlabelled = dict(sorted(scan.unlabelled.items()))
+    if unlabelled:
+        log.warning("skipped %d image(s) whose label is not an ImageNet class 0-%d (label: count %s)",
+                    sum(unlabelled.values()), NUM_CLASSES - 1, unlabelled)
+    if scan.scanned == 0 and unlabelled:
+        raise InputError(f"--source {args.source} (split {args.split}): none of its images has an ImageNet label "
+                         f"0-{NUM_CLASSES - 1} (labels seen: {unlabelled}); a test split carries no labels: "
+                         "discover on the train or validation split")
     tasks = rank_pairs(scan, model.classifier_weight, args.features_per_class)
     if not tasks:
         raise InputError(f"--source {args.source}: no image was grouped into the requested classes "
@@ -110,6 +118,7 @@ def provenance(args, info, scan, tasks, start) -> dict:
         "checkpoint": info.checkpoint, "checkpoint_sha256": info.sha256, "group_by": args.group_by,
         "features_per_class": args.features_per_class, "top_images": args.top_images,
         "attack_steps": args.attack_steps, "images_scanned": scan.scanned, "skipped_ids": scan.skipped[:100],
+        "skipped_labels": dict(sorted(scan.unlabelled.items())),
         "group_sizes": {str(c): int(scan.fi.counts[c]) for c in scan.classes if int(scan.fi.counts[c])},
         "pairs": [{"class_index": t.class_index, "feature_index": t.feature_index, "feature_rank": t.feature_rank,
                    "importance": t.importance, "top_image_ids": [str(scan.images.ids[i]) for i, _ in t.top]}

@@ -13,6 +13,7 @@ distributed) can call `scan_unit` per unit and `merge` in its reduce instead, wi
 """
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +100,7 @@ class ScanResult:
     images: ImageTable = field(default_factory=ImageTable)
     scanned: int = 0
     skipped: list[str] = field(default_factory=list)  # ids of corrupt images
+    unlabelled: Counter = field(default_factory=Counter)  # label (as text) -> samples without an ImageNet label
 
     @classmethod
     def empty(cls, classes: list[int], num_features: int, k: int, context_k: int) -> "ScanResult":
@@ -121,6 +123,7 @@ class ScanResult:
         self.fi.counts += other.fi.counts
         self.scanned += other.scanned
         self.skipped += other.skipped
+        self.unlabelled.update(other.unlabelled)
         self.images, mine, theirs = self.images.union(other.images)
         rows = torch.nonzero(other.fi.counts[self.classes] > 0).flatten()  # only rows the other result touched
         self.top_img = _remap(self.top_img, mine)
@@ -158,7 +161,8 @@ class ScanResult:
         with open(folder / "scan.npz", "wb") as f:
             np.savez(f, **arrays)
         (folder / "scan.json").write_text(json.dumps({"k": self.k, "context_k": self.context_k,
-                                                      "scanned": self.scanned, "skipped": self.skipped}))
+                                                      "scanned": self.scanned, "skipped": self.skipped,
+                                                      "unlabelled": self.unlabelled}))
 
     @classmethod
     def load(cls, folder: Path) -> "ScanResult":
@@ -172,10 +176,11 @@ class ScanResult:
             getattr(result, name)[touched] = torch.from_numpy(a[name])
         result.images = ImageTable(a["ids"], a["refs"].astype(object), a["labels"], a["predictions"])
         result.scanned, result.skipped = info["scanned"], info["skipped"]
+        result.unlabelled = Counter(info.get("unlabelled", {}))
         return result
 
     def summary(self) -> dict:
-        return {"scanned": self.scanned, "skipped": len(self.skipped)}
+        return {"scanned": self.scanned, "skipped": len(self.skipped), "unlabelled": sum(self.unlabelled.values())}
 
     def top_images(self, class_index: int, feature: int) -> list[tuple[int, float]]:
         """(position in `images`, activation) of a pair's top images, best first."""

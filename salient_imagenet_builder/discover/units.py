@@ -8,12 +8,14 @@ classes and scan settings; the finished study is the same whatever the number of
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, distributed
 from ..build.decoding import BatchDecoder
 from ..build.units import Unit, UnitFolder, fingerprint_hash, load_results, open_work, run_units
-from ..constants import WORK_DIR
+from ..constants import NUM_CLASSES, WORK_DIR
+from ..stages import batched
 from .scan import ScanResult, scan_unit
 
 log = logging.getLogger(__name__)
@@ -39,20 +41,17 @@ class ScanUnitWorker:
                                     pin_memory=device.type == "cuda")
 
     def __call__(self, unit: Unit) -> ScanResult:
+        self.source.unlabelled = Counter()  # labels outside 0-999 are a unit result, like the builder's
         samples = self.source.unit_samples(unit.spec, self.class_filter, self.args.limit)
-        return scan_unit(self._decoded(samples), self.model, self.classes, self.k, self.context_k,
-                         self.args.group_by, self.args.batch_size, self.device)
+        result = scan_unit(self._decoded(samples), self.model, self.classes, self.k, self.context_k,
+                           self.args.group_by, self.args.batch_size, self.device)
+        result.unlabelled = Counter({str(label): n for label, n in self.source.unlabelled.items()})
+        return result
 
     def _decoded(self, samples):
         """(sample, uint8 view or None, error) in reading order, as `scan_unit` takes them."""
-        batches = []
-        for sample in samples:
-            batches.append(sample)
-            if len(batches) == self.args.batch_size:
-                yield from self._one_batch(batches)
-                batches = []
-        if batches:
-            yield from self._one_batch(batches)
+        for batch in batched(samples, self.args.batch_size):
+            yield from self._one_batch(batch)
 
     def _one_batch(self, samples):
         decoded = self.decoder.collect(self.decoder.submit(samples))
@@ -71,13 +70,11 @@ class ScanUnitWorker:
 def scan_in_units(args, source, model, info, classes, k, context_k, device, world, staging: Path, workers: int,
                   progress=None) -> ScanResult:
     """Run (or resume) the scan's units on this rank; every rank returns the merged result (rank 0 uses it)."""
-    class_filter = None if len(classes) == 1000 else set(classes)
+    class_filter = None if len(classes) == NUM_CLASSES else set(classes)
     plan = [Unit(i, spec) for i, spec in enumerate(source.plan_units(class_filter, args.limit, args.unit_size))]
     work = staging / WORK_DIR
     if world.is_main:
         open_work(work, fingerprint(args, source, info, plan, classes), args.restart)
-    from .. import distributed
-
     distributed.barrier()
     folder = UnitFolder(work, "discover-scan")
     stats = run_units(plan, folder, lambda: ScanUnitWorker(source, model, classes, k, context_k, args, device,

@@ -86,6 +86,8 @@ class Source:
         if spec.get("all"):
             yield from self.samples(classes, limit_per_class)
             return
+        if not hasattr(self, "unlabelled"):  # a caller that never reset it (discover) still gets a count
+            self.unlabelled = Counter()
         for sample in self._unit_iter(spec, classes, limit_per_class):
             if is_class(sample.label):
                 yield sample
