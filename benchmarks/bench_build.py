@@ -185,7 +185,8 @@ def main() -> None:
     marginal = (b["images_scanned"] - s["images_scanned"]) / (b["seconds_total"] - s["seconds_total"])
     share = b["images_written"] / b["images_scanned"]
     cpu_ceiling = (cpu_before + cpu_after) / 2
-    cpu_marginal = (b["images_scanned"] - s["images_scanned"]) / (runs[large]["cpu_seconds"] - runs[small]["cpu_seconds"])
+    cpu_added = runs[large]["cpu_seconds"] - runs[small]["cpu_seconds"]
+    cpu_marginal = (b["images_scanned"] - s["images_scanned"]) / cpu_added
     print(f"\nmachine: {cores} cores, load average before {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, after "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads")

@@ -24,8 +24,8 @@ import torch
 
 from salient_imagenet_builder import evaluate as ev
 from salient_imagenet_builder.build import BuildConfig, build
-from salient_imagenet_builder.constants import DEFAULT_DRAWS
 from salient_imagenet_builder.build.demo import make_annotations, make_checkpoint, make_images
+from salient_imagenet_builder.constants import DEFAULT_DRAWS
 from salient_imagenet_builder.model import pick_device
 from salient_imagenet_builder.stages import synchronize
 

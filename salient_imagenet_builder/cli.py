@@ -56,10 +56,15 @@ def parse_classes(text: str) -> list[int]:
     try:
         for part in filter(None, (p.strip() for p in text.split(","))):
             low, _, high = part.partition("-")
-            classes.update(range(int(low), int(high or low) + 1))
+            low, high = int(low), int(high or low)
+            if high < low:
+                raise argparse.ArgumentTypeError(f"--classes {text!r}: the range {part!r} ends before it starts")
+            classes.update(range(low, high + 1))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--classes {text!r}: expected indices and ranges like 0-9,325") from None
-    if not classes or min(classes) < 0 or max(classes) > 999:
+    if not classes:
+        raise argparse.ArgumentTypeError(f"--classes {text!r}: no class index given, e.g. 0-9,325")
+    if min(classes) < 0 or max(classes) > 999:
         raise argparse.ArgumentTypeError(f"--classes {text!r}: class indices must lie in 0-999")
     return sorted(classes)
 
@@ -213,13 +218,15 @@ def add_discover_arguments(parser: argparse.ArgumentParser) -> None:
                         help="layout of --source when auto-detection cannot tell (default: detected)")
     parser.add_argument("--split", default="train", help="split to read (default: train)")
     parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"robust model ({', '.join(ROBUST_MODELS)}) or any timm model name (default: {DEFAULT_MODEL})")
+                        help=f"robust model ({', '.join(ROBUST_MODELS)}) or any timm model name "
+                             f"(default: {DEFAULT_MODEL})")
     parser.add_argument("--model-checkpoint", metavar="PATH",
                         help="local weights (robust-library .ckpt or a state dict) instead of the download "
                              "(default: the --model download, cached by huggingface_hub)")
     parser.add_argument("--arch", help="timm architecture for --model-checkpoint (default: from --model)")
     parser.add_argument("--classes", type=parse_classes, help="only these classes, e.g. 0-49 (default: all)")
-    parser.add_argument("--limit", type=positive_int, metavar="N", help="read at most N images of each class (default: all)")
+    parser.add_argument("--limit", type=positive_int, metavar="N",
+                        help="read at most N images of each class (default: all)")
     parser.add_argument("--group-by", choices=("prediction", "label"), default="prediction",
                         help="group images by the model's prediction (the paper) or the true label")
     parser.add_argument("--features-per-class", type=features_per_class, default=FEATURES_PER_CLASS,
@@ -252,7 +259,8 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--majority", type=positive_int, default=MAJORITY,
                         help=f"spurious when at least this many answers are separate_object or background "
                              f"(default: {MAJORITY}, i.e. {MAJORITY} of {ANSWERS_PER_PAIR})")
-    parser.add_argument("--out", required=True, help="the annotation CSV to write (what the build's --annotations reads)")
+    parser.add_argument("--out", required=True,
+                        help="the annotation CSV to write (what the build's --annotations reads)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 

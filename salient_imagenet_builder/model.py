@@ -229,7 +229,7 @@ def create_feature_model(name: str, checkpoint: str | None = None, arch: str | N
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint)
         check_normalizer(ckpt, checkpoint)
-        load_weights(net, extract_state_dict(ckpt, checkpoint), checkpoint)
+        load_weights(net, extract_state_dict(ckpt, checkpoint), checkpoint, arch, "choose it with --arch")
         sha = sha256_file(checkpoint)
     elif pretrained:
         mean, std = net.pretrained_cfg.get("mean", mean), net.pretrained_cfg.get("std", std)
@@ -237,16 +237,17 @@ def create_feature_model(name: str, checkpoint: str | None = None, arch: str | N
     return model, ModelInfo(name, arch, str(checkpoint) if checkpoint else None, sha)
 
 
-def load_weights(net: nn.Module, state: dict, path) -> None:
+def load_weights(net: nn.Module, state: dict, path, arch: str, hint: str) -> None:
+    """`hint` says how the user picks another architecture (the option differs between commands)."""
     expected = net.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"{path}: does not fit this architecture: {len(missing)} missing key(s) "
-                              f"{missing[:5]}, {len(unexpected)} unexpected key(s) {unexpected[:5]}")
+        raise CheckpointError(f"{path}: does not fit the timm architecture {arch!r} ({hint}): {len(missing)} missing "
+                              f"key(s) {missing[:5]}, {len(unexpected)} unexpected key(s) {unexpected[:5]}")
     wrong = [k for k, v in state.items() if v.shape != expected[k].shape]
     if wrong:
-        raise CheckpointError(f"{path}: shape mismatch for {wrong[:5]} "
+        raise CheckpointError(f"{path}: shape mismatch with the timm architecture {arch!r} ({hint}) for {wrong[:5]} "
                               f"(e.g. {tuple(state[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)})")
     net.load_state_dict(state)
 

@@ -48,7 +48,7 @@ def parquet_source(inputs) -> Path:
     features = Features({"image": Image(), "label": ClassLabel(names=class_names())})
     half = len(written) // 2
     for i, part in enumerate((written[:half], written[half:])):
-        Dataset.from_dict({"image": [{"bytes": b, "path": n} for n, _, b in part], "label": [l for _, l, _ in part]},
+        Dataset.from_dict({"image": [{"bytes": b, "path": n} for n, _, b in part], "label": [y for _, y, _ in part]},
                           features=features).to_parquet(folder / f"train-{i:05d}-of-00002.parquet")
     return folder.parent
 

@@ -81,7 +81,7 @@ def test_a_real_card_has_no_local_path_and_escapes_skipped_ids(inputs, tmp_path)
     rows = [(name, label, data) for name, label, data in inputs["written"] if label in (1, 2)]
     rows += [("<img src=x onerror=alert(1)>.JPEG", 1, b"not an image"), ("# [x](javascript:alert(1)).JPEG", 2, b"")]
     features = Features({"image": Image(), "label": ClassLabel(names=class_names())})
-    Dataset.from_dict({"image": [{"bytes": d, "path": n} for n, _, d in rows], "label": [l for _, l, _ in rows]},
+    Dataset.from_dict({"image": [{"bytes": d, "path": n} for n, _, d in rows], "label": [y for _, y, _ in rows]},
                       features=features).to_parquet(folder / "train-00000-of-00001.parquet")
     out = tmp_path / "private" / "out"
     command = f"python build_dataset.py --source {folder} --out {out} --model-checkpoint {inputs['checkpoint']}"

@@ -1,10 +1,13 @@
 """The commands users run, as real subprocesses."""
 
+import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from datasets import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +55,16 @@ def test_bad_arguments_are_named(tmp_path):
     result = run("--source", str(tmp_path / "nowhere"), "--out", "new", "--model", "resnet18", cwd=tmp_path)
     assert result.returncode == 2 and f"--source {tmp_path / 'nowhere'}: no such folder" in result.stderr
     assert not (tmp_path / "new").exists() and not (tmp_path / ".new.partial").exists()
+
+
+def test_class_lists_parse_and_each_mistake_is_named():
+    from salient_imagenet_builder.cli import parse_classes
+
+    assert parse_classes("7, 0-2,5,1") == [0, 1, 2, 5, 7]
+    for text, message in (("5-2", "the range '5-2' ends before it starts"), ("0-1000", "class indices must lie in 0-999"),
+                          ("a-3", "expected indices and ranges like 0-9,325"), (",", "no class index given")):
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(f"--classes {text!r}: {message}")):
+            parse_classes(text)
 
 
 def _parsers():

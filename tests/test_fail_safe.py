@@ -140,6 +140,28 @@ def test_out_that_cannot_be_a_build_folder_is_refused_before_any_work(case, good
         assert (old_folder(out) / "keep.txt").read_text() == "keep"
 
 
+def test_a_build_never_replaces_a_study_nor_a_study_a_build(good_args, study, inputs, tmp_path):
+    """Annotators may have saved their answers into the study: a build's --overwrite must not take it."""
+    copy = tmp_path / "study"
+    shutil.copytree(study, copy)
+    (copy / "answers-ann1.csv").write_text("WorkerId\n")
+    before = snapshot(copy)
+    line = one_line(run(*good_args, "--out", copy, "--overwrite", cwd=tmp_path), EXIT_USAGE)
+    assert f"--out {copy}: is a discovery study of this tool, not a build; --overwrite only replaces an earlier " \
+           "build" in line
+    assert snapshot(copy) == before
+    built = tmp_path / "built"
+    built.mkdir()
+    (built / "build_info.json").write_text('{"package": "salient-imagenet-builder"}')
+    line = one_line(run("discover", "--source", inputs["folder"], "--out", built, "--overwrite", script=None,
+                        cwd=tmp_path), EXIT_USAGE)
+    assert f"--out {built}: is a build of this tool, not a discovery study" in line
+    assert [p.name for p in built.iterdir()] == ["build_info.json"]
+    line = one_line(run("discover", "--source", inputs["folder"], "--out", copy, script=None, cwd=tmp_path),
+                    EXIT_USAGE)
+    assert "an earlier study is there; pass --overwrite" in line
+
+
 def test_same_command_twice(good_args, tmp_path):
     out = tmp_path / "out"
     first = run(*good_args, "--out", out, cwd=tmp_path)

@@ -45,8 +45,8 @@ def builds(inputs, tmp_path_factory):
 
 
 def cli(hub, home, *args, token=True):
-    return subprocess.run([sys.executable, str(ROOT / "build_dataset.py"), *args], env=hub.client_env(home, token=token),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, str(ROOT / "build_dataset.py"), *args],
+                          env=hub.client_env(home, token=token), capture_output=True, text=True, timeout=300)
 
 
 def load_remote(hub, home, out: Path) -> None:

@@ -1,4 +1,5 @@
-"""The package layout: capabilities in folders, no import cycles, a light command line, a wheel that carries the card."""
+"""The package layout: capabilities in folders, no import cycles, a light command line, a wheel that carries the
+card."""
 
 import ast
 import subprocess

@@ -46,7 +46,8 @@ def resnet18_checkpoint(tmp_path_factory):
 
 def test_missing_and_unexpected_keys_are_named(resnet18_checkpoint, tmp_path):
     path = resnet18_checkpoint
-    with pytest.raises(CheckpointError, match="does not fit this architecture.*missing key"):
+    fit = r"does not fit the timm architecture 'resnet50' \(choose it with --arch\): 1\d\d missing key"
+    with pytest.raises(CheckpointError, match=fit):
         create_feature_model("resnet50_l2_eps3", str(path))
     ckpt = torch.load(path, weights_only=True)
     ckpt["model"]["module.model.extra.weight"] = torch.zeros(1)

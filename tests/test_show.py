@@ -30,9 +30,9 @@ REPO = "user/salient_imagenet"
 def masks_only(inputs, tmp_path_factory) -> Path:
     """An --image-mode none build: masks and annotations, no images."""
     out = tmp_path_factory.mktemp("show") / "masks_only"
-    build(BuildConfig(source=str(inputs["folder"]), out=str(out), model=ARCH, model_checkpoint=str(inputs["checkpoint"]),
-                      annotations=str(inputs["annotations"]), workers=0, batch_size=8, top_k=3, group_by="label",
-                      image_mode="none", cache_dir=str(out.parent / "cache")))
+    build(BuildConfig(source=str(inputs["folder"]), out=str(out), model=ARCH,
+                      model_checkpoint=str(inputs["checkpoint"]), annotations=str(inputs["annotations"]), workers=0,
+                      batch_size=8, top_k=3, group_by="label", image_mode="none", cache_dir=str(out.parent / "cache")))
     return out
 
 

@@ -5,7 +5,9 @@ never leaves a shard that `load_dataset` would read, and the previous build stay
 
 What `--out X` may be (checked before any work; a refusal is one line and touches nothing):
 - a new path, or an empty folder;
-- an earlier build of this tool (its `build_info.json` names the package), replaced only with `--overwrite`;
+- an earlier output of this tool of the same kind (a build's `build_info.json`, a discovery study's
+  `discover_info.json`, names the package), replaced only with `--overwrite`: a build never replaces a study (its
+  annotators' answers may be in it) and a study never replaces a build;
 - never a file or a symbolic link, never `.`, `/`, the home folder or an ancestor of the current folder, never the
   source folder, a folder inside it or a folder that contains it.
 
@@ -45,14 +47,23 @@ def old_folder(out: Path) -> Path:
     return out.parent / f".{out.name}.old"
 
 
+KINDS = {"build": "a build", "study": "a discovery study"}  # what this tool writes into an --out
+
+
+def output_kind(folder: Path) -> str | None:
+    """"build" or "study" when `folder` is an output of this tool, else None."""
+    if is_build(folder):
+        return "build"
+    try:
+        study = json.loads((folder / DISCOVER_INFO).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return "study" if isinstance(study, dict) and study.get("package") == PACKAGE_NAME else None
+
+
 def is_build(folder: Path) -> bool:
-    """A build (or a discovery study) of this tool: its `build_info.json` (`discover_info.json`) names the package
-    (builds from before the marker: a provenance with our package version)."""
-    if (folder / DISCOVER_INFO).is_file() and not (folder / BUILD_INFO).exists():
-        try:
-            return json.loads((folder / DISCOVER_INFO).read_text(encoding="utf-8")).get("package") == PACKAGE_NAME
-        except (OSError, ValueError, AttributeError):
-            return False
+    """A build of this tool: its `build_info.json` names the package (builds from before the marker: a provenance
+    with our package version)."""
     try:
         info = json.loads((folder / BUILD_INFO).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -92,8 +103,9 @@ def _overlaps_source(out: Path, source: str | None) -> str | None:
     return None
 
 
-def check_out(out: Path, overwrite: bool, source: str | None = None) -> None:
-    """Refuse an `--out` this build must not write (see the module docstring); touches nothing when it refuses."""
+def check_out(out: Path, overwrite: bool, source: str | None = None, kind: str = "build") -> None:
+    """Refuse an `--out` this command (writing a `kind`) must not write (see the module docstring); touches nothing
+    when it refuses."""
     name = f"--out {out}"
     if out.is_symlink():
         raise OutputExists(f"{name}: is a symbolic link; give the path of a folder (a new one, or an earlier build)")
@@ -119,18 +131,23 @@ def check_out(out: Path, overwrite: bool, source: str | None = None) -> None:
                            "move or remove it")
     if not out.exists() or not any(out.iterdir()):
         return
-    if not is_build(out):
-        raise OutputExists(f"{name}: exists and is not a build of this tool (no {BUILD_INFO} from {PACKAGE_NAME}); "
-                           "--overwrite only replaces an earlier build. Choose another --out")
+    found = output_kind(out)
+    if found is None:
+        marker = BUILD_INFO if kind == "build" else DISCOVER_INFO
+        raise OutputExists(f"{name}: exists and is not {KINDS[kind]} of this tool (no {marker} from {PACKAGE_NAME});"
+                           f" --overwrite only replaces an earlier {kind}. Choose another --out")
+    if found != kind:
+        raise OutputExists(f"{name}: is {KINDS[found]} of this tool, not {KINDS[kind]}; --overwrite only replaces an "
+                           f"earlier {kind}. Choose another --out")
     if not overwrite:
-        raise OutputExists(f"{name}: an earlier build is there; pass --overwrite to replace it (it stays whole "
-                           "until the new build is complete)")
+        raise OutputExists(f"{name}: an earlier {kind} is there; pass --overwrite to replace it (it stays whole "
+                           f"until the new {kind} is complete)")
 
 
-def prepare_output(out: Path, overwrite: bool, source: str | None = None) -> Path:
+def prepare_output(out: Path, overwrite: bool, source: str | None = None, kind: str = "build") -> Path:
     """Check `out` (see `check_out`) and return the staging folder beside it, emptied except for `work/`."""
     out = Path(out)
-    check_out(out, overwrite, source)
+    check_out(out, overwrite, source, kind)
     staging = staging_folder(out)
     try:
         if staging.is_dir():  # left by an interrupted build: never read by anyone but the builder
@@ -202,9 +219,9 @@ def repair(out: Path) -> None:
     if old.is_symlink() or not old.is_dir():
         return
     if not out.exists() and not out.is_symlink():
-        if not is_build(old):
-            return  # not a build of ours: leave it alone
-        if is_build(staging) and (staging / "README.md").is_file():  # the new build was complete: finish the swap
+        if output_kind(old) is None:
+            return  # not ours: leave it alone
+        if _complete(staging):  # the new output was complete: finish the swap
             shutil.rmtree(staging / WORK_DIR, ignore_errors=True)
             os.rename(staging, out)
             log.warning("%s: finished the interrupted replacement of an earlier build", out)
@@ -212,8 +229,15 @@ def repair(out: Path) -> None:
             os.rename(old, out)
             log.warning("%s: restored the earlier build (its replacement was interrupted)", out)
             return
-    if is_build(out):
-        shutil.rmtree(old, ignore_errors=True)  # the build `out` replaced, left by an interrupted clean-up
+    if output_kind(out) is not None and output_kind(out) == output_kind(old):
+        shutil.rmtree(old, ignore_errors=True)  # the output `out` replaced, left by an interrupted clean-up
+
+
+def _complete(staging: Path) -> bool:
+    """A staged output that was whole: a build with its card, or a study with its page."""
+    kind = output_kind(staging)
+    return (kind == "build" and (staging / "README.md").is_file()) or (kind == "study" and
+                                                                        (staging / "index.html").is_file())
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -152,7 +152,8 @@ class Builder:
         config, world = self.config, self.world
         out = Path(config.out)
         start = time.perf_counter()
-        self.staging = self._on_main(lambda: prepare_output(out, config.overwrite, config.source)) or staging_folder(out)
+        staging = self._on_main(lambda: prepare_output(out, config.overwrite, config.source))
+        self.staging = staging or staging_folder(out)
         try:
             self._setup()
             self._on_main(lambda: open_work(self.staging / WORK_DIR, self.fingerprint(), config.restart))

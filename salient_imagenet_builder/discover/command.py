@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__, distributed
-from ..build.output import discard_staging, prepare_output, publish, staging_folder, write_text_atomic
+from ..build.output import check_out, discard_staging, prepare_output, publish, staging_folder, write_text_atomic
 from ..constants import CONTEXT_IMAGES, DISCOVER_INFO, NUM_CLASSES, PACKAGE_NAME
 from ..errors import InputError
 from ..model import create_feature_model
@@ -32,7 +32,8 @@ INFO = DISCOVER_INFO
 OWN_FILES = ("index.html", "pairs.csv", INFO)
 
 
-def check_out(out: Path, overwrite: bool) -> None:
+def refuse_foreign_files(out: Path, overwrite: bool) -> None:
+    """--overwrite of a study never deletes what discovery did not write (an annotator's export saved there)."""
     if not out.exists() or not overwrite:
         return
     foreign = [p for p in out.rglob("*") if p.is_file() and p.name not in OWN_FILES
@@ -44,7 +45,8 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 def run(args) -> int:
     out = Path(args.out)
-    check_out(out, args.overwrite)
+    check_out(out, args.overwrite, args.source, kind="study")  # before any work: what --out may be
+    refuse_foreign_files(out, args.overwrite)
     world = distributed.world_from_env()
     device = distributed.device_for(world, args.device)
     joined = distributed.init(world, device)
@@ -62,7 +64,7 @@ def _run(args, out: Path, world, device) -> int:
     source = open_source(args.source, args.split, args.source_type)
     classes = args.classes or list(range(NUM_CLASSES))
     workers = default_workers() if args.workers is None else args.workers
-    staging = prepare_output(out, args.overwrite, args.source) if world.is_main else staging_folder(out)
+    staging = prepare_output(out, args.overwrite, args.source, kind="study") if world.is_main else staging_folder(out)
     distributed.barrier()
     try:
         bar = tqdm(unit="unit", desc="scan: robust model over the source", dynamic_ncols=True,

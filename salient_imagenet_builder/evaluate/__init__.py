@@ -10,8 +10,8 @@ The stages, one module each:
 1. `rows.load_eval_data`: the rows decoded once per run into uint8 tensors (224 views and every mask the run needs).
 2. `jobs.plan_jobs`: which (row, mask) pairs get noise: core masks, spurious masks, and one job per (row, feature).
 3. `noise.unit_noise` / `noise.add_noise`: z ~ N(0, 1) drawn per (seed, draw, image_id) with its own generator,
-   so results depend neither on batch size nor on model order; an image's z is shared by all its masks within a draw (common random
-   numbers: differences between conditions come from the masks, not from different noise).
+   so results depend neither on batch size nor on model order; an image's z is shared by all its masks within a
+   draw (common random numbers: differences between conditions come from the masks, not from different noise).
 4. `models.Preprocess` + `models.predict`: each model's own timm preprocessing on the noisy view; batched,
    `torch.inference_mode`, CUDA and AMP when present.
 5. `metrics.class_metrics` / `metrics.pair_metrics`: per-class and class-balanced accuracies per draw, then mean

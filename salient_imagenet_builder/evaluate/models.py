@@ -85,7 +85,7 @@ def load_classifier(name: str, checkpoint: str | None = None, label: str | None 
     info = {"name": name, "checkpoint": checkpoint, "checkpoint_sha256": None}
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint)
-        load_weights(net, extract_state_dict(ckpt, checkpoint), checkpoint)
+        load_weights(net, extract_state_dict(ckpt, checkpoint), checkpoint, name, "the --model at its position")
         data_config.update(checkpoint_normalization(ckpt))
         info["checkpoint_sha256"] = sha256_file(checkpoint)
     if net.num_classes != NUM_CLASSES:

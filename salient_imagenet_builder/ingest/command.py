@@ -58,7 +58,8 @@ def print_statistics(per_pair, per_annotator, kappa, majority, answers_per_pair)
     spurious = [p for p in per_pair if p["kind"] == "spurious"]
     print(f"{len(per_pair)} pairs: {len(per_pair) - len(spurious)} core, {len(spurious)} spurious "
           f"(spurious = at least {majority} of {answers_per_pair} answers separate_object or background)")
-    print(f"Fleiss' kappa over the three answers: {'n/a (all answers identical)' if kappa != kappa else f'{kappa:.3f}'}")
+    shown = "n/a (all answers identical)" if kappa != kappa else f"{kappa:.3f}"  # NaN: no disagreement possible
+    print(f"Fleiss' kappa over the three answers: {shown}")
     shown = sorted(per_pair, key=lambda p: (p["agreement"], p["class_index"], p["feature_index"]))
     title = "Per pair" if len(shown) <= MAX_PRINTED_PAIRS else f"Per pair (the {MAX_PRINTED_PAIRS} least agreed)"
     print(f"\n{title}: class feature | main separate background | label | agreement | confidence")
