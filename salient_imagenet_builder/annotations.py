@@ -8,6 +8,8 @@ import os
 import shutil
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,17 +126,27 @@ class Annotations:
         }
 
 
+@contextmanager
+def csv_reader(path: Path, error: type[InputError] = InputError) -> Iterator[csv.DictReader]:
+    """A DictReader over a CSV file: UTF-8 with or without a BOM (Excel's "CSV UTF-8" export starts with one).
+    Every CSV this tool reads goes through here, so undecodable or malformed text is one line naming the file."""
+    if path.is_dir():
+        raise error(f"{path}: is a folder, not a CSV file")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            yield csv.DictReader(f)
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset {e.start}); "
+                    "save it as CSV UTF-8") from None
+    except csv.Error as e:
+        raise error(f"{path}: not a readable CSV file ({e})") from None
+
+
 def parse(path: str | os.PathLike, num_features: int = 2048) -> Annotations:
     """Read and validate an annotation CSV in the published format; errors name the file and row."""
     path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's UTF-8 export starts with a BOM
-            return _parse_rows(path, csv.DictReader(f), num_features)
-    except UnicodeDecodeError as e:
-        raise AnnotationError(f"{path}: not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset {e.start}); "
-                              "save it as CSV UTF-8") from None
-    except csv.Error as e:
-        raise AnnotationError(f"{path}: not a readable CSV file ({e})") from None
+    with csv_reader(path, AnnotationError) as reader:
+        return _parse_rows(path, reader, num_features)
 
 
 def _parse_rows(path: Path, reader: csv.DictReader, num_features: int) -> Annotations:

@@ -61,7 +61,8 @@ def test_class_lists_parse_and_each_mistake_is_named():
     from salient_imagenet_builder.cli import parse_classes
 
     assert parse_classes("7, 0-2,5,1") == [0, 1, 2, 5, 7]
-    for text, message in (("5-2", "the range '5-2' ends before it starts"), ("0-1000", "class indices must lie in 0-999"),
+    for text, message in (("5-2", "the range '5-2' ends before it starts"),
+                          ("0-1000", "class indices must lie in 0-999"),
                           ("a-3", "expected indices and ranges like 0-9,325"), (",", "no class index given")):
         with pytest.raises(argparse.ArgumentTypeError, match=re.escape(f"--classes {text!r}: {message}")):
             parse_classes(text)

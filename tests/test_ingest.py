@@ -118,3 +118,42 @@ def test_missing_columns_and_existing_out_are_refused(tmp_path, pairs_csv, caplo
     out.write_text("keep me")
     assert main(["ingest", str(odd), "--pairs", str(pairs_csv), "--out", str(out)]) == 2
     assert "already exists; pass --overwrite" in caplog.text and out.read_text() == "keep me"
+
+
+def test_unreadable_inputs_are_named_before_any_row(tmp_path, pairs_csv, caplog):
+    """A pattern the shell left as it was, a folder, a non-UTF-8 file: each named, not 2 pairs x 0 answers."""
+    files = five_files(tmp_path, {0: [M] * 5, 1: [M] * 5})
+    latin1 = ",".join(COLUMNS).encode() + b"\nw\xe9,n01440764,0,17,1,main_object,4,\n"
+    (tmp_path / "latin1.csv").write_bytes(latin1)
+    offset = latin1.index(b"\xe9")
+    (tmp_path / "a_folder").mkdir()
+    odd = [tmp_path / "nomatch-*.csv", tmp_path / "a_folder", tmp_path / "latin1.csv"]
+    out = tmp_path / "annotations.csv"
+    assert main(["ingest", *map(str, files + odd), "--pairs", str(pairs_csv), "--out", str(out)]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [f"{odd[0]}: no such file (no file matched the pattern)",
+                      f"{odd[1]}: is a folder, not a CSV file",
+                      f"{odd[2]}: not UTF-8 text (byte b'\\xe9' at offset {offset}); save it as CSV UTF-8",
+                      f"3 problem(s) in the answers (listed above); {out} not written"]
+    assert not out.exists()
+
+
+def test_out_is_never_an_input_a_folder_or_a_foreign_file(tmp_path, pairs_csv, caplog):
+    files = five_files(tmp_path, {0: [M] * 5, 1: [B] * 5})
+    kept = {p: p.read_bytes() for p in [*files, pairs_csv]}
+    weights = tmp_path / "model.ckpt"
+    weights.write_bytes(b"PK\x03\x04 weights")
+    for out, message in ((files[0], "is one of the input files; choose another --out"),
+                         (pairs_csv, "is one of the input files"),
+                         (tmp_path, "is a folder; give the CSV file to write"),
+                         (weights, "exists and is not an annotation CSV (its first line is not the published header)")):
+        caplog.clear()
+        assert main(["ingest", *map(str, files), "--pairs", str(pairs_csv), "--out", str(out), "--overwrite"]) == 2
+        assert f"--out {out}: {message}" in caplog.text
+    assert {p: p.read_bytes() for p in kept} == kept and weights.read_bytes() == b"PK\x03\x04 weights"
+    out = tmp_path / "annotations.csv"  # the study folder works as --pairs; an earlier output is replaced
+    assert main(["ingest", *map(str, files), "--pairs", str(pairs_csv.parent), "--out", str(out)]) == 0
+    first = out.read_bytes()
+    assert main(["ingest", *map(str, files[::-1]), "--pairs", str(pairs_csv.parent), "--out", str(out),
+                 "--overwrite"]) == 0
+    assert out.read_bytes() == first  # rows sorted by pair and annotator, not by file order

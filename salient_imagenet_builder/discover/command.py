@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__, distributed
 from ..build.output import check_out, discard_staging, prepare_output, publish, staging_folder, write_text_atomic
-from ..constants import CONTEXT_IMAGES, DISCOVER_INFO, NUM_CLASSES, PACKAGE_NAME
+from ..constants import CONTEXT_IMAGES, DISCOVER_INFO, NUM_CLASSES, PACKAGE_NAME, PAIRS_FILE
 from ..errors import InputError
 from ..model import create_feature_model
 from ..sources import open_source
@@ -29,7 +29,7 @@ from .units import scan_in_units
 
 log = logging.getLogger(__name__)
 INFO = DISCOVER_INFO
-OWN_FILES = ("index.html", "pairs.csv", INFO)
+OWN_FILES = ("index.html", PAIRS_FILE, INFO)
 
 
 def refuse_foreign_files(out: Path, overwrite: bool) -> None:
@@ -83,7 +83,7 @@ def _run(args, out: Path, world, device) -> int:
         print(f"\nWrote {out}: {len(tasks)} pairs of {len({t.class_index for t in tasks})} classes from "
               f"{scan.scanned} images ({len(scan.skipped)} corrupt skipped). Open {out / 'index.html'} in a browser; "
               f"each annotator exports a CSV, then:\n  salient-imagenet ingest answers-*.csv --pairs "
-              f"{out / 'pairs.csv'} --out annotations.csv")
+              f"{out / PAIRS_FILE} --out annotations.csv")
     distributed.barrier()
     return 0
 
@@ -106,7 +106,7 @@ def write_study(args, staging: Path, scan, source, model, info, device, start) -
     write_panels(staging, tasks, scan, source, model, args.attack_steps, args.batch_size, device,
                  not args.no_draft, progress=lambda done: panel_bar.update(done - panel_bar.n))
     panel_bar.close()
-    write_pairs(staging / "pairs.csv", tasks)
+    write_pairs(staging / PAIRS_FILE, tasks)
     write_page(staging, tasks, args.title or f"Salient features of {info.name}")
     write_text_atomic(staging / INFO, json.dumps(provenance(args, info, scan, tasks, start), indent=2))
     return tasks

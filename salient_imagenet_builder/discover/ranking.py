@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from ..annotations import csv_reader
+from ..constants import PAIRS_FILE
 from ..errors import InputError
 from ..schema import class_names, imagenet_info, wordnet_ids
 from .scan import ScanResult
@@ -87,10 +89,11 @@ def write_pairs(path: Path, tasks: list[PairTask]) -> None:
 def read_pairs(path: str | os.PathLike) -> dict[tuple[int, int], dict]:
     """(class_index, feature_index) -> the row of a `pairs.csv`; errors name the file and row."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir() and (path / PAIRS_FILE).is_file():  # the study folder itself
+        path = path / PAIRS_FILE
+    if not path.exists():
         raise InputError(f"pairs file not found: {path} (discover writes it into its --out folder)")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    with csv_reader(path) as reader:
         missing = [c for c in PAIR_COLUMNS[:4] if c not in (reader.fieldnames or [])]
         if missing:
             raise InputError(f"{path}: not a pairs.csv: missing column(s) {', '.join(missing)}")

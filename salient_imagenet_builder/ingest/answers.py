@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..annotations import COLUMNS
+from ..annotations import COLUMNS, csv_reader
 from ..constants import ANSWER_CHOICES, CONFIDENCE_RANGE
 from ..errors import InputError
 
@@ -27,22 +27,35 @@ class Row:
     where: str  # "file, row N": every message about this answer names it
 
 
-def read_answers(paths: list[str], pairs: dict[tuple[int, int], dict]) -> tuple[list[Row], list[str]]:
-    """Every valid answer, and one message per problem (file and row named); nothing raises on a bad row, so
-    the user sees all the problems at once."""
-    rows, problems, seen = [], [], {}
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            problems.append(f"{path}: no such file")
+def unreadable(paths: list[str]) -> list[str]:
+    """File-level problems (missing, a folder, not UTF-8 CSV, not the results header), reported before any row:
+    a file that cannot be read would otherwise show up only as every pair's missing answers."""
+    problems = []
+    for path in map(Path, paths):
+        if not path.exists():
+            hint = " (no file matched the pattern)" if any(c in path.name for c in "*?[") else ""
+            problems.append(f"{path}: no such file{hint}")
             continue
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                problems.append(f"{path}: missing column(s) {', '.join(missing)}; expected the header "
-                                f"{','.join(COLUMNS)}")
-                continue
+        try:
+            with csv_reader(path, IngestError) as reader:
+                missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+                for _ in reader:  # decode it all: a bad byte may come late
+                    pass
+        except IngestError as e:
+            problems.append(str(e))
+            continue
+        if missing:
+            problems.append(f"{path}: missing column(s) {', '.join(missing)}; expected the header "
+                            f"{','.join(COLUMNS)}")
+    return problems
+
+
+def read_answers(paths: list[str], pairs: dict[tuple[int, int], dict]) -> tuple[list[Row], list[str]]:
+    """Every valid answer of files `unreadable` passed, and one message per problem (file and row named); nothing
+    raises on a bad row, so the user sees all the problems at once."""
+    rows, problems, seen = [], [], {}
+    for path in map(Path, paths):
+        with csv_reader(path, IngestError) as reader:
             for record in reader:
                 where = f"{path}, row {reader.line_num}"
                 try:

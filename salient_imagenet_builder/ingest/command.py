@@ -4,10 +4,10 @@ import logging
 from pathlib import Path
 
 from .. import annotations as annotations_mod
-from ..constants import ANSWERS_PER_PAIR, MAJORITY
+from ..constants import ANSWERS_PER_PAIR, MAJORITY, PAIRS_FILE
 from ..discover.ranking import read_pairs
 from .agreement import annotator_agreement, kappa_of, pair_agreement
-from .answers import IngestError, by_pair, check_quorum, read_answers, write_answers
+from .answers import IngestError, by_pair, check_quorum, read_answers, unreadable, write_answers
 
 log = logging.getLogger(__name__)
 MAX_PRINTED_PAIRS = 30
@@ -16,21 +16,15 @@ MAX_PROBLEMS_SHOWN = 100
 
 def run(args) -> int:
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise IngestError(f"{out} already exists; pass --overwrite to replace it")
     if args.majority > args.answers_per_pair:
         raise IngestError(f"--majority {args.majority} is more than --answers-per-pair {args.answers_per_pair}")
-    pairs_path = Path(args.pairs) if args.pairs else Path(args.answers[0]).parent / "pairs.csv"
+    pairs_path = Path(args.pairs) if args.pairs else Path(args.answers[0]).parent / PAIRS_FILE
+    check_out(out, args.overwrite, [*args.answers, pairs_path])
+    report(unreadable(args.answers), out)
     pairs = read_pairs(pairs_path)
     rows, problems = read_answers(args.answers, pairs)
     grouped = by_pair(rows)
-    problems += check_quorum(grouped, pairs, args.answers_per_pair)
-    if problems:
-        for problem in problems[:MAX_PROBLEMS_SHOWN]:
-            log.error("%s", problem)
-        more = f", the first {MAX_PROBLEMS_SHOWN} listed above" if len(problems) > MAX_PROBLEMS_SHOWN else \
-            " (listed above)"
-        raise IngestError(f"{len(problems)} problem(s) in the answers{more}; {out} not written")
+    report(problems + check_quorum(grouped, pairs, args.answers_per_pair), out)
     per_pair, per_annotator = pair_agreement(grouped, args.majority), annotator_agreement(grouped, args.majority)
     print_statistics(per_pair, per_annotator, kappa_of(grouped), args.majority, args.answers_per_pair)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -39,6 +33,35 @@ def run(args) -> int:
     print(f"\nWrote {out}: {len(rows)} answers to {len(grouped)} pairs from {len(per_annotator)} annotators. Build "
           f"with it:\n  python build_dataset.py --source ... --annotations {out} --out my_salient_dataset")
     return 0
+
+
+def check_out(out: Path, overwrite: bool, inputs: list) -> None:
+    """--out is a CSV file to write; never a folder, never one of the inputs, and --overwrite replaces only a CSV
+    in the published results format (what ingest writes)."""
+    name = f"--out {out}"
+    if out.is_dir():
+        raise IngestError(f"{name}: is a folder; give the CSV file to write, e.g. --out annotations.csv")
+    if any(out.resolve() == Path(p).resolve() for p in inputs):
+        raise IngestError(f"{name}: is one of the input files; choose another --out")
+    if not out.exists():
+        return
+    if not overwrite:
+        raise IngestError(f"{name}: already exists; pass --overwrite to replace it")
+    with open(out, "rb") as f:
+        header = f.readline().decode("utf-8-sig", "replace").strip()
+    if header.split(",") != list(annotations_mod.COLUMNS):
+        raise IngestError(f"{name}: exists and is not an annotation CSV (its first line is not the published header"
+                          "); --overwrite only replaces one. Choose another --out")
+
+
+def report(problems: list[str], out: Path) -> None:
+    """Each problem on its own line, then one line that says nothing was written."""
+    if not problems:
+        return
+    for problem in problems[:MAX_PROBLEMS_SHOWN]:
+        log.error("%s", problem)
+    more = f", the first {MAX_PROBLEMS_SHOWN} listed above" if len(problems) > MAX_PROBLEMS_SHOWN else " (listed above)"
+    raise IngestError(f"{len(problems)} problem(s) in the answers{more}; {out} not written")
 
 
 def check_written(out: Path, per_pair: list[dict], args) -> None:
