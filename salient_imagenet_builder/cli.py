@@ -30,6 +30,7 @@ from .constants import (
     DEFAULT_UNIT_SIZE,
     FEATURES_PER_CLASS,
     MAJORITY,
+    NUM_CLASSES,
     ROBUST_MODELS,
 )
 from .errors import EXIT_INTERRUPTED, UserError
@@ -64,14 +65,20 @@ def parse_classes(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--classes {text!r}: expected indices and ranges like 0-9,325") from None
     if not classes:
         raise argparse.ArgumentTypeError(f"--classes {text!r}: no class index given, e.g. 0-9,325")
-    if min(classes) < 0 or max(classes) > 999:
-        raise argparse.ArgumentTypeError(f"--classes {text!r}: class indices must lie in 0-999")
+    if min(classes) < 0 or max(classes) >= NUM_CLASSES:
+        raise argparse.ArgumentTypeError(f"--classes {text!r}: class indices must lie in 0-{NUM_CLASSES - 1}")
     return sorted(classes)
 
 
 def positive_int(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def class_index(text: str) -> int:
+    if not text.strip().isdigit() or int(text) >= NUM_CLASSES:
+        raise argparse.ArgumentTypeError(f"expected a class index 0-{NUM_CLASSES - 1}, got {text!r}")
     return int(text)
 
 
@@ -267,12 +274,12 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_show_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help="a built Salient ImageNet folder or a Hub dataset repo id")
-    parser.add_argument("--class", dest="class_index", type=int, required=True, help="class index (0-999)")
+    parser.add_argument("--class", dest="class_index", type=class_index, required=True, help="class index (0-999)")
     parser.add_argument("--feature", type=int, help="feature index: that pair's panel (default: the class summary)")
     parser.add_argument("--images", type=positive_int, default=ANNOTATOR_TOP_IMAGES,
                         help=f"images per row (default: {ANNOTATOR_TOP_IMAGES})")
     parser.add_argument("--split", default=None, help="image split (default: the build's)")
-    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("--out", required=True, help="PNG file to write (an existing PNG there is replaced)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 

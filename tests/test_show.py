@@ -1,6 +1,7 @@
 """`show` and the build's gallery: the pictures come from the build's own rows (checked through `datasets`), a Hub
 repo renders exactly like the local folder it was pushed from, and mistakes get one clear line."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -85,3 +86,32 @@ def test_show_mistakes_get_one_line(masks_only, tmp_path, caplog):
     assert main(["show", str(empty), "--class", "0", "--out", str(tmp_path / "y.png")]) == 2
     assert "not a Salient ImageNet build" in caplog.text
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()
+
+
+def test_show_never_writes_over_a_file_that_is_not_a_png(masks_only, tmp_path, caplog):
+    """--out names a PNG: a folder, another extension or an existing non-PNG file is refused before any reading."""
+    notes = tmp_path / "annotations.png"
+    notes.write_text("WorkerId,Input.wordnet_id\n")  # a user's file that merely ends in .png
+    for out, message in ((tmp_path, "is a folder; give a file name ending in .png"),
+                         (tmp_path / "panel.jpg", "show writes PNG images; give a file name ending in .png"),
+                         (notes, "exists and is not a PNG image, so it is not replaced")):
+        caplog.clear()
+        assert main(["show", str(masks_only), "--class", "0", "--out", str(out)]) == 2
+        assert f"--out {out}: {message}" in caplog.text
+    assert notes.read_text() == "WorkerId,Input.wordnet_id\n" and not (tmp_path / "panel.jpg").exists()
+    picture = tmp_path / "summary.png"  # an earlier picture is replaced
+    classes = sorted(set(load_dataset(str(masks_only), "annotations", split="train")["class_index"]))
+    for c in classes[:2]:
+        assert main(["show", str(masks_only), "--class", str(c), "--out", str(picture)]) == 0
+    assert Image.open(picture).size[0] > 0
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "salient_imagenet_builder.cli", "show", "no/such_build",
+                             "--class", "1000", "--out", str(picture)], cwd=tmp_path, capture_output=True, text=True,
+                            env=env)
+    assert result.returncode == 2 and "argument --class: expected a class index 0-999, got '1000'" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "salient_imagenet_builder.cli", "show", "no/such_build",
+                             "--class", "0", "--out", str(picture)], cwd=tmp_path, capture_output=True, text=True,
+                            env=env)
+    assert result.returncode == 4 and "Traceback" not in result.stderr
+    assert (f"show no/such_build: no such folder ({tmp_path / 'no/such_build'}); as a Hub dataset id it could not "
+            "be checked: HF_HUB_OFFLINE=1 is set") in result.stderr

@@ -37,10 +37,10 @@ REQUIRED_METADATA = ("license", "pretty_name", "task_categories", "configs", "da
 class Target:
     """A local folder or a Hub dataset repo, seen as files."""
 
-    def __init__(self, target: str):
+    def __init__(self, target: str, command: str = "check"):
         from ..targets import resolve
 
-        where = resolve(target, "check")  # "no such folder" first; the Hub only for what could be a Hub id
+        where = resolve(target, command)  # "no such folder" first; the Hub only for what could be a Hub id
         self.local = isinstance(where, Path)
         self.name = target
         if self.local:

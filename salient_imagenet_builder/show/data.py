@@ -12,7 +12,7 @@ from PIL import Image
 
 from ..build.card import BUILD_INFO
 from ..constants import ANNOTATIONS_CONFIG, CROP_SIZE
-from ..errors import InputError
+from ..errors import InputError, UserError
 from ..images import center_view, decode
 from ..masks import decode_mask
 from ..publish.check import Target
@@ -32,9 +32,11 @@ class Shown:
 class DatasetView:
     def __init__(self, dataset: str, split: str | None = None):
         try:
-            self.target = Target(dataset)
+            self.target = Target(dataset, "show")
+        except UserError:
+            raise  # already one line, with its exit code (a Hub that cannot be reached is a network error)
         except Exception as e:
-            raise InputError(f"{dataset}: cannot open the dataset ({type(e).__name__}: {e})") from None
+            raise InputError(f"show {dataset}: cannot open the dataset ({type(e).__name__}: {e})") from None
         self.name = dataset
         if split is None:
             split = json.loads(self.target.read_text(BUILD_INFO))["split"] if BUILD_INFO in self.target.files \
