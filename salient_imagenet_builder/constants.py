@@ -59,6 +59,7 @@ PROBE_TIMEOUT_SECONDS = 5  # is the Hub reachable at all: answered before any re
 PACKAGE_NAME = "salient-imagenet-builder"  # written into build_info.json: marks a folder as our build
 BUILD_INFO = "build_info.json"
 DISCOVER_INFO = "discover_info.json"  # a discovery study's marker (it carries the package name too)
+EVALUATE_INFO = "evaluate_info.json"  # an evaluate results folder's marker (it carries the package name)
 PAIRS_FILE = "pairs.csv"  # a study's pairs, in the published CSV's Input.* columns (what ingest checks against)
 DEFAULT_OUT = "salient_imagenet"
 ANNOTATIONS_CONFIG = "annotations"

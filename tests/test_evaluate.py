@@ -4,6 +4,7 @@ real builder (folder, --image-mode none + --imagenet, Hub), and clear errors. No
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from salient_imagenet_builder.masks import decode_mask
 from salient_imagenet_builder.model import CheckpointError
 from salient_imagenet_builder.schema import image_features
 
+ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [0, 1, 2]
 HALF = CROP_SIZE // 2
 
@@ -487,6 +489,43 @@ def test_clear_errors(built, tmp_path, caplog):
     code = main(["evaluate", "--dataset", str(other), "--model", "resnet10t", "--checkpoint", str(built["checkpoint"]),
                  "--out", str(tmp_path / "r")])
     assert code == 2 and "missing column" in caplog.text
+
+
+def test_results_go_only_where_evaluate_may_write(built, tmp_path, monkeypatch, caplog):
+    """--out: never a file, `.` or someone's folder; its own earlier results folder is written again."""
+    args = ["--dataset", str(built["crop"]), "--model", "resnet10t", "--checkpoint", str(built["checkpoint"]),
+            "--draws", "1", "--no-single-feature", "--workers", "0"]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "comparison.csv").write_text("my own table")
+    monkeypatch.chdir(tmp_path)
+    for out, message in ((notes, "is a file, not a folder"), (".", "is the current folder"),
+                         (mine, "exists and is not a results folder of this tool (no evaluate_info.json)")):
+        caplog.clear()
+        assert main(["evaluate", *args, "--out", str(out)]) == 2
+        assert f"--out {out}: {message}" in caplog.text
+    assert notes.read_text() == "mine" and [p.name for p in mine.iterdir()] == ["comparison.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "notes.txt"]
+    results = tmp_path / "results"
+    for _ in range(2):  # the same command twice: the second run replaces the first's files
+        assert main(["evaluate", *args, "--out", str(results)]) == 0
+    info = json.loads((results / "evaluate_info.json").read_text())
+    assert info["package"] == "salient-imagenet-builder" and info["models"] == ["resnet10t-resnet10t"]
+    assert not [p for p in results.rglob(".*.partial")]
+
+
+def test_pretrained_weights_offline_is_one_line_before_decoding(built, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "empty_cache"), PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "salient_imagenet_builder.cli", "evaluate", "--dataset",
+                           str(built["crop"]), "--model", "resnet10t", "--out", str(tmp_path / "r")], env=env,
+                          capture_output=True, text=True, timeout=150)
+    assert done.returncode == 4 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert ("--model 'resnet10t': cannot download its pretrained weights: HF_HUB_OFFLINE=1 is set, and they are not "
+            f"in the huggingface_hub cache ({tmp_path / 'empty_cache' / 'hub'}). Pass --checkpoint PATH") in done.stderr
+    assert "decode dataset" not in done.stderr and not (tmp_path / "r").exists()
 
 
 def write_dataset_table(folder: Path) -> None:

@@ -76,7 +76,7 @@ def is_build(folder: Path) -> bool:
 
 # --- what --out may be ------------------------------------------------------------------------------------------
 
-def _protected(out: Path) -> str | None:
+def protected_reason(out: Path) -> str | None:
     """Why `out` may never be written or replaced, or None."""
     resolved, cwd, home = out.resolve(), Path.cwd().resolve(), Path.home().resolve()
     if resolved == Path(resolved.anchor):
@@ -111,7 +111,7 @@ def check_out(out: Path, overwrite: bool, source: str | None = None, kind: str =
         raise OutputExists(f"{name}: is a symbolic link; give the path of a folder (a new one, or an earlier build)")
     if out.exists() and not out.is_dir():
         raise OutputExists(f"{name}: is a file, not a folder; choose another --out")
-    reason = _protected(out)
+    reason = protected_reason(out)
     if reason:
         raise OutputExists(f"{name}: {reason}; refusing to write or replace it. Choose a new folder, e.g. "
                            "--out salient_imagenet")

@@ -1,13 +1,12 @@
 """`salient-imagenet evaluate`: checks the arguments, decodes the dataset once, evaluates each model, writes."""
 
+import json
 import platform
 import re
 from pathlib import Path
 
-from .settings import (
-    EvalSettings,
-    EvaluationError,
-)
+from ..constants import EVALUATE_INFO, PACKAGE_NAME
+from .settings import EvalSettings, EvaluationError
 
 
 def model_specs(models: list[str], checkpoints: list[str] | None) -> list[tuple[str, str | None, str]]:
@@ -41,10 +40,34 @@ def run(args) -> int:
     """Known failures are `UserError`s: `cli.dispatch` turns them into one line and the exit code."""
     from ..targets import resolve
 
+    check_results_out(Path(args.out))
     resolve(args.dataset, "--dataset")  # "no such folder" at once, before torch and timm are imported
     if args.imagenet:
         resolve(args.imagenet, "--imagenet")
     return _run(args)
+
+
+def check_results_out(out: Path) -> None:
+    """--out is a results folder: new, empty, or one an earlier `evaluate` wrote (its evaluate_info.json), whose
+    files a rerun replaces. Never a file, `.`, home or an ancestor of the current folder, never anyone else's folder."""
+    from ..build.output import protected_reason
+
+    name = f"--out {out}"
+    if out.exists() and not out.is_dir():
+        raise EvaluationError(f"{name}: is a file, not a folder; choose a results folder, e.g. --out results")
+    reason = protected_reason(out)
+    if reason:
+        raise EvaluationError(f"{name}: {reason}; choose a results folder of its own, e.g. --out results")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    try:
+        ours = json.loads((out / EVALUATE_INFO).read_text(encoding="utf-8")).get("package") == PACKAGE_NAME
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise EvaluationError(f"{name}: exists and is not a results folder of this tool (no {EVALUATE_INFO}); "
+                              "evaluate writes only into a new or empty folder or its own earlier results. Choose "
+                              "another --out")
 
 
 def _run(args) -> int:
@@ -58,14 +81,18 @@ def _run(args) -> int:
     specs = model_specs(args.model, args.checkpoint)
     settings = settings_from_args(args)
     timer, out = StageTimer(), Path(args.out)
+    classifiers = []
+    for name, checkpoint, label in specs:  # every model first: a missing download fails before the long decode
+        with timer(f"load {label}"):
+            classifiers.append(load_classifier(name, checkpoint, label))
     with timer("decode dataset"):
         data = load_eval_data(args.dataset, args.split, args.imagenet, args.imagenet_type,
                               default_workers() if args.workers is None else args.workers, settings.single_feature)
     data = place(data, pick_device(settings.device))
     results = []
-    for name, checkpoint, label in specs:
-        with timer(f"load {label}"):
-            classifier = load_classifier(name, checkpoint, label)
+    while classifiers:
+        classifier = classifiers.pop(0)  # dropped once evaluated: memory for one model at a time from here on
+        label = classifier.label
         with timer(f"evaluate {label}"):
             result = evaluate_model(data, classifier.module, classifier.data_config, settings, label)
         summary = make_summary(result, classifier, settings, data, args, timer)

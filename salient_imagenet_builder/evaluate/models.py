@@ -8,18 +8,16 @@ import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
+from huggingface_hub import constants as hf_constants
 from torch import nn
 
-from ..constants import (
-    NUM_CLASSES,
-)
+from ..constants import NUM_CLASSES
+from ..errors import NetworkError
 from ..model import extract_state_dict, load_checkpoint, load_weights, sha256_file
+from ..targets import hub_unreachable
 from .noise import noisy_batch
 from .rows import EvalData
-from .settings import (
-    EvaluationError,
-    log,
-)
+from .settings import EvaluationError, log
 
 INTERPOLATION = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest-exact"}
 
@@ -79,8 +77,14 @@ def load_classifier(name: str, checkpoint: str | None = None, label: str | None 
     try:
         net = timm.create_model(name, pretrained=checkpoint is None)
     except Exception as e:
+        reason = hub_unreachable() if checkpoint is None else None
+        if reason is not None:  # offline: say what to pass instead, not huggingface_hub's paragraph
+            raise NetworkError(f"--model {name!r}: cannot download its pretrained weights: {reason}, and they are not "
+                               f"in the huggingface_hub cache ({hf_constants.HF_HUB_CACHE}). Pass --checkpoint PATH "
+                               "(local weights for it), or run once where there is network") from None
+        first_line = str(e).splitlines()[0] if str(e) else ""
         raise EvaluationError(f"--model {name!r}: cannot create it{'' if checkpoint else ' with pretrained weights'}"
-                              f": {type(e).__name__}: {e}") from None
+                              f": {type(e).__name__}: {first_line}") from None
     data_config = dict(timm.data.resolve_data_config({}, model=net))
     info = {"name": name, "checkpoint": checkpoint, "checkpoint_sha256": None}
     if checkpoint is not None:

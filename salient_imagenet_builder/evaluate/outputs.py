@@ -1,13 +1,18 @@
 """Stage 6: per-class CSV, per-(class, feature) CSV, summary.json, plots and the printed table."""
 
 import csv
+import io
 import json
 import math
+import os
 import textwrap
 from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
+from ..build.output import write_text_atomic
+from ..constants import EVALUATE_INFO, PACKAGE_NAME
 from ..schema import class_names, wordnet_ids
 from .metrics import mean_std
 from .rows import Pairs
@@ -67,15 +72,16 @@ def _plain(value):
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if v is None else v for k, v in _plain(row).items()})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in _plain(row).items()})
+    write_text_atomic(path, buffer.getvalue())
 
 
 def write_json(path: Path, value) -> None:
-    path.write_text(json.dumps(_plain(value), indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(_plain(value), indent=2) + "\n")
 
 
 def _figure(width: float, height: float, ncols: int = 1):
@@ -89,7 +95,9 @@ def _figure(width: float, height: float, ncols: int = 1):
 
 def _save(figure, path: Path) -> None:
     """The saved image grows to hold every title, tick label and legend: long model labels are never cut."""
-    figure.savefig(path, dpi=120, bbox_inches="tight", pad_inches=0.1)
+    tmp = path.with_name(f".{path.name}.partial")
+    figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight", pad_inches=0.1)
+    os.replace(tmp, path)  # a reader never sees half a picture
 
 
 def _wrap(text: str, width: int = 60) -> str:
@@ -163,10 +171,13 @@ def write_model_outputs(folder: Path, result: ModelResult, summary: dict, pairs:
 
 
 def write_comparison(folder: Path, results: list[ModelResult]) -> None:
+    """comparison.csv and .png, then the marker that makes `folder` a results folder `evaluate` may write again."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = [table_row(r) for r in results]
     write_csv(folder / "comparison.csv", rows, list(rows[0]))
     plot_comparison(folder / "comparison.png", results)
+    write_json(folder / EVALUATE_INFO, {"package": PACKAGE_NAME, "package_version": __version__,
+                                        "models": [r.label for r in results]})
 
 
 def table_row(result: ModelResult) -> dict:
