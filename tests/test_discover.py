@@ -250,3 +250,25 @@ def test_a_killed_discovery_resumes_and_writes_the_same_study(inputs, study, tmp
     got, expected = (json.loads((folder / "discover_info.json").read_text())["pairs"] for folder in (out, study))
     assert got == expected
     assert not (tmp_path / ".study.partial").exists()
+
+
+def test_ctrl_c_keeps_the_finished_scan_units_and_says_so(inputs, tmp_path):
+    """SIGINT (a terminal's Ctrl-C) once a scan unit is done: exit 130, one line naming the kept work, no study."""
+    out = tmp_path / "study"
+    args = [sys.executable, "-m", "salient_imagenet_builder.cli", "discover", "--source", str(inputs["folder"]),
+            "--model", ARCH, "--model-checkpoint", str(inputs["checkpoint"]), "--out", str(out), *STUDY_ARGS,
+            "--unit-size", "2"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    markers = tmp_path / ".study.partial" / "work" / "discover-scan"
+    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list(markers.glob("*.done.json")):
+        assert process.poll() is None and time.monotonic() < deadline, "discovery ended before it could be stopped"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGINT)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.rstrip().endswith(f"interrupted; the finished work is kept in {tmp_path / '.study.partial'}: run "
+                                    "the same command again to resume")
+    assert list(markers.glob("*.done.json")) and not out.exists()

@@ -11,8 +11,8 @@ import tempfile
 from pathlib import Path
 
 from ..constants import DEFAULT_OUT
-from ..errors import InputError, Interrupted
-from .output import WORK_DIR, check_out, is_build, staging_folder
+from ..errors import InputError
+from .output import check_out, interrupted, is_build
 
 log = logging.getLogger("salient_imagenet_builder")
 DEMO_OUT = "salient_imagenet_demo"
@@ -36,11 +36,7 @@ def _interruptible(fn, args) -> None:
     try:
         fn(args)
     except KeyboardInterrupt:
-        out = Path(args.out or DEFAULT_OUT)
-        if (staging_folder(out) / WORK_DIR).is_dir():
-            raise Interrupted(f"interrupted; the finished work is kept in {staging_folder(out)}: run the same "
-                              "command again to resume") from None
-        raise Interrupted(f"interrupted; {out} is as it was before this run (nothing partial was kept)") from None
+        raise interrupted(Path(args.out or DEFAULT_OUT)) from None
 
 
 def config_from_args(args, **overrides):

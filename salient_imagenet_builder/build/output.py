@@ -28,7 +28,7 @@ import shutil
 from pathlib import Path
 
 from ..constants import BUILD_INFO, DISCOVER_INFO, PACKAGE_NAME, WORK_DIR
-from ..errors import InputError
+from ..errors import InputError, Interrupted
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,14 @@ def prepare_output(out: Path, overwrite: bool, source: str | None = None, kind: 
     except OSError as e:
         raise OutputExists(f"--out {out}: cannot create {staging} ({e.strerror or e})") from None
     return staging
+
+
+def interrupted(out: Path) -> Interrupted:
+    """Ctrl-C: one line that says whether finished work was kept for the next run to resume from."""
+    if (staging_folder(out) / WORK_DIR).is_dir():
+        return Interrupted(f"interrupted; the finished work is kept in {staging_folder(out)}: run the same command "
+                           "again to resume")
+    return Interrupted(f"interrupted; {out} is as it was before this run (nothing partial was kept)")
 
 
 def discard_staging(staging: Path) -> bool:

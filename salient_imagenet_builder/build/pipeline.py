@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import __version__, distributed
 from .. import annotations as annotations_mod
@@ -208,13 +207,10 @@ class Builder:
         worker_config = replace(config, workers=self.workers)
         scan_folder = UnitFolder(work, "scan")
         k = config.top_k if config.top_k is not None else ANNOTATOR_TOP_IMAGES
-        bar = tqdm(total=len(world.my_share(self.plan)), unit="unit", disable=not world.is_main,
-                   desc=f"pass 1: robust model over {len(self.plan)} units", dynamic_ncols=True)
         self.stats["pass1_units"] = run_units(
             self.plan, scan_folder, lambda: ScanWorker(self.source, self.runner, self.pairs_by_class, worker_config,
                                                        self.class_filter, scan_folder.path),
-            world, "pass 1", progress=lambda unit: bar.update())
-        bar.close()
+            world, "pass 1", desc=f"pass 1: robust model over {len(self.plan)} units")
         with self.timer("reduce"):
             reduced = merge_scans(self.plan, scan_folder, self.annotations.pairs, k, self.model.num_features)
         self.stats["forward_passes"] = {"images_forwarded": reduced.scanned, "per_image": 1,
@@ -225,12 +221,9 @@ class Builder:
         check_unique_ids(selected, lambda ref: ref_location(self.source, ref))
         plan2 = [unit for unit in self.plan if unit.index in selected]
         rows_folder = UnitFolder(work, "rows")
-        bar = tqdm(total=len(world.my_share(plan2)), unit="unit", disable=not world.is_main,
-                   desc=f"pass 2: masks for the selected images of {len(plan2)} units", dynamic_ncols=True)
         self.stats["pass2_units"] = run_units(
             plan2, rows_folder, lambda: RowsWorker(self.source, worker_config, selected, rows_folder.path),
-            world, "pass 2", progress=lambda unit: bar.update())
-        bar.close()
+            world, "pass 2", desc=f"pass 2: masks for the selected images of {len(plan2)} units")
         for unit in plan2:
             for stage, seconds in rows_folder.read_marker(unit.index)["timings"].items():
                 reduced.timings[stage] += seconds

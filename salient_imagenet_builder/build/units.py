@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
+from tqdm.auto import tqdm
+
 from .. import distributed
 from ..errors import InputError
 from .output import write_text_atomic
@@ -124,24 +126,26 @@ class UnitFolder:
 
 
 def run_units(plan: list[Unit], folder: UnitFolder, make_worker: Callable[[], Callable[[Unit], UnitResult]],
-              world: distributed.World, log_name: str = "pass", progress: Callable[[Unit], None] | None = None,
-              ) -> dict:
-    """Run this rank's share of the units not yet done; every rank returns after all ranks are done."""
+              world: distributed.World, log_name: str = "pass", desc: str | None = None) -> dict:
+    """Run this rank's share of the units not yet done; every rank returns after all ranks are done. Rank 0 shows
+    a progress bar over its share (`desc`), starting at the units a resumed run already has."""
     done = folder.done()
     if done and world.is_main:
         log.info("%s: resuming from %d of %d units already done (%s)", log_name, len(done), len(plan), folder.path)
-    todo = [unit for unit in world.my_share(plan) if unit.index not in done]
-    if todo:
-        worker = make_worker()
-        for unit in todo:
-            start = time.perf_counter()
-            result = worker(unit)
-            folder.commit(unit, result, time.perf_counter() - start)
-            if progress is not None:
-                progress(unit)
-        close = getattr(worker, "close", None)
-        if close is not None:
-            close()
+    mine = world.my_share(plan)
+    todo = [unit for unit in mine if unit.index not in done]
+    with tqdm(total=len(mine), initial=len(mine) - len(todo), unit="unit", desc=desc or log_name,
+              disable=not world.is_main, dynamic_ncols=True) as bar:  # closed before any error line is printed
+        if todo:
+            worker = make_worker()
+            for unit in todo:
+                start = time.perf_counter()
+                result = worker(unit)
+                folder.commit(unit, result, time.perf_counter() - start)
+                bar.update()
+            close = getattr(worker, "close", None)
+            if close is not None:
+                close()
     distributed.barrier()
     missing = [u.index for u in plan if not folder.marker(u.index).is_file()]
     if missing:

@@ -16,7 +16,15 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__, distributed
-from ..build.output import check_out, discard_staging, prepare_output, publish, staging_folder, write_text_atomic
+from ..build.output import (
+    check_out,
+    discard_staging,
+    interrupted,
+    prepare_output,
+    publish,
+    staging_folder,
+    write_text_atomic,
+)
 from ..constants import CONTEXT_IMAGES, DISCOVER_INFO, NUM_CLASSES, PACKAGE_NAME, PAIRS_FILE
 from ..errors import InputError
 from ..model import create_feature_model
@@ -52,6 +60,8 @@ def run(args) -> int:
     joined = distributed.init(world, device)
     try:
         return _run(args, out, world, device)
+    except KeyboardInterrupt:
+        raise interrupted(out) from None
     finally:
         if joined:
             distributed.destroy()
@@ -67,11 +77,8 @@ def _run(args, out: Path, world, device) -> int:
     staging = prepare_output(out, args.overwrite, args.source, kind="study") if world.is_main else staging_folder(out)
     distributed.barrier()
     try:
-        bar = tqdm(unit="unit", desc="scan: robust model over the source", dynamic_ncols=True,
-                   disable=not world.is_main)
         scan = scan_in_units(args, source, model, info, classes, args.top_images, CONTEXT_IMAGES, device, world,
-                             staging, workers, progress=lambda unit: bar.update())
-        bar.close()
+                             staging, workers)
         if world.is_main:
             tasks = write_study(args, staging, scan, source, model, info, device, start)
     except BaseException:
@@ -102,10 +109,9 @@ def write_study(args, staging: Path, scan, source, model, info, device, start) -
     if not tasks:
         raise InputError(f"--source {args.source}: no image was grouped into the requested classes "
                          f"({scan.scanned} read); try --group-by label or more images")
-    panel_bar = tqdm(total=len(tasks), unit="panel", desc="panels: maps and feature attacks", dynamic_ncols=True)
-    write_panels(staging, tasks, scan, source, model, args.attack_steps, args.batch_size, device,
-                 not args.no_draft, progress=lambda done: panel_bar.update(done - panel_bar.n))
-    panel_bar.close()
+    with tqdm(total=len(tasks), unit="panel", desc="panels: maps and feature attacks", dynamic_ncols=True) as bar:
+        write_panels(staging, tasks, scan, source, model, args.attack_steps, args.batch_size, device,
+                     not args.no_draft, progress=lambda done: bar.update(done - bar.n))
     write_pairs(staging / PAIRS_FILE, tasks)
     write_page(staging, tasks, args.title or f"Salient features of {info.name}")
     write_text_atomic(staging / INFO, json.dumps(provenance(args, info, scan, tasks, start), indent=2))

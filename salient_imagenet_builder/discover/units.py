@@ -68,7 +68,7 @@ class ScanUnitWorker:
 
 
 def scan_in_units(args, source, model, info, classes, k, context_k, device, world, staging: Path, workers: int,
-                  progress=None) -> ScanResult:
+                  ) -> ScanResult:
     """Run (or resume) the scan's units on this rank; every rank returns the merged result (rank 0 uses it)."""
     class_filter = None if len(classes) == NUM_CLASSES else set(classes)
     plan = [Unit(i, spec) for i, spec in enumerate(source.plan_units(class_filter, args.limit, args.unit_size))]
@@ -79,7 +79,7 @@ def scan_in_units(args, source, model, info, classes, k, context_k, device, worl
     folder = UnitFolder(work, "discover-scan")
     stats = run_units(plan, folder, lambda: ScanUnitWorker(source, model, classes, k, context_k, args, device,
                                                            workers, class_filter),
-                      world, "discover scan", progress=progress)
+                      world, "discover scan", desc=f"scan: robust model over {len(plan)} units")
     total = ScanResult.empty(classes, model.num_features, k, context_k)
     for _, result in load_results(plan, folder, ScanResult):
         total.merge(result).compact()

@@ -231,8 +231,8 @@ def _row_jobs(table, view, with_images: bool):
 def decode_rows(data: EvalData, offsets: np.ndarray, tables, view, with_images: bool, workers: int,
                 progress: bool) -> None:
     jobs = (job for table in tables for job in _row_jobs(table, view, with_images))
-    bar = tqdm(total=len(data), unit="row", desc="decode dataset (once per run)", disable=not progress)
-    with ordered_map(_decode_row, workers) as imap:
+    with tqdm(total=len(data), unit="row", desc="decode dataset (once per run)", disable=not progress) as bar, \
+            ordered_map(_decode_row, workers) as imap:
         for row, (image_id, image, masks, error) in enumerate(imap(jobs)):
             if error is not None:
                 raise EvaluationError(f"row {row} ({image_id}): cannot decode: {error}")
@@ -241,7 +241,6 @@ def decode_rows(data: EvalData, offsets: np.ndarray, tables, view, with_images: 
             if masks:
                 data.masks[offsets[row]:offsets[row] + len(masks)] = torch.from_numpy(np.stack(masks))
             bar.update(1)
-    bar.close()
 
 
 class _ImageNetView:
@@ -264,8 +263,8 @@ def read_imagenet(data: EvalData, path: str, split: str, kind: str | None, draft
         rows.setdefault(image_id, []).append(row)
     found = set()
     samples = (s for s in source.samples(set(data.labels.tolist())) if s.image_id in rows)
-    bar = tqdm(total=len(rows), unit="img", desc=f"read images from {path}", disable=not progress)
-    with ordered_map(_ImageNetView(draft), workers) as imap:
+    with tqdm(total=len(rows), unit="img", desc=f"read images from {path}", disable=not progress) as bar, \
+            ordered_map(_ImageNetView(draft), workers) as imap:
         for image_id, view, error in imap(samples):
             if error is not None:
                 raise EvaluationError(f"--imagenet {path}: {image_id}: {error}")
@@ -273,7 +272,6 @@ def read_imagenet(data: EvalData, path: str, split: str, kind: str | None, draft
                 data.images[row] = torch.from_numpy(view)
             found.add(image_id)
             bar.update(1)
-    bar.close()
     missing = sorted(set(rows) - found)
     if missing:
         raise EvaluationError(f"--imagenet {path} (split {split!r}): {len(missing)} of {len(rows)} image ids not "

@@ -40,17 +40,16 @@ def evaluate_model(data: EvalData, model: nn.Module, data_config: dict, settings
     model, preprocess = prepare_model(model, device), Preprocess(data_config).to(device)
     data = place(data, device)
     jobs = plan_jobs(data, settings.single_feature)
-    bar = tqdm(total=len(data) + settings.draws * len(jobs), unit="img", desc=f"evaluate {label}",
-               disable=not settings.progress)
-    run = dict(batch_size=settings.batch_size, device=device, amp=settings.amp, bar=bar, seed=settings.seed)
-    start = time.perf_counter()
-    clean = predict(model, preprocess, data, np.arange(len(data)), np.full(len(data), -1), noise_std=0.0, draw=0,
-                    **run)
-    noisy = np.stack([predict(model, preprocess, data, jobs.row, jobs.mask, noise_std=settings.noise_std, draw=d,
-                              **run) for d in range(settings.draws)]).reshape(settings.draws, len(jobs))
-    synchronize(device)
-    seconds = time.perf_counter() - start
-    bar.close()
+    with tqdm(total=len(data) + settings.draws * len(jobs), unit="img", desc=f"evaluate {label}",
+              disable=not settings.progress) as bar:
+        run = dict(batch_size=settings.batch_size, device=device, amp=settings.amp, bar=bar, seed=settings.seed)
+        start = time.perf_counter()
+        clean = predict(model, preprocess, data, np.arange(len(data)), np.full(len(data), -1), noise_std=0.0,
+                        draw=0, **run)
+        noisy = np.stack([predict(model, preprocess, data, jobs.row, jobs.mask, noise_std=settings.noise_std,
+                                  draw=d, **run) for d in range(settings.draws)]).reshape(settings.draws, len(jobs))
+        synchronize(device)
+        seconds = time.perf_counter() - start
     return reduce_result(label, data, jobs, clean, noisy, seconds)
 
 
