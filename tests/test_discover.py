@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -201,9 +202,9 @@ def test_discover_writes_pairs_panels_and_page(study, reference, model):
     assert all(row["Input.panel"] in html for row in rows)
 
 
-def test_discover_refuses_to_overwrite_an_annotators_file(tmp_path, inputs, caplog):
+def test_discover_refuses_to_overwrite_an_annotators_file(tmp_path, inputs, study, caplog):
     copy_of_study = tmp_path / "study"
-    copy_of_study.mkdir()
+    shutil.copytree(study, copy_of_study)
     (copy_of_study / "answers-ann1.csv").write_text("WorkerId\n")
     code = main(["discover", "--source", str(inputs["folder"]), "--model", ARCH, "--out", str(copy_of_study),
                  "--overwrite"])
@@ -272,3 +273,38 @@ def test_ctrl_c_keeps_the_finished_scan_units_and_says_so(inputs, tmp_path):
     assert stderr.rstrip().endswith(f"interrupted; the finished work is kept in {tmp_path / '.study.partial'}: run "
                                     "the same command again to resume")
     assert list(markers.glob("*.done.json")) and not out.exists()
+
+
+def test_a_stopped_discovery_keeps_its_finished_panel_units(inputs, tmp_path, monkeypatch, caplog):
+    """Panels are drawn in units (one class each here): stopped in the second, the rerun draws only the others and
+    the study equals one drawn in one go."""
+    from salient_imagenet_builder.discover import panels
+
+    monkeypatch.setattr(panels, "CHUNK_CLASSES", 1)
+    args = ["discover", "--source", str(inputs["folder"]), "--model", ARCH, "--model-checkpoint",
+            str(inputs["checkpoint"]), *STUDY_ARGS]
+    assert main([*args, "--out", str(tmp_path / "one_go")]) == 0
+    draw = panels.PanelWorker.__call__
+    calls = []
+
+    def stop_in_the_second_unit(self, unit):
+        calls.append(unit.index)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what Ctrl-C raises in the main thread
+        return draw(self, unit)
+
+    monkeypatch.setattr(panels.PanelWorker, "__call__", stop_in_the_second_unit)
+    out = tmp_path / "study"
+    assert main([*args, "--out", str(out)]) == 130
+    monkeypatch.setattr(panels.PanelWorker, "__call__", draw)
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert main([*args, "--out", str(out)]) == 0
+    assert "panels: resuming from 1 of 3 units already done" in caplog.text
+    assert "discover scan: resuming from" in caplog.text
+    one_go = tmp_path / "one_go"
+    assert sorted(p.name for p in (out / "panels").iterdir()) == sorted(p.name for p in (one_go / "panels").iterdir())
+    for png in (one_go / "panels").iterdir():
+        assert (out / "panels" / png.name).read_bytes() == png.read_bytes(), png.name
+    assert (out / "pairs.csv").read_text() == (one_go / "pairs.csv").read_text()
+    assert not (tmp_path / ".study.partial").exists()

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import __version__, distributed
 from ..build.output import (
@@ -25,7 +24,7 @@ from ..build.output import (
     staging_folder,
     write_text_atomic,
 )
-from ..constants import CONTEXT_IMAGES, DISCOVER_INFO, NUM_CLASSES, PACKAGE_NAME, PAIRS_FILE
+from ..constants import CONTEXT_IMAGES, DISCOVER_INFO, NUM_CLASSES, PACKAGE_NAME, PAIRS_FILE, WORK_DIR
 from ..errors import InputError
 from ..model import create_feature_model
 from ..sources import open_source
@@ -79,11 +78,14 @@ def _run(args, out: Path, world, device) -> int:
     try:
         scan = scan_in_units(args, source, model, info, classes, args.top_images, CONTEXT_IMAGES, device, world,
                              staging, workers)
+        tasks = plan_pairs(args, scan, model, world)
+        write_panels(staging, staging / WORK_DIR, tasks, scan, source, model, args.attack_steps, args.batch_size,
+                     device, world, not args.no_draft)
         if world.is_main:
-            tasks = write_study(args, staging, scan, source, model, info, device, start)
+            write_study(args, staging, scan, tasks, info, start)
     except BaseException:
         if world.is_main:
-            discard_staging(staging)  # finished scan units stay for a resume
+            discard_staging(staging)  # finished scan and panel units stay for a resume
         raise
     if world.is_main:
         publish(staging, out)  # drops the work folder, then swaps the study into place
@@ -95,10 +97,10 @@ def _run(args, out: Path, world, device) -> int:
     return 0
 
 
-def write_study(args, staging: Path, scan, source, model, info, device, start) -> list:
-    """Rank 0: rank the features, then panels (maps and attacks of the selected images), pairs.csv, the page."""
+def plan_pairs(args, scan, model, world) -> list:
+    """Every rank: the pairs to annotate, ranked from the merged scan (the same on every rank)."""
     unlabelled = dict(sorted(scan.unlabelled.items()))
-    if unlabelled:
+    if unlabelled and world.is_main:
         log.warning("skipped %d image(s) whose label is not an ImageNet class 0-%d (label: count %s)",
                     sum(unlabelled.values()), NUM_CLASSES - 1, unlabelled)
     if scan.scanned == 0 and unlabelled:
@@ -109,13 +111,14 @@ def write_study(args, staging: Path, scan, source, model, info, device, start) -
     if not tasks:
         raise InputError(f"--source {args.source}: no image was grouped into the requested classes "
                          f"({scan.scanned} read); try --group-by label or more images")
-    with tqdm(total=len(tasks), unit="panel", desc="panels: maps and feature attacks", dynamic_ncols=True) as bar:
-        write_panels(staging, tasks, scan, source, model, args.attack_steps, args.batch_size, device,
-                     not args.no_draft, progress=lambda done: bar.update(done - bar.n))
+    return tasks
+
+
+def write_study(args, staging: Path, scan, tasks: list, info, start) -> None:
+    """Rank 0, once the panels are drawn: pairs.csv, the page and discover_info.json."""
     write_pairs(staging / PAIRS_FILE, tasks)
     write_page(staging, tasks, args.title or f"Salient features of {info.name}")
     write_text_atomic(staging / INFO, json.dumps(provenance(args, info, scan, tasks, start), indent=2))
-    return tasks
 
 
 def provenance(args, info, scan, tasks, start) -> dict:

@@ -3,16 +3,22 @@ definition, the top images by r_j(x), their heatmaps (NAM overlay, red = high), 
 few images of the class for context.
 
 Only the selected images are read again (`source.read_many`); maps and attacks are computed in batches of
-(image, feature) jobs over all pairs.
+(image, feature) jobs over all pairs. The panels are drawn in work units of CHUNK_CLASSES classes with the
+builder's unit runner: ranks under torchrun share the chunks (the attacks are most of a study's time), and a
+stopped study keeps its finished chunks for the next run.
 """
 
 import logging
+import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import render
+from ..build.units import Unit, UnitFolder, fingerprint_hash, run_units
 from ..images import CorruptImage, center_view, decode, to_uint8_tensor
 from ..stages import batched
 from .attack import activation_maps, feature_attack
@@ -68,21 +74,67 @@ def render_panel(task: PairTask, images, views: dict, computed: dict, steps: int
     return render.stack(blocks)
 
 
-def write_panels(out: Path, tasks: list[PairTask], scan, source, model, steps: int, batch_size: int, device,
-                 draft: bool = True, progress=None) -> None:
-    """The panels, CHUNK_CLASSES classes at a time, so memory holds one chunk's views, maps and attacks."""
-    images = scan.images
+@dataclass
+class PanelChunk:
+    """A unit result: one chunk's panels by file name. `load` gives the names only; the files stay in the unit's
+    folder until `write_panels` links them into the study."""
+
+    pictures: dict
+
+    def save(self, folder: Path) -> None:
+        for name, picture in self.pictures.items():
+            render.save_png(picture, folder / name)
+
+    @classmethod
+    def load(cls, folder: Path) -> "PanelChunk":
+        return cls({p.name: None for p in sorted(folder.glob("*.png"))})
+
+    def summary(self) -> dict:
+        return {"panels": len(self.pictures)}
+
+
+class PanelWorker:
+    """`worker(unit)` draws the panels of the unit's classes: their views, maps and attacks in memory at once."""
+
+    def __init__(self, tasks: list[PairTask], scan, source, model, steps: int, batch_size: int, device, draft: bool):
+        self.tasks, self.images, self.source, self.model = tasks, scan.images, source, model
+        self.steps, self.batch_size, self.device, self.draft = steps, batch_size, device, draft
+
+    def __call__(self, unit: Unit) -> PanelChunk:
+        classes = set(unit.spec["classes"])
+        chunk = [t for t in self.tasks if t.class_index in classes]
+        refs = [self.images.refs[i] for t in chunk for i in [*(p for p, _ in t.top), *t.context]]
+        views = read_views(self.source, refs, self.draft)
+        jobs = [(self.images.refs[i], t.feature_index) for t in chunk for i, _ in t.top]
+        computed = compute_jobs(self.model, jobs, views, self.steps, self.batch_size, self.device)
+        return PanelChunk({Path(t.panel).name: render_panel(t, self.images, views, computed, self.steps)
+                           for t in chunk})
+
+
+def write_panels(out: Path, work: Path, tasks: list[PairTask], scan, source, model, steps: int, batch_size: int,
+                 device, world, draft: bool = True) -> None:
+    """Every rank draws its share of the chunks into the work folder; rank 0 then links them into `out/panels/`."""
     classes = sorted({t.class_index for t in tasks})
-    done = 0
-    for first in range(0, len(classes), CHUNK_CLASSES):
-        chunk_classes = set(classes[first:first + CHUNK_CLASSES])
-        chunk = [t for t in tasks if t.class_index in chunk_classes]
-        refs = [images.refs[i] for t in chunk for i in [*(p for p, _ in t.top), *t.context]]
-        views = read_views(source, refs, draft)
-        jobs = [(images.refs[i], t.feature_index) for t in chunk for i, _ in t.top]
-        computed = compute_jobs(model, jobs, views, steps, batch_size, device)
-        for task in chunk:
-            render.save_png(render_panel(task, images, views, computed, steps), out / task.panel)
-            done += 1
-            if progress is not None:
-                progress(done)
+    plan = [Unit(i, {"classes": classes[first:first + CHUNK_CLASSES]})
+            for i, first in enumerate(range(0, len(classes), CHUNK_CLASSES))]
+    # the scan is fingerprinted by the work folder; what else a panel depends on names its pass
+    drawn = fingerprint_hash({"steps": steps, "plan": [u.spec for u in plan],
+                              "pairs": [(t.class_index, t.feature_index) for t in tasks]})
+    folder = UnitFolder(work, f"discover-panels-{drawn}")
+    run_units(plan, folder, lambda: PanelWorker(tasks, scan, source, model, steps, batch_size, device, draft), world,
+              "panels", desc=f"panels: maps and feature attacks, {len(classes)} classes in {len(plan)} units")
+    if not world.is_main:
+        return
+    (out / "panels").mkdir(exist_ok=True)
+    for unit in plan:
+        for png in folder.result_dir(unit.index).glob("*.png"):
+            link_or_copy(png, out / "panels" / png.name)
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """A hard link where the file system allows one (the work folder goes when the study is published)."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
