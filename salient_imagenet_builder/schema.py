@@ -1,17 +1,45 @@
 """The dataset's two schemas, declared once as `datasets.Features` and reused by the writer, the card and the tests."""
 
+import csv
+import importlib.util
 from functools import lru_cache
+from pathlib import Path
 
 from datasets import ClassLabel, Features, Image, List, Value
-from timm.data import ImageNetInfo
 
 KINDS = ("core", "spurious")
 SPURIOUS_TYPES = ("background", "separate_object", "mixed")
 
 
+class ImageNetNames:
+    """The ImageNet-1k class files that timm ships (synsets, lemmas, definitions), read as `timm.data.ImageNetInfo`
+    reads them but without importing timm, and so torch: commands that only read a dataset (check, show, ingest)
+    stay light."""
+
+    def __init__(self):
+        folder = Path(importlib.util.find_spec("timm").submodule_search_locations[0]) / "data" / "_info"
+        self._synsets = (folder / "imagenet_synsets.txt").read_text(encoding="utf-8").splitlines()
+        self._lemmas = _tab_separated(folder / "imagenet_synset_to_lemma.txt")
+        self._definitions = _tab_separated(folder / "imagenet_synset_to_definition.txt")
+
+    def num_classes(self) -> int:
+        return len(self._synsets)
+
+    def label_names(self) -> list[str]:
+        return self._synsets
+
+    def index_to_description(self, index: int, detailed: bool = False) -> str:
+        synset = self._synsets[index]
+        return f"{self._lemmas[synset]}: {self._definitions[synset]}" if detailed else self._lemmas[synset]
+
+
+def _tab_separated(path: Path) -> dict[str, str]:
+    return dict(csv.reader(path.read_text(encoding="utf-8").splitlines(), delimiter="\t"))
+
+
 @lru_cache(maxsize=1)
-def imagenet_info() -> ImageNetInfo:
-    return ImageNetInfo()
+def imagenet_info() -> ImageNetNames:
+    return ImageNetNames()
 
 
 def wordnet_ids() -> list[str]:

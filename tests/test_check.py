@@ -35,6 +35,28 @@ def test_fresh_build_passes_through_the_cli(fresh):
     assert result.returncode == 0 and result.stdout.strip().endswith(": OK"), result.stdout + result.stderr
 
 
+def test_check_without_streaming_loads_no_torch(fresh):
+    """The class names come from timm's files without importing timm (and torch): a check stays light."""
+    code = ("import sys; from salient_imagenet_builder.cli import main; code = main(sys.argv[1:]); "
+            "print('torch' in sys.modules, 'timm' in sys.modules); sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code, "check", str(fresh), "--no-stream"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1] == "False False"
+
+
+def test_class_names_are_timms():
+    from timm.data import ImageNetInfo
+
+    from salient_imagenet_builder.schema import class_names, imagenet_info, wordnet_ids
+
+    timm_info, ours = ImageNetInfo(), imagenet_info()
+    assert wordnet_ids() == timm_info.label_names() and len(class_names()) == 1000
+    for i in range(1000):
+        for detailed in (False, True):
+            assert ours.index_to_description(i, detailed) == timm_info.index_to_description(i, detailed=detailed)
+
+
 def test_broken_card(copy):
     readme = copy / "README.md"
     text = readme.read_text()
