@@ -1,5 +1,7 @@
 """The three readers yield the same samples and read the selected ones back; layouts are detected; errors are clear."""
 
+import re
+
 import pytest
 
 from salient_imagenet_builder.errors import InputError
@@ -44,6 +46,14 @@ def test_split_selection_and_errors(inputs, parquet_source, webdataset_source, t
     (mixed / "train-0.tar").write_bytes(b"")
     with pytest.raises(SourceError, match="cannot tell the layout"):
         open_source(str(mixed))
+    # a split the folder does not have: the splits it has are named; an image file is not a source
+    with pytest.raises(SourceError, match=re.escape(f"under {inputs['folder'] / 'test'} or {inputs['folder']}; they "
+                                                    "are under train: pass --split train")):
+        open_source(str(inputs["folder"]), split="test")
+    image = next((inputs["folder"] / "train").rglob("*.JPEG"))
+    with pytest.raises(SourceError, match=re.escape(f"{image}: not a parquet, arrow or tar file; --source takes an "
+                                                    "ImageNet folder")):
+        open_source(str(image))
 
 
 def test_parquet_without_label_column(tmp_path):

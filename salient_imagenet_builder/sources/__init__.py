@@ -87,6 +87,10 @@ def _detect(path: Path | None, by_ext: dict[str, list[str]]) -> str:
     found = [k for k in ("parquet", "webdataset") if by_ext.get(k)]
     if path is not None and path.is_dir() and not found:
         return "folder"
+    if path is not None and path.is_file() and not found:
+        raise SourceError(f"{path}: not a parquet, arrow or tar file; --source takes an ImageNet folder (class folders "
+                          "<wnid>/, or <split>/<wnid>/), a folder or file of parquet or WebDataset shards, or a Hub "
+                          "dataset id")
     if len(found) != 1:
         where = path or "the Hub dataset"
         raise SourceError(f"{where}: cannot tell the layout (found {found or 'no shards'}); pass --source-type")

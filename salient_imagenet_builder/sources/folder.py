@@ -20,7 +20,9 @@ class FolderSource(Source):
         wnids = set(wordnet_ids())
         self.dir = next((d for d in candidates if d.is_dir() and any(p.name in wnids for p in d.iterdir())), None)
         if self.dir is None:
-            raise SourceError(f"{root}: no ImageNet class folders (<wnid>/) under {root / split} or {root}")
+            splits = sorted(d.name for d in root.iterdir() if d.is_dir() and any(p.name in wnids for p in d.iterdir()))
+            hint = f"; they are under {', '.join(splits)}: pass --split {splits[0]}" if splits else ""
+            raise SourceError(f"{root}: no ImageNet class folders (<wnid>/) under {root / split} or {root}{hint}")
         self.class_dirs = {i: self.dir / w for i, w in enumerate(wordnet_ids()) if (self.dir / w).is_dir()}
         self.not_images: set[str] = set()
         others = sorted(p.name for p in self.dir.iterdir() if p.is_dir() and p.name not in wnids
