@@ -35,6 +35,16 @@ def test_fresh_build_passes_through_the_cli(fresh):
     assert result.returncode == 0 and result.stdout.strip().endswith(": OK"), result.stdout + result.stderr
 
 
+def test_a_file_is_not_a_dataset(fresh, caplog):
+    from salient_imagenet_builder.cli import main
+
+    card = fresh / "README.md"
+    for command in (["check", str(card)], ["show", str(card), "--class", "0", "--out", str(fresh.parent / "x.png")]):
+        caplog.clear()
+        assert main(command) == 2
+        assert f"{command[0]} {card}: is a file; give a built dataset folder or a Hub dataset id" in caplog.text
+
+
 def test_check_without_streaming_loads_no_torch(fresh):
     """The class names come from timm's files without importing timm (and torch): a check stays light."""
     code = ("import sys; from salient_imagenet_builder.cli import main; code = main(sys.argv[1:]); "

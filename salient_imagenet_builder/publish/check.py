@@ -27,7 +27,7 @@ from ..constants import (
     VIEWER_PAGE_ROWS,
     VIEWER_SCAN_MAX_BYTES,
 )
-from ..errors import UserError
+from ..errors import InputError, UserError
 from ..schema import annotation_features, image_features
 
 DECLARED = {"default": image_features, ANNOTATIONS_CONFIG: annotation_features}
@@ -42,6 +42,8 @@ class Target:
 
         where = resolve(target, command)  # "no such folder" first; the Hub only for what could be a Hub id
         self.local = isinstance(where, Path)
+        if self.local and not where.is_dir():
+            raise InputError(f"{command} {target}: is a file; give a built dataset folder or a Hub dataset id")
         self.name = target
         if self.local:
             self.root = where
