@@ -21,10 +21,10 @@ from .constants import (
     CONFIDENCE_RANGE,
     DOWNLOAD_TIMEOUT_SECONDS,
     FEATURES_PER_CLASS,
-    MAJORITY,
     NUM_CLASSES,
     PUBLISHED_ANNOTATION_STATS,
     SPURIOUS_ANSWERS,
+    majority_of,
 )
 from .errors import InputError, NetworkError
 from .schema import wordnet_ids
@@ -81,8 +81,11 @@ class Pair:
         return sum(a.confidence for a in self.answers) / len(self.answers)
 
 
-def classify(answers, majority: int = MAJORITY) -> tuple[str, str | None]:
-    """(kind, spurious sub-type) of a pair from its answers, by the paper's majority rule (`majority` of them)."""
+def classify(answers, majority: int | None = None) -> tuple[str, str | None]:
+    """(kind, spurious sub-type) of a pair from its answers, by the paper's majority rule: `majority` of them,
+    by default a majority of however many there are (3 of 5)."""
+    answers = list(answers)
+    majority = majority_of(len(answers)) if majority is None else majority
     votes = Counter(answers)
     if sum(votes[a] for a in SPURIOUS_ANSWERS) < majority:
         return "core", None
@@ -108,6 +111,14 @@ class Annotations:
     def restrict(self, classes) -> "Annotations":
         keep = set(classes)
         return Annotations({k: p for k, p in self.pairs.items() if k[0] in keep}, self.source, self.sha256)
+
+    @property
+    def answers_per_pair(self) -> int:
+        return len(next(iter(self.pairs.values())).answers) if self.pairs else ANSWERS_PER_PAIR
+
+    @property
+    def majority(self) -> int:
+        return majority_of(self.answers_per_pair)
 
     def stats(self) -> dict:
         kinds = Counter(p.kind for p in self.pairs.values())
@@ -185,10 +196,12 @@ def _parse_rows(path: Path, reader: csv.DictReader, num_features: int) -> Annota
             raise AnnotationError(f"{where}: feature {feature_index} of class {class_index} has rank {rank}, "
                                   f"earlier rows say {pair.feature_rank}")
         pair.answers.append(Answer(row["WorkerId"].strip(), answer, confidence, row["Answer.reasons"] or ""))
-    for pair in pairs.values():
-        if len(pair.answers) != ANSWERS_PER_PAIR:
-            raise AnnotationError(f"{path}: class {pair.class_index} feature {pair.feature_index} has "
-                                  f"{len(pair.answers)} answers, expected {ANSWERS_PER_PAIR}")
+    counts = Counter(len(pair.answers) for pair in pairs.values())
+    if len(counts) > 1:  # a study's pairs all have its quorum of answers (5 in the published study)
+        usual = counts.most_common(1)[0][0]
+        odd = next(p for p in pairs.values() if len(p.answers) != usual)
+        raise AnnotationError(f"{path}: class {odd.class_index} feature {odd.feature_index} has {len(odd.answers)} "
+                              f"answers, the other pairs {usual}: every pair needs the same number of answers")
     per_class = Counter(c for c, _ in pairs)
     too_many = [c for c, n in per_class.items() if n > FEATURES_PER_CLASS]
     if too_many:

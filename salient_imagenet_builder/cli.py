@@ -263,9 +263,10 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", help="the study's pairs.csv (default: pairs.csv beside the first answer file)")
     parser.add_argument("--answers-per-pair", type=positive_int, default=ANSWERS_PER_PAIR,
                         help=f"answers every pair needs (default: {ANSWERS_PER_PAIR})")
-    parser.add_argument("--majority", type=positive_int, default=MAJORITY,
+    parser.add_argument("--majority", type=positive_int,
                         help=f"spurious when at least this many answers are separate_object or background "
-                             f"(default: {MAJORITY}, i.e. {MAJORITY} of {ANSWERS_PER_PAIR})")
+                             f"(default: a majority of --answers-per-pair, {MAJORITY} of {ANSWERS_PER_PAIR}; the build "
+                             "applies a majority)")
     parser.add_argument("--out", required=True,
                         help="the annotation CSV to write (what the build's --annotations reads)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

@@ -66,13 +66,26 @@ def _pair(class_index=0, wnid="n01440764", feature=7, rank=1, answers=(M,) * 5):
     (_pair(feature=2048), COLUMNS, "row 2: Input.feature_index '2048'"),
     (_pair(rank=6), COLUMNS, "row 2: Input.feature_rank '6'"),
     (_pair(wnid="n99999999"), COLUMNS, "row 2: Input.wordnet_id n99999999 is not class 0"),
-    (_pair(answers=(M,) * 4), COLUMNS, "class 0 feature 7 has 4 answers, expected 5"),
+    (_pair() + _pair(feature=9, rank=2, answers=(M,) * 4) + _pair(feature=11, rank=3), COLUMNS,
+     "class 0 feature 9 has 4 answers, the other pairs 5: every pair needs the same number of answers"),
     (_pair() + _pair(feature=7, rank=2)[:1], COLUMNS, "row 7: feature 7 of class 0 has rank 2"),
 ])
 def test_bad_rows_name_the_problem(tmp_path, rows, header, message):
     path = _write(tmp_path / "bad.csv", rows, header)
     with pytest.raises(AnnotationError, match=message):
         parse(path)
+
+
+def test_a_study_with_three_answers_per_pair_is_labelled_by_two_of_three(tmp_path):
+    """The paper's 3 of 5 is a majority; a study with 3 annotators per pair gets 2 of 3, counted here by hand."""
+    plans = {7: (B, S, M), 9: (B, B, M), 11: (M, M, S), 13: (S, S, S)}
+    rows = [row for rank, (feature, answers) in enumerate(plans.items(), 1)
+            for row in _pair(feature=feature, rank=min(rank, 5), answers=answers)]
+    annotations = parse(_write(tmp_path / "three.csv", rows))
+    assert (annotations.answers_per_pair, annotations.majority) == (3, 2)
+    labels = {f: (p.kind, p.spurious_type) for (_, f), p in annotations.pairs.items()}
+    assert labels == {7: ("spurious", "mixed"), 9: ("spurious", "background"), 11: ("core", None),
+                      13: ("spurious", "separate_object")}
 
 
 def test_confidence_out_of_range(tmp_path):

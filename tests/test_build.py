@@ -1,6 +1,7 @@
 """End-to-end builds, checked against an independent computation: torchvision's transforms, the network's modules
 called one by one (conv1 ... layer4), FI and top-k by hand."""
 
+import csv
 import io
 from collections import defaultdict
 from pathlib import Path
@@ -212,3 +213,33 @@ def test_existing_output_refused_and_failed_rebuild_keeps_it(config, tmp_path):
     assert len(load_dataset(config().out, split="train")) > 0
     build(config(classes=[1], overwrite=True, group_by="label"))
     assert set(load_dataset(config().out, split="train")["group"]) == {1}
+
+
+def test_a_study_with_three_answers_per_pair_builds_by_two_of_three(config, inputs, tmp_path):
+    """An ingested study of 3 annotators: the build labels each pair by a majority of its 3 answers (a vote count
+    done here by hand) and the card says 3 annotators and 2 of 3."""
+    with open(inputs["annotations"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept, seen = [], defaultdict(int)
+    for row in rows:  # the first 3 answers of every pair
+        key = (row["Input.class_index"], row["Input.feature_index"])
+        seen[key] += 1
+        if seen[key] <= 3:
+            kept.append(row)
+    three = tmp_path / "three.csv"
+    with open(three, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+    out = tmp_path / "three_build"
+    build(config(out=str(out), annotations=str(three), classes=[1, 2], group_by="label", top_k=2))
+    table = load_dataset(str(out), "annotations", split="train")
+    assert len(table) > 0
+    for pair in table:
+        answers = [r["Answer.main"] for r in kept if (int(r["Input.class_index"]), int(r["Input.feature_index"]))
+                   == (pair["class_index"], pair["feature_index"])]
+        spurious = sum(a in ("separate_object", "background") for a in answers)
+        assert len(answers) == len(pair["answers"]) == 3
+        assert pair["kind"] == ("spurious" if spurious >= 2 else "core")
+    card = (out / "README.md").read_text()
+    assert "Each pair was shown to 3 annotators; it is **spurious** when at least 2 of the 3 answered" in card

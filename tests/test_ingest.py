@@ -157,3 +157,16 @@ def test_out_is_never_an_input_a_folder_or_a_foreign_file(tmp_path, pairs_csv, c
     assert main(["ingest", *map(str, files[::-1]), "--pairs", str(pairs_csv.parent), "--out", str(out),
                  "--overwrite"]) == 0
     assert out.read_bytes() == first  # rows sorted by pair and annotator, not by file order
+
+
+def test_three_annotators_are_labelled_by_two_of_three_as_the_build_reads_them(tmp_path, pairs_csv, caplog):
+    plan = {0: [B, S, M], 1: [M, M, B]}
+    files = [write_answers(tmp_path / f"answers-{w}.csv", [answer(f"w{w}", c, plan[c][w]) for c in plan])
+             for w in range(3)]
+    out = tmp_path / "annotations.csv"
+    assert main(["ingest", *map(str, files), "--pairs", str(pairs_csv), "--out", str(out),
+                 "--answers-per-pair", "3"]) == 0
+    assert "will label some pairs differently" not in caplog.text
+    parsed = parse(out)
+    assert (parsed.answers_per_pair, parsed.majority) == (3, 2)
+    assert {c: p.kind for (c, _), p in parsed.pairs.items()} == {0: "spurious", 1: "core"}

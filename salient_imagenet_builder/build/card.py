@@ -14,7 +14,7 @@ from string import Template
 import yaml
 from datasets import DatasetInfo, SplitDict, SplitInfo
 
-from ..constants import ANNOTATIONS_CONFIG, BUILD_INFO, CROP_SIZE, MAJORITY, PACKAGE_NAME, RESIZE_SIZE
+from ..constants import ANNOTATIONS_CONFIG, ANSWERS_PER_PAIR, BUILD_INFO, CROP_SIZE, PACKAGE_NAME, RESIZE_SIZE
 from ..schema import annotation_features, image_features
 from .output import write_text_atomic
 
@@ -168,7 +168,8 @@ def render(provenance: dict, stats: dict, split: str, repo_id: str = "path/to/sa
                          "real use.\n\n") if demo else "",
         "package_version": provenance["package_version"], "model": provenance["model"], "arch": provenance["arch"],
         "split": split, "source": public["source"], "group_by": constants["group_by"],
-        "top_k": constants["top_k"], "crop": CROP_SIZE, "resize": RESIZE_SIZE, "majority": MAJORITY,
+        "top_k": constants["top_k"], "crop": CROP_SIZE, "resize": RESIZE_SIZE, "majority": constants["majority"],
+        "answers_per_pair": constants.get("answers_per_pair", ANSWERS_PER_PAIR),
         "provenance_table": _table(provenance_rows), "statistics_table": _table(statistics_rows),
         "agreement_sentence": agreement_sentence, "repo_id": repo_id, "annotations_config": ANNOTATIONS_CONFIG,
         "image_mode": constants["image_mode"], "join_section": join,

@@ -35,7 +35,6 @@ from ..constants import (
     DEFAULT_UNIT_SIZE,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    MAJORITY,
     MAX_SHARD_BYTES,
     NUM_CLASSES,
     RESIZE_SIZE,
@@ -350,7 +349,8 @@ class Builder:
             "constants": {
                 "resize": RESIZE_SIZE, "crop": CROP_SIZE, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
                 "top_k": config.top_k if config.top_k is not None else "all", "group_by": config.group_by,
-                "majority": MAJORITY, "image_mode": config.image_mode, "jpeg_draft": config.draft,
+                "majority": self.annotations.majority, "answers_per_pair": self.annotations.answers_per_pair,
+                "image_mode": config.image_mode, "jpeg_draft": config.draft,
             },
             "numerics": config.numerics.describe(),
             "classes": self.classes,

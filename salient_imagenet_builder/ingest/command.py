@@ -4,7 +4,7 @@ import logging
 from pathlib import Path
 
 from .. import annotations as annotations_mod
-from ..constants import ANSWERS_PER_PAIR, MAJORITY, PAIRS_FILE
+from ..constants import PAIRS_FILE, majority_of
 from ..discover.ranking import read_pairs
 from .agreement import annotator_agreement, kappa_of, pair_agreement
 from .answers import IngestError, by_pair, check_quorum, read_answers, unreadable, write_answers
@@ -16,6 +16,7 @@ MAX_PROBLEMS_SHOWN = 100
 
 def run(args) -> int:
     out = Path(args.out)
+    args.majority = args.majority or majority_of(args.answers_per_pair)
     if args.majority > args.answers_per_pair:
         raise IngestError(f"--majority {args.majority} is more than --answers-per-pair {args.answers_per_pair}")
     pairs_path = Path(args.pairs) if args.pairs else Path(args.answers[0]).parent / PAIRS_FILE
@@ -66,9 +67,10 @@ def report(problems: list[str], out: Path) -> None:
 
 def check_written(out: Path, per_pair: list[dict], args) -> None:
     """Read the file back with the build's parser: what ingest wrote is what the build will read."""
-    if (args.answers_per_pair, args.majority) != (ANSWERS_PER_PAIR, MAJORITY):
-        log.warning("the build applies %d of %d answers; this study used %d of %d, so `build` will refuse or "
-                    "relabel it", MAJORITY, ANSWERS_PER_PAIR, args.majority, args.answers_per_pair)
+    if args.majority != majority_of(args.answers_per_pair):
+        log.warning("the build labels a pair by a majority of its answers (%d of %d); these labels used %d of %d, so "
+                    "the build will label some pairs differently", majority_of(args.answers_per_pair),
+                    args.answers_per_pair, args.majority, args.answers_per_pair)
         return
     num_features = max(p["feature_index"] for p in per_pair) + 1
     parsed = annotations_mod.parse(out, num_features=num_features)
