@@ -27,7 +27,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..constants import BUILD_INFO, DISCOVER_INFO, PACKAGE_NAME, WORK_DIR
+from ..constants import BUILD_INFO, DISCOVER_INFO, EVALUATE_INFO, PACKAGE_NAME, WORK_DIR
 from ..errors import InputError, Interrupted
 
 log = logging.getLogger(__name__)
@@ -47,18 +47,23 @@ def old_folder(out: Path) -> Path:
     return out.parent / f".{out.name}.old"
 
 
-KINDS = {"build": "a build", "study": "a discovery study"}  # what this tool writes into an --out
+KINDS = {"build": "a build", "study": "a discovery study", "results": "a results folder"}  # what an --out holds
+MARKERS = {"study": DISCOVER_INFO, "results": EVALUATE_INFO}  # a build's: `is_build`, which also knows old builds
 
 
 def output_kind(folder: Path) -> str | None:
-    """"build" or "study" when `folder` is an output of this tool, else None."""
+    """"build", "study" or "results" when `folder` is an output of this tool (its marker file names the
+    package), else None."""
     if is_build(folder):
         return "build"
-    try:
-        study = json.loads((folder / DISCOVER_INFO).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return "study" if isinstance(study, dict) and study.get("package") == PACKAGE_NAME else None
+    for kind, marker in MARKERS.items():
+        try:
+            info = json.loads((folder / marker).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict) and info.get("package") == PACKAGE_NAME:
+            return kind
+    return None
 
 
 def is_build(folder: Path) -> bool:

@@ -3,9 +3,9 @@ folder. Its HTML, CSS and JavaScript are package data (`page/`), inlined here to
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
+from ..build.output import write_text_atomic
 from .ranking import PairTask
 
 PAGE = Path(__file__).parent / "page"
@@ -32,7 +32,5 @@ def render_page(tasks: list[PairTask], title: str) -> str:
 
 def write_page(out: Path, tasks: list[PairTask], title: str) -> Path:
     path = out / "index.html"
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(render_page(tasks, title), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, render_page(tasks, title))
     return path

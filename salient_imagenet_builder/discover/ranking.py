@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..annotations import csv_reader
+from ..build.output import write_text_atomic
 from ..constants import PAIRS_FILE
 from ..errors import InputError
 from ..schema import class_names, imagenet_info, wordnet_ids
@@ -81,9 +82,7 @@ def write_pairs(path: Path, tasks: list[PairTask]) -> None:
     writer.writerow(PAIR_COLUMNS)
     for t in tasks:
         writer.writerow([t.wordnet_id, t.class_index, t.feature_index, t.feature_rank, t.class_name, t.panel])
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(buffer.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, buffer.getvalue())
 
 
 def read_pairs(path: str | os.PathLike) -> dict[tuple[int, int], dict]:

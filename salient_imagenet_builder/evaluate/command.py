@@ -1,11 +1,10 @@
 """`salient-imagenet evaluate`: checks the arguments, decodes the dataset once, evaluates each model, writes."""
 
-import json
 import platform
 import re
 from pathlib import Path
 
-from ..constants import EVALUATE_INFO, PACKAGE_NAME
+from ..constants import EVALUATE_INFO
 from .settings import EvalSettings, EvaluationError
 
 
@@ -50,7 +49,7 @@ def run(args) -> int:
 def check_results_out(out: Path) -> None:
     """--out is a results folder: new, empty, or one an earlier `evaluate` wrote (its evaluate_info.json), whose
     files a rerun replaces. Never a file, `.`, home or an ancestor of the current folder, never anyone else's folder."""
-    from ..build.output import protected_reason
+    from ..build.output import output_kind, protected_reason
 
     name = f"--out {out}"
     if out.exists() and not out.is_dir():
@@ -60,11 +59,7 @@ def check_results_out(out: Path) -> None:
         raise EvaluationError(f"{name}: {reason}; choose a results folder of its own, e.g. --out results")
     if not out.exists() or not any(out.iterdir()):
         return
-    try:
-        ours = json.loads((out / EVALUATE_INFO).read_text(encoding="utf-8")).get("package") == PACKAGE_NAME
-    except (OSError, ValueError, AttributeError):
-        ours = False
-    if not ours:
+    if output_kind(out) != "results":
         raise EvaluationError(f"{name}: exists and is not a results folder of this tool (no {EVALUATE_INFO}); "
                               "evaluate writes only into a new or empty folder or its own earlier results. Choose "
                               "another --out")

@@ -2,12 +2,12 @@
 
 import csv
 import io
-import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..annotations import COLUMNS, csv_reader
+from ..build.output import write_text_atomic
 from ..constants import ANSWER_CHOICES, CONFIDENCE_RANGE
 from ..errors import InputError
 
@@ -135,6 +135,4 @@ def write_answers(path: Path, grouped: dict, pairs: dict) -> None:
         for row in sorted(grouped[key], key=lambda r: r.worker_id):
             writer.writerow([row.worker_id, pair["Input.wordnet_id"], key[0], key[1], pair["Input.feature_rank"],
                              row.answer, f"{row.confidence:.1f}", row.reason])
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(buffer.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, buffer.getvalue())
