@@ -30,16 +30,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from salient_imagenet_builder.build import BuildConfig, build  # noqa: E402
-from salient_imagenet_builder.build.decoding import BatchDecoder  # noqa: E402
-from salient_imagenet_builder.build.demo import jpeg_bytes, make_annotations, make_checkpoint, synthetic_image  # noqa: E402
-from salient_imagenet_builder.build.rows import ImageMeta, make_row_job  # noqa: E402
-from salient_imagenet_builder.images import center_view, decode, to_uint8_tensor, to_unit_float  # noqa: E402
-from salient_imagenet_builder.masks import normalized_maps  # noqa: E402
-from salient_imagenet_builder.model import create_feature_model  # noqa: E402
-from salient_imagenet_builder.schema import wordnet_ids  # noqa: E402
-from salient_imagenet_builder.sources import Sample  # noqa: E402
-from salient_imagenet_builder.stages import batched  # noqa: E402
+from salient_imagenet_builder.builder import BuildConfig, build  # noqa: E402
+from salient_imagenet_builder.builder.demo import jpeg_bytes, make_annotations, make_checkpoint, synthetic_image  # noqa: E402
+from salient_imagenet_builder.builder.rows import ImageMeta, make_row_job  # noqa: E402
+from salient_imagenet_builder.core.decoding import BatchDecoder  # noqa: E402
+from salient_imagenet_builder.core.images import center_view, decode, to_uint8_tensor, to_unit_float  # noqa: E402
+from salient_imagenet_builder.core.masks import normalized_maps  # noqa: E402
+from salient_imagenet_builder.core.model import create_feature_model  # noqa: E402
+from salient_imagenet_builder.core.schema import wordnet_ids  # noqa: E402
+from salient_imagenet_builder.core.sources import Sample  # noqa: E402
+from salient_imagenet_builder.core.stages import batched  # noqa: E402
 
 IMAGENET_TOP_K_SHARE = 65 / 1281  # k over the images of an average train class
 

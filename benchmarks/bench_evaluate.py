@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from salient_imagenet_builder import evaluate as ev
-from salient_imagenet_builder.build import BuildConfig, build
-from salient_imagenet_builder.build.demo import make_annotations, make_checkpoint, make_images
-from salient_imagenet_builder.constants import DEFAULT_DRAWS
-from salient_imagenet_builder.model import pick_device
-from salient_imagenet_builder.stages import synchronize
+from salient_imagenet_builder import evaluation as ev
+from salient_imagenet_builder.builder import BuildConfig, build
+from salient_imagenet_builder.builder.demo import make_annotations, make_checkpoint, make_images
+from salient_imagenet_builder.core.constants import DEFAULT_DRAWS
+from salient_imagenet_builder.core.model import pick_device
+from salient_imagenet_builder.core.stages import synchronize
 
 
 def build_dataset(root: Path, classes: list[int], per_class: int) -> Path:

@@ -11,7 +11,7 @@ import math
 import os
 import sys
 
-from .constants import (
+from .core.constants import (
     ANNOTATIONS_URL,
     ANNOTATOR_TOP_IMAGES,
     ANSWERS_PER_PAIR,
@@ -33,17 +33,17 @@ from .constants import (
     NUM_CLASSES,
     ROBUST_MODELS,
 )
-from .errors import EXIT_INTERRUPTED, UserError
+from .core.errors import EXIT_INTERRUPTED, UserError
 
 log = logging.getLogger("salient_imagenet_builder")
 
 # subcommand -> the module whose `run(args) -> int` handles it
 HANDLERS = {
-    "build": "salient_imagenet_builder.build.command",
+    "build": "salient_imagenet_builder.builder.command",
     "push": "salient_imagenet_builder.publish.command",
     "check": "salient_imagenet_builder.publish.command",
-    "evaluate": "salient_imagenet_builder.evaluate.command",
-    "discover": "salient_imagenet_builder.discover.command",
+    "evaluate": "salient_imagenet_builder.evaluation.command",
+    "discover": "salient_imagenet_builder.discovery.command",
     "ingest": "salient_imagenet_builder.ingest.command",
     "show": "salient_imagenet_builder.show.command",
 }
@@ -148,13 +148,18 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
                              f"a stopped build resumes from its finished units (default: {DEFAULT_UNIT_SIZE})")
     parser.add_argument("--restart", action="store_true",
                         help="discard the finished units of an interrupted build of --out and start afresh")
-    parser.add_argument("--tf32", action="store_true", help="TF32 matmuls/convolutions on CUDA (opt-in: changes "
-                                                            "activations slightly; recorded in the card)")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (opt-in, recorded in the card)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in, recorded)")
+    add_numerics_arguments(parser)
     parser.add_argument("--demo", action="store_true", help="offline demo build on generated inputs")
     add_push_arguments(parser, with_flag=True)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def add_numerics_arguments(parser: argparse.ArgumentParser) -> None:
+    """The opt-in faster numerics of the model runner (build and discover share it)."""
+    parser.add_argument("--tf32", action="store_true", help="TF32 matmuls/convolutions on CUDA (opt-in: changes "
+                                                            "activations slightly; recorded in the output)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (opt-in, recorded in the output)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in, recorded)")
 
 
 def add_push_arguments(parser: argparse.ArgumentParser, with_flag: bool = False) -> None:
@@ -253,6 +258,7 @@ def add_discover_arguments(parser: argparse.ArgumentParser) -> None:
                              f"a stopped discovery resumes from its finished units (default: {DEFAULT_UNIT_SIZE})")
     parser.add_argument("--restart", action="store_true",
                         help="discard the finished units of an interrupted discovery of --out and start afresh")
+    add_numerics_arguments(parser)
     parser.add_argument("--out", default=DEFAULT_STUDY_DIR, help=f"study folder (default: ./{DEFAULT_STUDY_DIR})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing study folder")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -337,8 +343,12 @@ def dispatch(command: str, args: argparse.Namespace) -> int:
     """Run a subcommand's handler; the one place that turns known failures into one line and an exit code."""
     setup_logging(getattr(args, "verbose", False))
     try:
-        handler = importlib.import_module(HANDLERS[command])
-        return handler.run(args)
+        code = importlib.import_module(HANDLERS[command]).run(args)
+        if code == 0 and command == "build" and args.push:  # build --push: the command line composes the two
+            push = argparse.Namespace(command="push", out=args.out or DEFAULT_OUT, repo_id=args.repo_id,
+                                      public=args.public)
+            code = importlib.import_module(HANDLERS["push"]).run(push)
+        return code
     except UserError as e:
         log.error("%s", e)
         return e.exit_code

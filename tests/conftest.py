@@ -10,9 +10,9 @@ import pytest
 import timm
 from datasets import ClassLabel, Dataset, Features, Image
 
-from salient_imagenet_builder.build import BuildConfig
-from salient_imagenet_builder.build.demo import make_annotations, make_checkpoint, make_images
-from salient_imagenet_builder.schema import class_names
+from salient_imagenet_builder.builder import BuildConfig
+from salient_imagenet_builder.builder.demo import make_annotations, make_checkpoint, make_images
+from salient_imagenet_builder.core.schema import class_names
 
 CLASSES = [0, 1, 2]
 ARCH = "resnet18"  # small and fast; the ResNet-50 layout is tested where it matters (test_model, the demo)
@@ -92,7 +92,7 @@ STUDY_ARGS = ["--classes", "0-2", "--features-per-class", "2", "--top-images", "
 def study(inputs, tmp_path_factory) -> Path:
     """A discovery study of the fixture images (the resnet18 checkpoint), made by the real command."""
     from salient_imagenet_builder.cli import main
-    from salient_imagenet_builder.discover import panels
+    from salient_imagenet_builder.discovery import panels
 
     out = tmp_path_factory.mktemp("study") / "study"
     saved, panels.CHUNK_CLASSES = panels.CHUNK_CLASSES, 2  # two chunks of panels

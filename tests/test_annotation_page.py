@@ -13,10 +13,10 @@ import pytest
 from conftest import ARCH
 from PIL import Image
 
-from salient_imagenet_builder.annotations import COLUMNS, parse
-from salient_imagenet_builder.build import BuildConfig, build
+from salient_imagenet_builder.builder import BuildConfig, build
 from salient_imagenet_builder.cli import main
-from salient_imagenet_builder.constants import GALLERY_FILE
+from salient_imagenet_builder.core.annotations import COLUMNS, parse
+from salient_imagenet_builder.core.constants import GALLERY_FILE
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -179,8 +179,8 @@ def test_annotate_ingest_build_show(browser, study, inputs, tmp_path):
     stats = build(BuildConfig(source=str(inputs["folder"]), out=str(out), model=ARCH,
                               model_checkpoint=str(inputs["checkpoint"]), annotations=str(annotations), workers=0,
                               batch_size=8, top_k=3, group_by="label", cache_dir=str(tmp_path / "cache")))
-    assert stats["top5_agreement"]["agree"] == len(PLAN)  # the build ranks the discovered features the same way
-    assert stats["annotation_stats"]["spurious"] == sum(label[0] == "spurious" for _, label in PLAN)
+    assert stats.top5_agreement["agree"] == len(PLAN)  # the build ranks the discovered features the same way
+    assert stats.annotation_stats["spurious"] == sum(label[0] == "spurious" for _, label in PLAN)
     card = (out / "README.md").read_text()
     body = card.split("\n---\n", 1)[1]
     assert body.index(f"]({GALLERY_FILE})") < body.index("ImageNet images with")  # at the top of the card

@@ -4,8 +4,8 @@ import csv
 
 import pytest
 
-from salient_imagenet_builder.annotations import COLUMNS, AnnotationError, classify, load, parse
-from salient_imagenet_builder.build.demo import make_annotations
+from salient_imagenet_builder.builder.demo import make_annotations
+from salient_imagenet_builder.core.annotations import COLUMNS, AnnotationError, classify, load, parse
 
 B, S, M = "background", "separate_object", "main_object"
 

@@ -16,12 +16,12 @@ from datasets import load_dataset
 from PIL import Image
 from torchvision import transforms
 
-from salient_imagenet_builder.annotations import parse
-from salient_imagenet_builder.build import build
-from salient_imagenet_builder.build.output import OutputExists
-from salient_imagenet_builder.constants import IMAGENET_MEAN, IMAGENET_STD
-from salient_imagenet_builder.model import create_feature_model
-from salient_imagenet_builder.schema import annotation_features, image_features
+from salient_imagenet_builder.builder import build
+from salient_imagenet_builder.core.annotations import parse
+from salient_imagenet_builder.core.constants import IMAGENET_MEAN, IMAGENET_STD
+from salient_imagenet_builder.core.model import create_feature_model
+from salient_imagenet_builder.core.output import OutputExists
+from salient_imagenet_builder.core.schema import annotation_features, image_features
 
 TOP_K = 3
 
@@ -48,7 +48,7 @@ def reference(inputs):
 
 @pytest.fixture(scope="module")
 def built(inputs, tmp_path_factory):
-    from salient_imagenet_builder.build import BuildConfig
+    from salient_imagenet_builder.builder import BuildConfig
 
     out = tmp_path_factory.mktemp("built") / "salient_imagenet"
     config = BuildConfig(source=str(inputs["folder"]), out=str(out), model=ARCH,
@@ -88,7 +88,7 @@ def test_build_matches_independent_computation(built, inputs):
         for rank, image_id in enumerate(sorted(groups.get(c, []), key=lambda i: -float(ref[i][1][j]))[:TOP_K], 1):
             expected_rows[image_id].append((j, rank, pair.kind))
     assert sorted(images["image_id"]) == sorted(expected_rows)
-    assert len(images) == stats["images_written"]
+    assert len(images) == stats.images_written
     for row in images:
         label, pooled, spatial, prediction = ref[row["image_id"]]
         assert (row["label"], row["prediction"], row["group"]) == (label, prediction, prediction)
@@ -141,8 +141,8 @@ def test_features_round_trip_and_layout(built):
 
 def test_corrupt_and_odd_images(built, inputs):
     _, stats = built
-    assert stats["skipped_images"] == 1 and stats["skipped_ids"] == ["n01440764_truncated"]
-    assert stats["images_scanned"] == len(inputs["written"]) - 1  # CMYK, greyscale and PNG-named-JPEG decode
+    assert stats.skipped_images == 1 and stats.skipped_ids == ["n01440764_truncated"]
+    assert stats.images_scanned == len(inputs["written"]) - 1  # CMYK, greyscale and PNG-named-JPEG decode
 
 
 def test_three_readers_give_identical_datasets(config, inputs, parquet_source, webdataset_source, tmp_path):
@@ -194,8 +194,8 @@ def _undecoded():
 
 def test_classes_limit_and_unannotated_class(config):
     stats = build(config(classes=[0, 2, 5], limit=3, group_by="label"))
-    assert stats["images_scanned"] == 6
-    assert stats["classes_without_annotations"] == [5]
+    assert stats.images_scanned == 6
+    assert stats.classes_without_annotations == [5]
     table = load_dataset(config().out, "annotations", split="train")
     assert sorted(set(table["class_index"])) == [0, 2]
 

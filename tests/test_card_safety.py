@@ -11,9 +11,9 @@ from conftest import ARCH
 from datasets import ClassLabel, Dataset, Features, Image
 from markdown_it import MarkdownIt
 
-from salient_imagenet_builder.build import BuildConfig, build
-from salient_imagenet_builder.build.card import md_text, public_paths, render
-from salient_imagenet_builder.schema import class_names
+from salient_imagenet_builder.builder import BuildConfig, build
+from salient_imagenet_builder.core.card import BuildStats, md_text, public_paths, render
+from salient_imagenet_builder.core.schema import class_names
 
 HOSTILE_IDS = ["<script>x</script>", "# [x](http://e)", "<img src=x onerror=alert(1)>", "`code` | cell *em* _u_",
                "[y]: http://evil", "line\n# heading", "https://autolink.example", "&amp; &#60;"]
@@ -30,15 +30,15 @@ def _shape(html: str) -> tuple:
             sorted(set(re.findall(r"<(\w+)", html))))
 
 
-def _provenance_and_stats(ids: list[str], source: str, command: str) -> tuple[dict, dict]:
+def _provenance_and_stats(ids: list[str], source: str, command: str) -> tuple[dict, BuildStats]:
     ann = {"pairs": 15, "answers": 75, "workers": 9, "core": 10, "spurious": 5, "spurious_background": 2,
            "spurious_separate_object": 2, "spurious_mixed": 1, "classes": 3, "classes_with_spurious": 2,
            "mean_confidence": 3.1}
-    stats = {"images_written": 4, "default_bytes": 1000, "annotation_bytes": 100, "annotation_stats": ann,
-             "top5_agreement": {"agree": 1, "pairs": 15, "pairs_with_images": 10}, "images_scanned": 9,
-             "masks_written": 8, "skipped_images": len(ids), "skipped_ids": ids, "classes_without_annotations": [],
-             "seconds_total": 1.0, "images_per_second": 9.0, "skipped_labels": 2,
-             "skipped_label_values": {ids[0]: 1, "-1": 1}, "skipped_non_image_files": 1}
+    stats = BuildStats(images_written=4, default_bytes=1000, annotation_bytes=100, annotation_stats=ann,
+                       top5_agreement={"agree": 1, "pairs": 15, "pairs_with_images": 10}, images_scanned=9,
+                       masks_written=8, skipped_images=len(ids), skipped_ids=ids, classes_without_annotations=[],
+                       seconds_total=1.0, images_per_second=9.0, skipped_labels=2,
+                       skipped_label_values={ids[0]: 1, "-1": 1}, skipped_non_image_files=1)
     constants = {"resize": 256, "crop": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
                  "top_k": 65, "group_by": "prediction", "majority": 3, "image_mode": "crop", "jpeg_draft": True}
     provenance = {"package_version": "0", "command": command, "source": source, "split": "train", "model": "m",
@@ -88,7 +88,7 @@ def test_a_real_card_has_no_local_path_and_escapes_skipped_ids(inputs, tmp_path)
     stats = build(BuildConfig(source=str(folder), out=str(out), model=ARCH, model_checkpoint=str(inputs["checkpoint"]),
                               annotations=str(inputs["annotations"]), workers=0, top_k=2, group_by="label",
                               classes=[1, 2], command=command, cache_dir=str(tmp_path / "cache")))
-    assert stats["skipped_images"] == 2
+    assert stats.skipped_images == 2
     card = (out / "README.md").read_text()
     info = (out / "build_info.json").read_text()
     for text in (card, info):

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from salient_imagenet_builder.build import BuildConfig, build
-from salient_imagenet_builder.constants import HUB_MAX_ROW_GROUP_BYTES
+from salient_imagenet_builder.builder import BuildConfig, build
+from salient_imagenet_builder.core.constants import HUB_MAX_ROW_GROUP_BYTES
 from salient_imagenet_builder.publish.check import check
 
 
@@ -58,7 +58,7 @@ def test_check_without_streaming_loads_no_torch(fresh):
 def test_class_names_are_timms():
     from timm.data import ImageNetInfo
 
-    from salient_imagenet_builder.schema import class_names, imagenet_info, wordnet_ids
+    from salient_imagenet_builder.core.schema import class_names, imagenet_info, wordnet_ids
 
     timm_info, ours = ImageNetInfo(), imagenet_info()
     assert wordnet_ids() == timm_info.label_names() and len(class_names()) == 1000
@@ -152,7 +152,7 @@ def test_fresh_build_fits_the_viewer(fresh):
 def test_viewer_preview_features_json_over_budget(copy):
     from datasets import ClassLabel
 
-    from salient_imagenet_builder.schema import class_names
+    from salient_imagenet_builder.core.schema import class_names
 
     extra = {f"label_{i}": ClassLabel(names=class_names()) for i in range(6)}  # ~24.7 KB of JSON each
     _rewrite_default_shard(copy, extra, lambda name, n: [0] * n)
@@ -179,7 +179,7 @@ def test_viewer_preview_large_cells_are_truncated_not_refused(copy):
 
 
 def test_viewer_scan_limit_of_one_page(copy):
-    from salient_imagenet_builder.build.writer import _compression
+    from salient_imagenet_builder.core.writer import _compression
 
     shard = next((copy / "data").glob("train-*.parquet"))
     table = pq.read_table(shard)

@@ -1,8 +1,10 @@
-"""Discovery: the mergeable pass-1 scan against an independent computation, the tie-break of the builder's TopK,
-the feature attack's formula, and the study folder the real command writes (pairs, panels, page)."""
+"""Discovery: the one pass-1 scan (shared with the build) against an independent computation, its tie-break against
+a plain heap, discovery and build agreeing on the same source, the feature attack's formula, and the study folder
+the real command writes (pairs, panels, page)."""
 
 import copy
 import csv
+import heapq
 import json
 import os
 import random
@@ -21,14 +23,16 @@ from conftest import ARCH, CLASSES, STUDY_ARGS
 from PIL import Image
 
 from salient_imagenet_builder import render
-from salient_imagenet_builder.build.selection import Candidate, TopK
 from salient_imagenet_builder.cli import main
-from salient_imagenet_builder.discover.attack import activation_maps, feature_attack
-from salient_imagenet_builder.discover.ranking import PAIR_COLUMNS
-from salient_imagenet_builder.discover.scan import ScanResult, UnitScan, scan_source, scan_unit
-from salient_imagenet_builder.images import CorruptImage, center_view, decode, to_uint8_tensor
-from salient_imagenet_builder.model import create_feature_model
-from salient_imagenet_builder.sources import Sample, open_source
+from salient_imagenet_builder.core.annotations import STUDY_PAIR_COLUMNS
+from salient_imagenet_builder.core.images import CorruptImage, center_view, decode, to_uint8_tensor
+from salient_imagenet_builder.core.model import create_feature_model
+from salient_imagenet_builder.core.runner import ModelRunner, Numerics
+from salient_imagenet_builder.core.scan import ScanResult, ScanSpec, ScanWorker, UnitScan
+from salient_imagenet_builder.core.sources import Sample, open_source
+from salient_imagenet_builder.core.stages import StageTimer
+from salient_imagenet_builder.core.units import Unit
+from salient_imagenet_builder.discovery.attack import activation_maps, feature_attack
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,30 +61,33 @@ def reference(inputs, model):
     return ids, torch.tensor(labels), pooled.double()
 
 
-def decoded(samples):
-    """(sample, uint8 224 view or None, error), decoded here one by one with the plain functions."""
-    for sample in samples:
-        try:
-            yield sample, to_uint8_tensor(center_view(decode(sample.data))), None
-        except CorruptImage as e:
-            yield sample, None, str(e)
-
-
 def expected_top(ids, labels, pooled, c, j, k=K):
     """The builder's rule, spelled out: the k largest (activation, image id) of group c."""
     ranked = sorted(((float(pooled[i, j]), ids[i]) for i in range(len(ids)) if labels[i] == c), reverse=True)
     return [image_id for _, image_id in ranked[:k]]
 
 
-def run_scan(inputs, model, unit_images, batch_size=4):
+SPEC = ScanSpec(CLASSES, K, "label", context_k=2)  # discovery's scan: every feature of every class
+
+
+def scan_units_here(inputs, model, unit_size, batch_size=4) -> list[ScanResult]:
+    """Each unit's result, from the real scan worker (decoder, model runner) over the source's own unit plan."""
     source = open_source(str(inputs["folder"]), "train")
-    return scan_source(source.samples(set(CLASSES)), decoded, model, CLASSES, K,
-                       2, "label", batch_size, torch.device("cpu"), unit_images=unit_images)
+    worker = ScanWorker(source, ModelRunner(model, torch.device("cpu"), Numerics(), StageTimer()), SPEC,
+                        batch_size=batch_size, workers=0)
+    return [worker(Unit(i, spec)) for i, spec in enumerate(source.plan_units(set(CLASSES), None, unit_size))]
+
+
+def run_scan(inputs, model, unit_size, batch_size=4) -> ScanResult:
+    total = ScanResult.empty(SPEC, model.num_features)
+    for result in scan_units_here(inputs, model, unit_size, batch_size):
+        total.merge(result).compact()
+    return total
 
 
 def test_scan_matches_an_independent_computation(inputs, model, reference):
     ids, labels, pooled = reference
-    scan = run_scan(inputs, model, unit_images=5)  # many units, many merges
+    scan = run_scan(inputs, model, unit_size=5)  # many units, many merges
     assert scan.scanned == len(ids) and len(scan.skipped) == 1  # the truncated fixture file
     for c in CLASSES:
         members = labels == c
@@ -95,10 +102,7 @@ def test_scan_matches_an_independent_computation(inputs, model, reference):
 
 
 def test_merge_order_and_unit_cuts_do_not_change_the_result(inputs, model):
-    source = open_source(str(inputs["folder"]), "train")
-    samples = list(source.samples(set(CLASSES)))[::2]
-    units = [scan_unit(decoded(samples[i:i + 4]), model, CLASSES, K, 2, "label", 4, "cpu")
-             for i in range(0, len(samples), 4)]
+    units = scan_units_here(inputs, model, unit_size=4)
     forward = copy.deepcopy(units[0])
     for unit in units[1:]:
         forward.merge(copy.deepcopy(unit))
@@ -119,21 +123,25 @@ def test_ties_are_broken_by_image_id_like_the_builders_top_k():
     pooled = torch.tensor([[float(rng.randint(0, 2)) for _ in range(features)] for _ in samples])  # many ties
     groups = torch.tensor([rng.choice(classes) for _ in samples])
     logits = torch.randn(len(samples), 1000)
-    total = ScanResult.empty(classes, features, k, 2)
+    spec = ScanSpec(classes, k, "label", context_k=2)
+    total = ScanResult.empty(spec, features)
     for unit_parts in (((0, 5), (5, 13)), ((13, 29),), ((29, 33), (33, 36), (36, 40))):  # batches within units
-        unit = UnitScan(classes, features, k, 2)
+        unit = UnitScan(spec, features)
         for start, end in unit_parts:
             unit.add(samples[start:end], pooled[start:end], logits[start:end], groups[start:end])
         total.merge(unit.result())
     total.compact()
-    reference = TopK([(c, j) for c in classes for j in range(features)], k)
+    heaps = {(c, j): [] for c in classes for j in range(features)}  # the rule by a plain heap of (activation, id)
     for i, sample in enumerate(samples):
         for j in range(features):
-            reference.offer((int(groups[i]), j), Candidate(float(pooled[i, j]), sample.image_id, i))
+            heap = heaps[(int(groups[i]), j)]
+            heapq.heappush(heap, (float(pooled[i, j]), sample.image_id))
+            if len(heap) > k:
+                heapq.heappop(heap)
     for c in classes:
         for j in range(features):
             got = [str(total.images.ids[i]) for i, _ in total.top_images(c, j)]
-            assert got == [cand.image_id for cand in reference.ranked((c, j))], (c, j)
+            assert got == [image_id for _, image_id in sorted(heaps[(c, j)], reverse=True)], (c, j)
 
 
 def test_feature_attack_is_normalised_gradient_ascent(model):
@@ -183,7 +191,7 @@ def test_discover_writes_pairs_panels_and_page(study, reference, model):
     weight = model.classifier_weight.detach().double()
     with open(study / "pairs.csv", newline="") as f:
         reader = csv.DictReader(f)
-        assert tuple(reader.fieldnames) == PAIR_COLUMNS
+        assert tuple(reader.fieldnames) == STUDY_PAIR_COLUMNS
         rows = list(reader)
     for c in CLASSES:  # the top 2 features by FI = mean r(x) * W[c], computed here from scratch
         fi = pooled[labels == c].mean(0) * weight[c]
@@ -213,16 +221,20 @@ def test_discover_refuses_to_overwrite_an_annotators_file(tmp_path, inputs, stud
     assert (copy_of_study / "answers-ann1.csv").read_text() == "WorkerId\n"
 
 
-def test_a_unit_result_reads_back_as_it_was_saved(inputs, model, tmp_path):
+@pytest.mark.parametrize("spec", [SPEC, ScanSpec(CLASSES, K, "label", {0: [5, 9], 1: [7], 2: [1, 2, 3]},
+                                                  keep_maps=True)], ids=["discovery", "build"])
+def test_a_unit_result_reads_back_as_it_was_saved(inputs, model, tmp_path, spec):
     source = open_source(str(inputs["folder"]), "train")
-    samples = list(source.samples(set(CLASSES)))[:6]
-    saved = scan_unit(decoded(samples), model, CLASSES, K, 2, "label", 4, "cpu")
+    worker = ScanWorker(source, ModelRunner(model, torch.device("cpu"), Numerics(), StageTimer()), spec,
+                        batch_size=4, workers=0)
+    saved = worker(Unit(0, source.plan_units(set(CLASSES), None, 6)[0]))
     saved.save(tmp_path)
     loaded = ScanResult.load(tmp_path)
     assert loaded.classes == saved.classes and (loaded.k, loaded.context_k) == (saved.k, saved.context_k)
     assert (loaded.scanned, loaded.skipped) == (saved.scanned, saved.skipped)
-    for name in ("top_act", "top_img", "context_score", "context_img"):
-        assert torch.equal(getattr(loaded, name), getattr(saved, name)), name
+    for name in ("top_act", "top_img", "context_score", "context_img", "top_map", "tracked"):
+        a, b = getattr(loaded, name), getattr(saved, name)
+        assert (a is None and b is None) if spec is SPEC and name in ("top_map", "tracked") else torch.equal(a, b), name
     assert torch.equal(loaded.fi.sums, saved.fi.sums) and torch.equal(loaded.fi.counts, saved.fi.counts)
     assert list(loaded.images.ids) == list(saved.images.ids) and list(loaded.images.refs) == list(saved.images.refs)
 
@@ -278,7 +290,7 @@ def test_ctrl_c_keeps_the_finished_scan_units_and_says_so(inputs, tmp_path):
 def test_a_stopped_discovery_keeps_its_finished_panel_units(inputs, tmp_path, monkeypatch, caplog):
     """Panels are drawn in units (one class each here): stopped in the second, the rerun draws only the others and
     the study equals one drawn in one go."""
-    from salient_imagenet_builder.discover import panels
+    from salient_imagenet_builder.discovery import panels
 
     monkeypatch.setattr(panels, "CHUNK_CLASSES", 1)
     args = ["discover", "--source", str(inputs["folder"]), "--model", ARCH, "--model-checkpoint",

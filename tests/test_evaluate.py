@@ -16,16 +16,19 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from salient_imagenet_builder import evaluate as ev
-from salient_imagenet_builder.build import BuildConfig, build
-from salient_imagenet_builder.build.demo import make_annotations, make_checkpoint, make_images
-from salient_imagenet_builder.build.writer import ShardWriter, encode_rows
+from salient_imagenet_builder import evaluation as ev
+from salient_imagenet_builder.builder import BuildConfig, build
+from salient_imagenet_builder.builder.demo import make_annotations, make_checkpoint, make_images
 from salient_imagenet_builder.cli import main
-from salient_imagenet_builder.constants import CROP_SIZE, IMAGENET_MEAN
-from salient_imagenet_builder.evaluate import rows as _rows  # noqa: F401  (ev.rows for monkeypatching)
-from salient_imagenet_builder.masks import decode_mask
-from salient_imagenet_builder.model import CheckpointError
-from salient_imagenet_builder.schema import image_features
+from salient_imagenet_builder.core.constants import CROP_SIZE, IMAGENET_MEAN
+from salient_imagenet_builder.core.masks import decode_mask
+from salient_imagenet_builder.core.model import CheckpointError
+from salient_imagenet_builder.core.schema import image_features
+from salient_imagenet_builder.core.writer import ShardWriter, encode_rows
+from salient_imagenet_builder.evaluation import rows as ev_rows
+from salient_imagenet_builder.evaluation.api import model_specs
+from salient_imagenet_builder.evaluation.noise import row_seed
+from salient_imagenet_builder.evaluation.outputs import class_rows, pair_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [0, 1, 2]
@@ -127,7 +130,7 @@ def by_class(rows: list[dict]) -> dict[int, dict]:
 def test_region_model_gives_known_accuracies(region_dataset):
     data = ev.load_eval_data(str(region_dataset), progress=False)
     result = ev.evaluate_model(data, RegionReader(), REGION_CONFIG, settings())
-    rows = by_class(ev.class_rows(result.per_class))
+    rows = by_class(class_rows(result.per_class))
     assert sorted(rows) == CLASSES
     # class 0: the model reads its core region: noise there destroys accuracy, noise on the spurious region does not
     assert rows[0]["core_feature_images"] == rows[0]["spurious_feature_images"] == 4
@@ -151,11 +154,11 @@ def test_region_model_gives_known_accuracies(region_dataset):
 def test_region_model_single_feature_drops(region_dataset):
     data = ev.load_eval_data(str(region_dataset), progress=False)
     result = ev.evaluate_model(data, RegionReader(), REGION_CONFIG, settings())
-    pairs = {(r["class"], r["feature_index"]): r for r in ev.pair_rows(data.pairs, result.per_pair)}
+    pairs = {(r["class"], r["feature_index"]): r for r in pair_rows(data.pairs, result.per_pair)}
     expected = {(0, 10): ("core", 0.75), (0, 20): ("spurious", 0.0), (1, 30): ("core", 0.0),
                 (1, 40): ("spurious", 1.0), (2, 50): ("core", 1.0)}
     assert {k: (r["kind"], r["drop"]) for k, r in pairs.items()} == expected
-    assert [(r["class"], r["feature_index"]) for r in ev.pair_rows(data.pairs, result.per_pair)][:3] == \
+    assert [(r["class"], r["feature_index"]) for r in pair_rows(data.pairs, result.per_pair)][:3] == \
         [(1, 40), (2, 50), (0, 10)]  # most harmful first (ties: more images first)
     by_kind = result.metrics["single_feature"]["mean_drop_by_kind"]
     assert by_kind["core"]["mean"] == pytest.approx((0.75 + 0 + 1) / 3)
@@ -165,11 +168,11 @@ def test_region_model_single_feature_drops(region_dataset):
 def test_noise_std_zero_gives_clean_accuracy(region_dataset):
     data = ev.load_eval_data(str(region_dataset), progress=False)
     result = ev.evaluate_model(data, RegionReader(), REGION_CONFIG, settings(noise_std=0.0))
-    for row in ev.class_rows(result.per_class):
+    for row in class_rows(result.per_class):
         assert row["spurious_acc"] == row["clean_acc_core_images"]
         if row["spurious_feature_images"]:
             assert row["core_acc"] == row["clean_acc_spurious_images"]
-    assert all(r["drop"] == 0 for r in ev.pair_rows(data.pairs, result.per_pair))
+    assert all(r["drop"] == 0 for r in pair_rows(data.pairs, result.per_pair))
 
 
 def test_rcs_definition_and_edge_cases():
@@ -323,7 +326,7 @@ def independent_predictions(dataset: Path, model: nn.Module, data_config: dict) 
             m = torch.from_numpy(decode_mask(mask["bytes"]))
             for draw in range(DRAWS):
                 z = torch.randn(3, CROP_SIZE, CROP_SIZE,
-                                generator=torch.Generator().manual_seed(ev.row_seed(SEED, draw, row["image_id"])))
+                                generator=torch.Generator().manual_seed(row_seed(SEED, draw, row["image_id"])))
                 noisy[what, draw] = predict((x + m[None] * (NOISE_STD * z)).clamp(0, 1))
         rows.append({"image_id": row["image_id"], "label": row["label"], "group": row["group"],
                      "clean": predict(x), "noisy": noisy})
@@ -430,8 +433,8 @@ def test_cli_on_a_builder_fixture_matches_an_independent_computation(built, inde
 
 def test_several_models_in_one_run_decode_the_dataset_once(built, tmp_path, monkeypatch):
     calls = []
-    decode_rows = ev.decode_rows
-    monkeypatch.setattr(ev.rows, "decode_rows", lambda *a, **k: calls.append(1) or decode_rows(*a, **k))
+    decode_rows = ev_rows.decode_rows
+    monkeypatch.setattr(ev_rows, "decode_rows", lambda *a, **k: calls.append(1) or decode_rows(*a, **k))
     other = make_checkpoint(tmp_path / "other.ckpt", arch="resnet10t", seed=1, classes=CLASSES)
     code = main(["evaluate", "--dataset", str(built["crop"]), "--model", "resnet10t", "--checkpoint",
                  str(built["checkpoint"]), "--model", "resnet10t", "--checkpoint", str(other), "--draws", "2",
@@ -450,7 +453,7 @@ def test_decoded_masks_are_the_stored_masks(built, monkeypatch):
     from datasets import load_dataset
 
     data = ev.load_eval_data(str(built["crop"]), progress=False)
-    monkeypatch.setattr(ev.rows, "EVAL_IN_MEMORY_BYTES", 0)  # large runs: the same tensors, memory-mapped on disk
+    monkeypatch.setattr(ev_rows, "EVAL_IN_MEMORY_BYTES", 0)  # large runs: the same tensors, memory-mapped on disk
     spilled = ev.load_eval_data(str(built["crop"]), workers=2, progress=False)
     assert spilled.spill is not None and data.spill is None
     assert torch.equal(spilled.images, data.images) and torch.equal(spilled.masks, data.masks)
@@ -479,9 +482,9 @@ def test_clear_errors(built, tmp_path, caplog):
     with pytest.raises(CheckpointError, match="does not fit"):
         ev.load_classifier("resnet18", str(built["checkpoint"]))  # resnet10t weights
     with pytest.raises(ev.EvaluationError, match="one per model"):
-        ev.model_specs(["resnet10t", "resnet18"], [str(built["checkpoint"])])
+        model_specs(["resnet10t", "resnet18"], [str(built["checkpoint"])])
     with pytest.raises(ev.EvaluationError, match="no such file"):
-        ev.model_specs(["resnet10t"], [str(tmp_path / "missing.pth")])
+        model_specs(["resnet10t"], [str(tmp_path / "missing.pth")])
     other = tmp_path / "other"
     write_dataset_table(other)
     with pytest.raises(ev.EvaluationError, match=r"missing column\(s\) \['group', 'core_mask'"):

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torchvision import transforms
 
-from salient_imagenet_builder.build.demo import jpeg_bytes, synthetic_image
-from salient_imagenet_builder.images import CorruptImage, center_view, decode
-from salient_imagenet_builder.masks import decode_mask, encode_png, normalized_maps, to_uint8, upsample
+from salient_imagenet_builder.builder.demo import jpeg_bytes, synthetic_image
+from salient_imagenet_builder.core.images import CorruptImage, center_view, decode
+from salient_imagenet_builder.core.masks import decode_mask, encode_png, normalized_maps, to_uint8, upsample
 
 
 @pytest.mark.parametrize("size", [(256, 256), (500, 375), (375, 500), (300, 257)])
@@ -139,7 +139,7 @@ def _mode_cases():
 
 @pytest.mark.parametrize("name, data, expected", list(_mode_cases()), ids=lambda v: v if isinstance(v, str) else "")
 def test_every_mode_converts_to_the_right_rgb(name, data, expected):
-    from salient_imagenet_builder.images import to_rgb
+    from salient_imagenet_builder.core.images import to_rgb
 
     image = decode(data, draft=False) if isinstance(data, bytes) else to_rgb(data)
     assert image.mode == "RGB"

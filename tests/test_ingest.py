@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from salient_imagenet_builder.annotations import COLUMNS, classify, parse
 from salient_imagenet_builder.cli import main
+from salient_imagenet_builder.core.annotations import COLUMNS, classify, parse
 from salient_imagenet_builder.ingest.agreement import fleiss_kappa
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -74,16 +74,64 @@ def test_no_import_cycles_between_modules():
     assert cycles == []
 
 
-CAPABILITIES = {"build", "publish", "evaluate", "discover", "ingest", "show"}  # what a user does
-SHARED = {"sources"}  # readers every capability uses
+CAPABILITIES = {"builder", "publish", "evaluation", "discovery", "ingest", "show"}  # what a user does
+ENGINE = "core"  # what every capability runs on
+
+
+def package_of(module: str) -> str | None:
+    """The first-level package of a module of ours (`builder`, `core`...), or None for a top-level module."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (PACKAGE / parts[-1]).is_dir() and len(parts) == 2 else None
 
 
 def test_every_capability_folder_opens_with_its_stages():
     folders = [p for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()]
-    assert {p.name for p in folders} == CAPABILITIES | SHARED
+    assert {p.name for p in folders} == CAPABILITIES | {ENGINE}
     for folder in (PACKAGE / name for name in sorted(CAPABILITIES)):
         doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text()))
         assert doc and "stages" in doc.lower(), folder
+
+
+def test_capabilities_run_on_the_engine_and_never_reach_into_each_other():
+    """No capability imports another capability, except its `command.py` calling another's public function (a
+    push after a build); nothing in the engine imports a capability."""
+    offenders = []
+    for module, deps in graph().items():
+        own = package_of(module)
+        if own is None:
+            continue
+        for dep in deps:
+            other = package_of(dep)
+            if other in (None, own, ENGINE):
+                continue
+            command_calls_public = module.endswith(".command") and dep == f"salient_imagenet_builder.{other}"
+            if own == ENGINE or not command_calls_public:
+                offenders.append(f"{module} imports {dep}")
+    assert offenders == []
+
+
+def test_a_command_reaches_another_capability_only_through_its_public_names():
+    """`from ..publish import run_push`-style imports in a command name what the other package exports."""
+    import importlib
+
+    for path in PACKAGE.glob("*/command.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 2 and node.module in CAPABILITIES:
+                exported = importlib.import_module(f"salient_imagenet_builder.{node.module}").__all__
+                assert all(alias.name in exported for alias in node.names), (path, node.module)
+
+
+def test_no_package_folder_has_a_name_tools_treat_as_output():
+    """black, pytest's norecursedirs, .gitignore templates and packaging tools all skip `build/` and `dist/`."""
+    assert not [p for p in PACKAGE.rglob("*") if p.is_dir() and p.name in ("build", "dist")]
+
+
+def test_every_package_declares_its_public_names():
+    for init in PACKAGE.rglob("__init__.py"):
+        tree = ast.parse(init.read_text())
+        names = [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
+                 if isinstance(t, ast.Name)]
+        assert "__all__" in names, init
 
 
 def test_help_imports_neither_torch_nor_timm():
@@ -112,17 +160,17 @@ def test_wheel_carries_the_card_template(tmp_path):
     installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
                                 str(wheel)], capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr
-    code = "import salient_imagenet_builder.build.card as c; print(c.TEMPLATE)"
+    code = "import salient_imagenet_builder.core.card as c; print(c.TEMPLATE)"
     where = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(target)},
                            capture_output=True, text=True, timeout=120)
     assert where.returncode == 0, where.stderr
     template = Path(where.stdout.strip())
     assert template.is_relative_to(target) and not template.is_symlink()
     assert template.read_bytes() == (ROOT / "dataset_card.md").read_bytes()
-    page = ROOT / "salient_imagenet_builder" / "discover" / "page"
+    page = ROOT / "salient_imagenet_builder" / "discovery" / "page"
     for name in ("index.html", "app.js", "style.css"):  # the annotation page is package data
-        assert f"salient_imagenet_builder/discover/page/{name}" in names
-    code = ("from salient_imagenet_builder.discover.page import PAGE, render_page; "
+        assert f"salient_imagenet_builder/discovery/page/{name}" in names
+    code = ("from salient_imagenet_builder.discovery.page import PAGE, render_page; "
             "print(PAGE); print(len(render_page([], 'wheel study')))")
     rendered = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(target)},
                               capture_output=True, text=True, timeout=120)

@@ -5,8 +5,8 @@ import pickle
 import pytest
 import torch
 
-from salient_imagenet_builder.build.demo import make_checkpoint
-from salient_imagenet_builder.model import CheckpointError, create_feature_model, load_checkpoint
+from salient_imagenet_builder.builder.demo import make_checkpoint
+from salient_imagenet_builder.core.model import CheckpointError, create_feature_model, load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from salient_imagenet_builder.evaluate import outputs
-from salient_imagenet_builder.evaluate.runner import ModelResult
+from salient_imagenet_builder.evaluation import outputs
+from salient_imagenet_builder.evaluation.runner import ModelResult
 
 LONG = "vit_base_patch16_224.augreg2_in21k_ft_in1k-my_finetuned_checkpoint_epoch_090_final_v2"
 

@@ -12,10 +12,10 @@ from conftest import ARCH
 from datasets import load_dataset
 from PIL import Image
 
-from salient_imagenet_builder.build import BuildConfig, build
+from salient_imagenet_builder.builder import BuildConfig, build
 from salient_imagenet_builder.cli import main
-from salient_imagenet_builder.constants import GALLERY_FILE
-from salient_imagenet_builder.show.data import DatasetView
+from salient_imagenet_builder.core.constants import GALLERY_FILE
+from salient_imagenet_builder.core.dataset import DatasetView
 
 try:
     from tests.hub_server import HubServer

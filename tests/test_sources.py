@@ -4,8 +4,14 @@ import re
 
 import pytest
 
-from salient_imagenet_builder.errors import InputError
-from salient_imagenet_builder.sources import FolderSource, ParquetSource, SourceError, WebDatasetSource, open_source
+from salient_imagenet_builder.core.errors import InputError
+from salient_imagenet_builder.core.sources import (
+    FolderSource,
+    ParquetSource,
+    SourceError,
+    WebDatasetSource,
+    open_source,
+)
 
 
 def _samples(source, **kw):

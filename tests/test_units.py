@@ -15,10 +15,10 @@ import pytest
 from conftest import ARCH
 
 from salient_imagenet_builder import distributed
-from salient_imagenet_builder.build import build
-from salient_imagenet_builder.build.card import read_build_info
-from salient_imagenet_builder.build.units import Unit
-from salient_imagenet_builder.sources import open_source
+from salient_imagenet_builder.builder import build
+from salient_imagenet_builder.core.card import read_build_info
+from salient_imagenet_builder.core.sources import open_source
+from salient_imagenet_builder.core.units import Unit
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT_SIZE = 2  # 25 fixture images in 3 classes -> 14 units
@@ -158,11 +158,11 @@ def test_top_k_all_one_pass_equals_two_pass_bounded_build(config, tmp_path):
     one = build(config(top_k=None, group_by="label", unit_size=3, out=str(tmp_path / "all")))
     two = build(config(top_k=10**6, group_by="label", unit_size=3, out=str(tmp_path / "bounded")))
     assert_same_tables(tmp_path / "all", tmp_path / "bounded")
-    assert one["forward_passes"] == {"images_forwarded": one["images_scanned"], "per_image": 1,
+    assert one.forward_passes == {"images_forwarded": one.images_scanned, "per_image": 1,
                                      "reads_of_source": 1}
-    assert two["forward_passes"]["reads_of_source"] == 2
+    assert two.forward_passes["reads_of_source"] == 2
     card = (tmp_path / "all" / "README.md").read_text()
-    assert f"| model forward passes | {one['images_scanned']} (1 per image read); the source was read 1 time" in card
+    assert f"| model forward passes | {one.images_scanned} (1 per image read); the source was read 1 time" in card
 
 
 def test_unit_plans_cover_the_readers_samples(inputs, parquet_source, webdataset_source):
@@ -180,7 +180,7 @@ def test_opt_in_numerics_run_on_cpu_and_are_recorded(config, tmp_path):
     stats = build(config(classes=[2], group_by="label", bf16=True, tf32=True, out=str(tmp_path / "fast")))
     info = read_build_info(tmp_path / "fast")
     assert info["provenance"]["numerics"] == {"tf32": True, "bf16": True, "compile": False}
-    assert stats["images_written"] > 0
+    assert stats.images_written > 0
     assert "| opt-in numerics | tf32, bf16 |" in (tmp_path / "fast" / "README.md").read_text()
 
 

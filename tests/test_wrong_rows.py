@@ -20,13 +20,13 @@ from datasets import Dataset, Features, Image, Value, load_dataset
 from PIL import Image as PILImage
 from PIL import ImageOps
 
-from salient_imagenet_builder.build import build
-from salient_imagenet_builder.build.demo import jpeg_bytes, synthetic_image
+from salient_imagenet_builder.builder import build
+from salient_imagenet_builder.builder.demo import jpeg_bytes, synthetic_image
 from salient_imagenet_builder.cli import main
-from salient_imagenet_builder.images import center_view
-from salient_imagenet_builder.model import create_feature_model
-from salient_imagenet_builder.schema import wordnet_ids
-from salient_imagenet_builder.sources import SourceError, open_source
+from salient_imagenet_builder.core.images import center_view
+from salient_imagenet_builder.core.model import create_feature_model
+from salient_imagenet_builder.core.schema import wordnet_ids
+from salient_imagenet_builder.core.sources import SourceError, open_source
 
 WNIDS = wordnet_ids()
 
@@ -93,7 +93,7 @@ def odd_builds(odd_folder, inputs, tmp_path_factory):
 
 
 def _config(inputs, source, out, **overrides):
-    from salient_imagenet_builder.build import BuildConfig
+    from salient_imagenet_builder.builder import BuildConfig
 
     fields = dict(source=str(source), out=str(out), model=ARCH, model_checkpoint=str(inputs["checkpoint"]),
                   annotations=str(inputs["annotations"]), workers=0, batch_size=4, classes=[1, 2],
@@ -107,9 +107,9 @@ def _config(inputs, source, out, **overrides):
 def test_non_images_are_not_corrupt_and_odd_folders_are_named(odd_builds):
     built, lines = odd_builds
     _, stats = built["crop"]
-    assert stats["skipped_images"] == 0  # Thumbs.db and notes.txt are no corrupt images
-    assert stats["skipped_non_image_files"] == 2
-    assert stats["images_scanned"] == 3 + 3 + 3  # class 2, class 1, and class 1's two rotated files + the .copy
+    assert stats.skipped_images == 0  # Thumbs.db and notes.txt are no corrupt images
+    assert stats.skipped_non_image_files == 2
+    assert stats.images_scanned == 3 + 3 + 3  # class 2, class 1, and class 1's two rotated files + the .copy
     folder_lines = [line for line in lines if "not ImageNet class ids" in line]
     assert len(folder_lines) == 3 and all("2 folder(s)" in line and "misc, n99999999" in line
                                           for line in folder_lines)  # one line per build
@@ -245,7 +245,7 @@ def test_folder_reader_has_only_class_labels(odd_folder):
 
 def test_build_by_label_never_stores_another_class(unlabelled_sources, inputs, tmp_path):
     stats = build(_config(inputs, unlabelled_sources["parquet"], tmp_path / "out"))
-    assert stats["skipped_labels"] == 4 and stats["skipped_label_values"] == {"-1": 2, "1000": 1, "None": 1}
+    assert stats.skipped_labels == 4 and stats.skipped_label_values == {"-1": 2, "1000": 1, "None": 1}
     rows = load_dataset(str(tmp_path / "out"), split="train")
     assert sorted(rows["image_id"]) == sorted(f"img_{i}" for i, label in enumerate(LABELS) if label in (1, 2))
     assert all(WNIDS[r["label"]] == r["wordnet_id"] and r["group"] == r["label"] in (1, 2) for r in rows)

@@ -11,10 +11,8 @@ The stages, in order:
    then reads it back with the builder's own parser.
 """
 
-from .._lazy import lazy_exports
+from .agreement import annotator_agreement, fleiss_kappa, pair_agreement
+from .answers import IngestError, check_quorum, read_answers, write_answers
 
-__getattr__ = lazy_exports(__name__, {
-    "read_answers": "answers", "check_quorum": "answers", "write_answers": "answers", "IngestError": "answers",
-    "fleiss_kappa": "agreement", "pair_agreement": "agreement", "annotator_agreement": "agreement",
-    "run": "command",
-})
+__all__ = ["IngestError", "annotator_agreement", "check_quorum", "fleiss_kappa", "pair_agreement", "read_answers",
+           "write_answers"]

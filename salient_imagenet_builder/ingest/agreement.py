@@ -6,8 +6,8 @@ P_i = (sum_j n_ij^2 - n) / (n (n - 1)), p_j = sum_i n_ij / (N n), kappa = (mean 
 
 from collections import Counter, defaultdict
 
-from ..annotations import classify
-from ..constants import ANSWER_CHOICES, SPURIOUS_ANSWERS
+from ..core.annotations import classify
+from ..core.constants import ANSWER_CHOICES, SPURIOUS_ANSWERS
 
 
 def fleiss_kappa(counts: list[list[int]]) -> float:

@@ -6,10 +6,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..annotations import COLUMNS, csv_reader
-from ..build.output import write_text_atomic
-from ..constants import ANSWER_CHOICES, CONFIDENCE_RANGE
-from ..errors import InputError
+from ..core.annotations import COLUMNS, csv_reader
+from ..core.constants import ANSWER_CHOICES, CONFIDENCE_RANGE
+from ..core.errors import InputError
+from ..core.output import write_text_atomic
 
 
 class IngestError(InputError):

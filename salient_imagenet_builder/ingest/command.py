@@ -3,9 +3,9 @@
 import logging
 from pathlib import Path
 
-from .. import annotations as annotations_mod
-from ..constants import PAIRS_FILE, majority_of
-from ..discover.ranking import read_pairs
+from ..core import annotations as annotations_mod
+from ..core.annotations import read_pairs
+from ..core.constants import PAIRS_FILE, majority_of
 from .agreement import annotator_agreement, kappa_of, pair_agreement
 from .answers import IngestError, by_pair, check_quorum, read_answers, unreadable, write_answers
 

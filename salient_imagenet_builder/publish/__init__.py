@@ -5,6 +5,7 @@ limits, a streamed first row); `push` creates the repo, commits the data shards 
 there), then the card with the deletion of stale shards. `command` is the handler of `push` and `check`.
 """
 
-from .._lazy import lazy_exports
+from .check import check
+from .push import PushError, push
 
-__getattr__ = lazy_exports(__name__, {"push": "push", "PushError": "push", "check": "check"})
+__all__ = ["PushError", "check", "push"]

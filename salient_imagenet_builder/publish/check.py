@@ -10,14 +10,13 @@ import fnmatch
 import io
 import json
 import re
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
 from datasets import Features
 from datasets import Image as ImageFeature
 
-from ..constants import (
+from ..core.constants import (
     ANNOTATIONS_CONFIG,
     HUB_MAX_ROW_GROUP_BYTES,
     HUB_MAX_SHARD_BYTES,
@@ -27,40 +26,12 @@ from ..constants import (
     VIEWER_PAGE_ROWS,
     VIEWER_SCAN_MAX_BYTES,
 )
-from ..errors import InputError, UserError
-from ..schema import annotation_features, image_features
+from ..core.errors import UserError
+from ..core.schema import annotation_features, image_features
+from ..core.targets import Target
 
 DECLARED = {"default": image_features, ANNOTATIONS_CONFIG: annotation_features}
 REQUIRED_METADATA = ("license", "pretty_name", "task_categories", "configs", "dataset_info")
-
-
-class Target:
-    """A local folder or a Hub dataset repo, seen as files."""
-
-    def __init__(self, target: str, command: str = "check"):
-        from ..targets import resolve
-
-        where = resolve(target, command)  # "no such folder" first; the Hub only for what could be a Hub id
-        self.local = isinstance(where, Path)
-        if self.local and not where.is_dir():
-            raise InputError(f"{command} {target}: is a file; give a built dataset folder or a Hub dataset id")
-        self.name = target
-        if self.local:
-            self.root = where
-            self.files = sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
-        else:
-            from huggingface_hub import HfFileSystem
-
-            self.fs = HfFileSystem()
-            base = f"datasets/{target}"
-            self.files = sorted(f[len(base) + 1:] for f in self.fs.find(base))
-
-    def open(self, path: str):
-        return open(self.root / path, "rb") if self.local else self.fs.open(f"datasets/{self.name}/{path}", "rb")
-
-    def read_text(self, path: str) -> str:
-        with self.open(path) as f:
-            return f.read().decode("utf-8")
 
 
 def parse_card(text: str) -> dict:

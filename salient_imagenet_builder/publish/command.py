@@ -11,7 +11,7 @@ def run_push(out: str, repo_id: str | None, public: bool) -> int:
     from .push import push
 
     repo_id = push(out, repo_id, private=not public)  # failures are UserErrors: one line and exit code 2/3/4
-    from ..targets import hub_endpoint
+    from ..core.targets import hub_endpoint
 
     print(f"Pushed {out} to {hub_endpoint()}/datasets/{repo_id} "
           f"({'public' if public else 'private'}). Load it with load_dataset({repo_id!r}).")
@@ -19,7 +19,7 @@ def run_push(out: str, repo_id: str | None, public: bool) -> int:
 
 
 def run_check(target: str, stream: bool = True) -> int:
-    from ..targets import resolve
+    from ..core.targets import resolve
 
     resolve(target, "check")  # "no such folder" before pyarrow and datasets are even imported
     from .check import check

@@ -12,11 +12,11 @@ import logging
 import time
 from pathlib import Path
 
-from ..build.card import read_build_info, write_card
-from ..build.output import is_build, repair
-from ..constants import BUILD_INFO
-from ..errors import HubError, InputError, NetworkError
-from ..targets import hub_unreachable, offline
+from ..core.card import BuildStats, read_build_info, write_card
+from ..core.constants import BUILD_INFO
+from ..core.errors import HubError, InputError, NetworkError
+from ..core.output import is_build, repair
+from ..core.targets import hub_unreachable, offline
 from .check import check
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def push(folder: str | Path, repo_id: str | None = None, private: bool = True, a
     if not private and info["provenance"]["constants"]["image_mode"] != "none":
         log.warning("pushing ImageNet images to a PUBLIC repo: %s. Prefer a private repo, or an --image-mode none "
                     "build for public release.", IMAGENET_TERMS)
-    write_card(folder, info["provenance"], info["stats"], info["split"], repo_id)  # the card's examples name the repo
+    write_card(folder, info["provenance"], BuildStats.from_dict(info["stats"]), info["split"], repo_id)  # the card's examples name the repo
     progress = {"commits": 0}
     retry = _retrying(RETRIES, BACKOFF_SECONDS, progress)
     retry(_call, api.create_repo, repo_id, repo_type="dataset", private=private, exist_ok=True,

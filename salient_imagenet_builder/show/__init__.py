@@ -9,9 +9,6 @@ The stages, in order:
 3. `command`: the handler of `salient-imagenet show`.
 """
 
-from .._lazy import lazy_exports
+from .pictures import class_summary, pair_panel
 
-__getattr__ = lazy_exports(__name__, {
-    "DatasetView": "data", "pair_panel": "pictures", "class_summary": "pictures", "gallery": "pictures",
-    "write_gallery": "pictures", "run": "command",
-})
+__all__ = ["class_summary", "pair_panel"]

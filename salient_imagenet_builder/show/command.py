@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from .. import render
-from ..errors import InputError
-from ..masks import PNG_SIGNATURE
-from .data import DatasetView
+from ..core import render
+from ..core.dataset import DatasetView
+from ..core.errors import InputError
+from ..core.masks import PNG_SIGNATURE
 from .pictures import class_summary, pair_panel
 
 

@@ -1,15 +1,8 @@
-"""Pictures of a built dataset: a pair's panel, a class summary, and the build's gallery (all with `..render`)."""
+"""Pictures of a built dataset: a pair's panel and a class summary (drawn with `core.render`)."""
 
-import logging
-from pathlib import Path
-
-from .. import render
-from ..constants import GALLERY_FILE, GALLERY_IMAGES, GALLERY_PAIRS
-from ..errors import InputError
-from .data import DatasetView, Shown
-
-log = logging.getLogger(__name__)
-GALLERY_CELL = 112
+from ..core import render
+from ..core.dataset import DatasetView, Shown
+from ..core.errors import InputError
 
 
 def label_of(pair: dict) -> str:
@@ -19,7 +12,7 @@ def label_of(pair: dict) -> str:
 
 
 def overlays(shown: list[Shown]) -> list[tuple]:
-    return [(render.overlay(s.view, s.mask), f"#{s.rank} {s.image_id}") for s in shown]
+    return [s.overlay_cell() for s in shown]
 
 
 def pair_panel(view: DatasetView, class_index: int, feature_index: int, n: int):
@@ -57,44 +50,3 @@ def class_summary(view: DatasetView, class_index: int, n: int):
                     f"{p['votes_main_object']}/{p['votes_separate_object']}/{p['votes_background']}"
         blocks.append(render.image_row(row_label, overlays(images.get(p["feature_index"], [])), n))
     return render.stack(blocks)
-
-
-def gallery_pairs(view: DatasetView, count: int) -> list[dict]:
-    """Spurious pairs first (the dataset's point), most agreed first, then core ones; one pair per class."""
-    chosen, classes = [], set()
-    order = sorted(view.pairs(), key=lambda p: (p["kind"] != "spurious",
-                                                -max(p["votes_separate_object"], p["votes_background"],
-                                                     p["votes_main_object"]), p["class_index"], p["feature_rank"]))
-    for pair in order:
-        if pair["class_index"] not in classes and pair["group_size"]:
-            chosen.append(pair)
-            classes.add(pair["class_index"])
-        if len(chosen) == count:
-            break
-    return chosen
-
-
-def gallery(view: DatasetView, count: int = GALLERY_PAIRS, n: int = GALLERY_IMAGES):
-    """A few pairs, one row each: their top images with the mask overlaid, labelled with class and kind."""
-    blocks = [render.text_block(["Salient ImageNet: top images of annotated (class, feature) pairs with the "
-                                 "feature's mask (red = high activation)"], render.row_width(n, GALLERY_CELL))]
-    for pair in gallery_pairs(view, count):
-        shown = view.pair_images(pair["class_index"], pair["feature_index"], n)
-        if shown:
-            row_label = f"{pair['class_name'].split(',')[0]}: feature {pair['feature_index']}, {pair['kind']}"
-            blocks.append(render.image_row(row_label, overlays(shown), n, GALLERY_CELL))
-    return render.stack(blocks) if len(blocks) > 1 else None
-
-
-def write_gallery(folder: Path, split: str) -> str | None:
-    """The build's one call: `gallery.png` at the top level of the (staging) folder; its name, or None when there
-    is nothing to show. A failure here is logged, never fatal: the dataset itself is complete."""
-    try:
-        picture = gallery(DatasetView(str(folder), split))
-        if picture is None:
-            return None
-        render.save_png(picture, Path(folder) / GALLERY_FILE)
-        return GALLERY_FILE
-    except Exception as e:  # noqa: BLE001 - a preview must not cost the user a finished build
-        log.warning("no gallery for the card (%s: %s)", type(e).__name__, e)
-        return None

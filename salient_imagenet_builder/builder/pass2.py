@@ -1,0 +1,64 @@
+"""Pass 2 (bounded `--top-k` only): the selected images of one unit read again, their rows made from the maps kept
+in pass 1 (no model: masks and PNG encoding only), spilled to the unit's `rows.arrow`."""
+
+import os
+from pathlib import Path
+
+from ..core.decoding import BatchDecoder
+from ..core.schema import image_features
+from ..core.sources import Sample
+from ..core.stages import StageTimer, batched, timed_iter
+from ..core.units import Unit
+from ..core.writer import Spill
+from .rows import make_row_job
+
+
+class RowsResult:
+    def __init__(self, rows: int, masks: int, timings: dict, rows_path: Path | None = None):
+        self.rows, self.masks, self.timings, self.rows_path = rows, masks, timings, rows_path
+
+    def summary(self) -> dict:
+        return {"rows": self.rows, "masks": self.masks, "timings": self.timings}
+
+    def save(self, folder: Path) -> None:
+        os.replace(self.rows_path, folder / "rows.arrow")
+
+    @classmethod
+    def load(cls, folder: Path) -> "RowsResult":
+        return cls(0, 0, {}, folder / "rows.arrow")  # counts and timings live in the done marker
+
+
+class RowsWorker:
+    """`worker(unit)`: rows of the unit's selected images (`selected[unit] = {position: (meta, entries)}`)."""
+
+    def __init__(self, source, config, workers: int, selected: dict, spill_dir: Path):
+        self.source, self.config, self.selected, self.spill_dir = source, config, selected, spill_dir
+        self.decoder = BatchDecoder(workers, config.batch_size, config.draft, image_mode=config.image_mode)
+
+    def close(self) -> None:
+        self.decoder.close()
+
+    def __call__(self, unit: Unit) -> RowsResult:
+        timer = StageTimer()
+        chosen = self.selected.get(unit.index, {})
+        by_ref = {meta.ref: (meta, entries) for meta, entries in chosen.values()}
+        self.spill_dir.mkdir(parents=True, exist_ok=True)
+        spill = Spill(self.spill_dir / f".{unit.index:05d}.rows.arrow.partial", image_features())
+        samples = (Sample(by_ref[ref][0].image_id, by_ref[ref][0].label, data, ref)
+                   for ref, data in self.source.read_many(list(by_ref)))
+        masks = 0
+        batches = self.decoder.batches(batched(samples, self.config.batch_size), overlap=False)
+        for decoded in timed_iter(batches, timer, "read+decode (pass 2)"):
+            if decoded.failed:  # it decoded in pass 1: the source changed under the build
+                sample, error = decoded.failed[0]
+                raise RuntimeError(f"{sample.image_id} ({sample.ref}) decoded in pass 1 but not in pass 2: {error}")
+            jobs = [(by_ref[s.ref][0], None, by_ref[s.ref][1]) for s in decoded.good]
+            with timer("masks+encode"):
+                rows = self.decoder.map(make_row_job, jobs)
+                for row, image in zip(rows, decoded.images):
+                    row["image"] = image
+            with timer("spill"):
+                spill.append(rows)
+            masks += sum(len(entries) for _, _, entries in jobs)
+        spill.close()
+        return RowsResult(spill.rows, masks, timer.report(), spill.path)

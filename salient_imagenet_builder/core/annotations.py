@@ -1,0 +1,316 @@
+"""The annotation CSV: download, validation, and the 3-of-5 majority rule that labels a pair core or spurious."""
+
+import csv
+import logging
+import math
+import os
+import shutil
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .constants import (
+    ANNOTATIONS_SHA256,
+    ANNOTATIONS_URL,
+    ANSWER_CHOICES,
+    ANSWERS_PER_PAIR,
+    CONFIDENCE_RANGE,
+    DOWNLOAD_TIMEOUT_SECONDS,
+    FEATURES_PER_CLASS,
+    NUM_CLASSES,
+    PAIRS_FILE,
+    PUBLISHED_ANNOTATION_STATS,
+    SPURIOUS_ANSWERS,
+    majority_of,
+)
+from .errors import InputError, NetworkError
+from .output import sha256_file
+from .schema import wordnet_ids
+from .targets import offline
+
+log = logging.getLogger(__name__)
+
+COLUMNS = (
+    "WorkerId",
+    "Input.wordnet_id",
+    "Input.class_index",
+    "Input.feature_index",
+    "Input.feature_rank",
+    "Answer.main",
+    "Answer.confidence",
+    "Answer.reasons",
+)
+
+
+class AnnotationError(InputError):
+    pass
+
+
+@dataclass(frozen=True)
+class Answer:
+    worker_id: str
+    answer: str
+    confidence: float
+    reason: str
+
+
+@dataclass
+class Pair:
+    class_index: int
+    wordnet_id: str
+    feature_index: int
+    feature_rank: int
+    answers: list[Answer] = field(default_factory=list)
+
+    @property
+    def votes(self) -> Counter:
+        return Counter(a.answer for a in self.answers)
+
+    @property
+    def kind(self) -> str:
+        return classify(a.answer for a in self.answers)[0]
+
+    @property
+    def spurious_type(self) -> str | None:
+        return classify(a.answer for a in self.answers)[1]
+
+    @property
+    def mean_confidence(self) -> float:
+        return sum(a.confidence for a in self.answers) / len(self.answers)
+
+
+def classify(answers, majority: int | None = None) -> tuple[str, str | None]:
+    """(kind, spurious sub-type) of a pair from its answers, by the paper's majority rule: `majority` of them,
+    by default a majority of however many there are (3 of 5)."""
+    answers = list(answers)
+    majority = majority_of(len(answers)) if majority is None else majority
+    votes = Counter(answers)
+    if sum(votes[a] for a in SPURIOUS_ANSWERS) < majority:
+        return "core", None
+    for sub_type in SPURIOUS_ANSWERS[::-1]:  # background first, then separate_object
+        if votes[sub_type] >= majority:
+            return "spurious", sub_type
+    return "spurious", "mixed"
+
+
+@dataclass
+class Annotations:
+    pairs: dict[tuple[int, int], Pair]  # (class_index, feature_index) -> pair
+    source: str
+    sha256: str
+
+    def for_class(self, class_index: int) -> list[Pair]:
+        return sorted((p for p in self.pairs.values() if p.class_index == class_index), key=lambda p: p.feature_rank)
+
+    @property
+    def classes(self) -> list[int]:
+        return sorted({c for c, _ in self.pairs})
+
+    def restrict(self, classes) -> "Annotations":
+        keep = set(classes)
+        return Annotations({k: p for k, p in self.pairs.items() if k[0] in keep}, self.source, self.sha256)
+
+    @property
+    def answers_per_pair(self) -> int:
+        return len(next(iter(self.pairs.values())).answers) if self.pairs else ANSWERS_PER_PAIR
+
+    @property
+    def majority(self) -> int:
+        return majority_of(self.answers_per_pair)
+
+    def stats(self) -> dict:
+        kinds = Counter(p.kind for p in self.pairs.values())
+        sub_types = Counter(p.spurious_type for p in self.pairs.values() if p.kind == "spurious")
+        answers = [a for p in self.pairs.values() for a in p.answers]
+        return {
+            "pairs": len(self.pairs),
+            "answers": len(answers),
+            "workers": len({a.worker_id for a in answers}),
+            "core": kinds["core"],
+            "spurious": kinds["spurious"],
+            **{f"spurious_{t}": sub_types[t] for t in ("background", "separate_object", "mixed")},
+            "classes": len(self.classes),
+            "classes_with_spurious": len({p.class_index for p in self.pairs.values() if p.kind == "spurious"}),
+            "mean_confidence": round(sum(a.confidence for a in answers) / max(len(answers), 1), 4),
+        }
+
+
+@contextmanager
+def csv_reader(path: Path, error: type[InputError] = InputError) -> Iterator[csv.DictReader]:
+    """A DictReader over a CSV file: UTF-8 with or without a BOM (Excel's "CSV UTF-8" export starts with one).
+    Every CSV this tool reads goes through here, so undecodable or malformed text is one line naming the file."""
+    if path.is_dir():
+        raise error(f"{path}: is a folder, not a CSV file")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            yield csv.DictReader(f)
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset {e.start}); "
+                    "save it as CSV UTF-8") from None
+    except csv.Error as e:
+        raise error(f"{path}: not a readable CSV file ({e})") from None
+
+
+# A study's pairs.csv (discover writes it, ingest checks answers against it): the published CSV's Input.*
+# names, so the file can be uploaded as a crowdsourcing batch as it is.
+STUDY_PAIR_COLUMNS = ("Input.wordnet_id", "Input.class_index", "Input.feature_index", "Input.feature_rank",
+                "Input.class_name", "Input.panel")
+
+
+def read_pairs(path: str | os.PathLike) -> dict[tuple[int, int], dict]:
+    """(class_index, feature_index) -> the row of a `pairs.csv`; errors name the file and row."""
+    path = Path(path)
+    if path.is_dir() and (path / PAIRS_FILE).is_file():  # the study folder itself
+        path = path / PAIRS_FILE
+    if not path.exists():
+        raise InputError(f"pairs file not found: {path} (discover writes it into its --out folder)")
+    with csv_reader(path) as reader:
+        missing = [c for c in STUDY_PAIR_COLUMNS[:4] if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"{path}: not a pairs.csv: missing column(s) {', '.join(missing)}")
+        pairs = {}
+        for row in reader:
+            try:
+                key = (int(row["Input.class_index"]), int(row["Input.feature_index"]))
+                row["Input.feature_rank"] = int(row["Input.feature_rank"])
+            except (TypeError, ValueError):
+                raise InputError(f"{path}, row {reader.line_num}: class, feature and rank must be integers") from None
+            pairs[key] = row
+    return pairs
+
+
+def parse(path: str | os.PathLike, num_features: int = 2048) -> Annotations:
+    """Read and validate an annotation CSV in the published format; errors name the file and row."""
+    path = Path(path)
+    with csv_reader(path, AnnotationError) as reader:
+        return _parse_rows(path, reader, num_features)
+
+
+def _parse_rows(path: Path, reader: csv.DictReader, num_features: int) -> Annotations:
+    wnids = wordnet_ids()
+    pairs: dict[tuple[int, int], Pair] = {}
+    if not reader.fieldnames:
+        raise AnnotationError(f"{path}: empty file, expected a CSV with the header {','.join(COLUMNS)}")
+    missing = [c for c in COLUMNS if c not in reader.fieldnames]
+    if missing:
+        hint = ""
+        if len(reader.fieldnames) == 1 and any(sep in reader.fieldnames[0] for sep in ";\t"):
+            hint = " (it seems to use ';' or tabs between columns: save it as comma-separated CSV UTF-8)"
+        raise AnnotationError(f"{path}: missing column(s) {', '.join(missing)}; header is {reader.fieldnames}{hint}")
+    for row in reader:
+        where = f"{path}, row {reader.line_num}"
+        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+            continue  # a blank line, or one of separators only (",,,,"), as spreadsheets leave at the end
+        if None in row or None in row.values():
+            fields = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])
+            raise AnnotationError(f"{where}: {fields} fields, the header has {len(reader.fieldnames)}")
+        try:
+            class_index = _int(row, "Input.class_index", 0, NUM_CLASSES - 1)
+            feature_index = _int(row, "Input.feature_index", 0, num_features - 1)
+            rank = _int(row, "Input.feature_rank", 1, FEATURES_PER_CLASS)
+            answer = row["Answer.main"].strip()
+            if answer not in ANSWER_CHOICES:
+                raise AnnotationError(f"Answer.main {answer!r} is not one of {ANSWER_CHOICES}")
+            confidence = _number(row, "Answer.confidence", *CONFIDENCE_RANGE)
+            wnid = row["Input.wordnet_id"].strip()
+            if wnid != wnids[class_index]:
+                raise AnnotationError(f"Input.wordnet_id {wnid} is not class {class_index} ({wnids[class_index]})")
+        except (AnnotationError, ValueError, TypeError) as e:
+            raise AnnotationError(f"{where}: {e}") from None
+        pair = pairs.setdefault((class_index, feature_index), Pair(class_index, wnid, feature_index, rank))
+        if pair.feature_rank != rank:
+            raise AnnotationError(f"{where}: feature {feature_index} of class {class_index} has rank {rank}, "
+                                  f"earlier rows say {pair.feature_rank}")
+        pair.answers.append(Answer(row["WorkerId"].strip(), answer, confidence, row["Answer.reasons"] or ""))
+    counts = Counter(len(pair.answers) for pair in pairs.values())
+    if len(counts) > 1:  # a study's pairs all have its quorum of answers (5 in the published study)
+        usual = counts.most_common(1)[0][0]
+        odd = next(p for p in pairs.values() if len(p.answers) != usual)
+        raise AnnotationError(f"{path}: class {odd.class_index} feature {odd.feature_index} has {len(odd.answers)} "
+                              f"answers, the other pairs {usual}: every pair needs the same number of answers")
+    per_class = Counter(c for c, _ in pairs)
+    too_many = [c for c, n in per_class.items() if n > FEATURES_PER_CLASS]
+    if too_many:
+        raise AnnotationError(f"{path}: class {too_many[0]} has {per_class[too_many[0]]} annotated features, "
+                              f"at most {FEATURES_PER_CLASS} expected")
+    return Annotations(pairs, str(path), sha256_file(path))
+
+
+def _number(row: dict, column: str, low: float, high: float) -> float:
+    """A finite number in [low, high] (`inf` and `nan` parse as floats, so they are refused here by name)."""
+    text = row[column].strip()
+    try:
+        value = float(text)
+    except ValueError:
+        raise AnnotationError(f"{column} {text!r} is not a number") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise AnnotationError(f"{column} {text!r} is not a finite number in [{low}, {high}]")
+    return value
+
+
+def _int(row: dict, column: str, low: int, high: int) -> int:
+    value = _number(row, column, low, high)  # the release writes some integers as floats ("3.0")
+    if value != int(value):
+        raise AnnotationError(f"{column} {row[column].strip()!r} is not an integer in [{low}, {high}]")
+    return int(value)
+
+
+def fetch(path_or_url: str, cache_dir: str | os.PathLike, sha256: str | None = None) -> Path:
+    """A local path as is; a URL downloaded once into cache_dir (atomic write). The published file is pinned: its
+    download (and its cached copy) must have the pinned sha256. Offline or unreachable: one line that says where the
+    cache is and which option to pass, at once."""
+    if "://" not in path_or_url:
+        path = Path(path_or_url).expanduser()
+        if not path.is_file():
+            raise AnnotationError(f"--annotations {path_or_url}: no such file")
+        return path
+    if sha256 is None and path_or_url == ANNOTATIONS_URL:
+        sha256 = ANNOTATIONS_SHA256
+    cache_dir = Path(cache_dir).expanduser()
+    target = cache_dir / Path(path_or_url.split("?")[0]).name
+    if target.is_file() and (sha256 is None or sha256_file(target) == sha256):
+        return target
+    if offline():
+        raise NetworkError(f"the annotation CSV is not in the cache ({target}) and HF_HUB_OFFLINE=1 is set: pass "
+                           f"--annotations PATH (a copy of {path_or_url})")
+    _download(path_or_url, target, sha256)
+    return target
+
+
+def _download(url: str, target: Path, sha256: str | None) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.partial")
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response, open(tmp, "wb") as f:
+            log.info("downloading annotations from %s", url)
+            shutil.copyfileobj(response, f)
+    except (OSError, ValueError) as e:  # URLError, HTTPError, timeouts, a bad URL
+        tmp.unlink(missing_ok=True)
+        reason = getattr(e, "reason", None) or e
+        raise NetworkError(f"cannot download the annotation CSV from {url} ({reason}); pass --annotations PATH "
+                           f"(a local copy), or put the file in the cache at {target}") from None
+    if sha256 is not None and sha256_file(tmp) != sha256:
+        got, size = sha256_file(tmp), tmp.stat().st_size
+        tmp.unlink()
+        raise AnnotationError(f"the annotation CSV downloaded from {url} has sha256 {got} ({size} bytes), not the "
+                              f"pinned {sha256}: the file changed upstream or the download was altered; not using it. "
+                              "Pass --annotations PATH to use a copy you trust")
+    os.replace(tmp, target)
+
+
+def load(path_or_url: str, cache_dir: str | os.PathLike, num_features: int = 2048, expect_published: bool = False,
+         sha256: str | None = None) -> Annotations:
+    """Fetch, verify (pinned sha256; published statistics for the published file) and parse."""
+    path = fetch(path_or_url, cache_dir, sha256)
+    if sha256 and sha256_file(path) != sha256:
+        raise AnnotationError(f"{path}: sha256 {sha256_file(path)} does not match the pinned {sha256}")
+    annotations = parse(path, num_features)
+    if expect_published:
+        stats = annotations.stats()
+        wrong = {k: (stats[k], v) for k, v in PUBLISHED_ANNOTATION_STATS.items() if stats[k] != v}
+        if wrong:
+            raise AnnotationError(f"{path}: not the published annotation file (got, expected): {wrong}")
+    return annotations

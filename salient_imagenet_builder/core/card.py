@@ -1,0 +1,230 @@
+"""The dataset card: `dataset_card.md` rendered with the build's YAML metadata, provenance and statistics.
+
+The YAML `configs` and `dataset_info` come from the same `Features` the writer used, so card and parquet agree.
+`build_info.json` keeps the raw provenance and statistics beside the card (publishing re-renders the card with
+the Hub repo id; evaluation reports the dataset's provenance).
+"""
+
+import html
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path, PureWindowsPath
+from string import Template
+
+import yaml
+from datasets import DatasetInfo, SplitDict, SplitInfo
+
+from .constants import ANNOTATIONS_CONFIG, ANSWERS_PER_PAIR, BUILD_INFO, CROP_SIZE, PACKAGE_NAME, RESIZE_SIZE
+from .output import write_text_atomic
+from .schema import annotation_features, image_features
+
+TEMPLATE = Path(__file__).parent.parent / "dataset_card.md"  # the package root holds the one template
+
+
+@dataclass
+class BuildStats:
+    """What a build counted and measured: returned by `build`, kept in build_info.json, rendered in the card."""
+
+    rank: int = 0  # the process that returns it (under torchrun, rank 0 reports)
+    world_size: int = 1
+    images_scanned: int = 0  # images read and forwarded in pass 1
+    images_written: int = 0  # rows of the default config
+    masks_written: int = 0
+    skipped_images: int = 0  # corrupt images
+    skipped_ids: list = field(default_factory=list)  # the first 100 of them
+    skipped_labels: int = 0  # images whose label is not an ImageNet class 0-999
+    skipped_label_values: dict = field(default_factory=dict)  # label (as text) -> count
+    skipped_non_image_files: int = 0
+    classes_without_annotations: list = field(default_factory=list)
+    groups: dict = field(default_factory=dict)  # class -> images grouped into it
+    annotation_stats: dict = field(default_factory=dict)  # `core.annotations.Annotations.stats()`
+    top5_agreement: dict = field(default_factory=dict)  # the self-check: agree / pairs / pairs_with_images
+    forward_passes: dict = field(default_factory=dict)
+    pass1_units: dict = field(default_factory=dict)  # the unit runner's counts: units, resumed, computed_here
+    pass2_units: dict = field(default_factory=dict)
+    default_shards: list = field(default_factory=list)
+    default_bytes: int = 0
+    annotation_shards: list = field(default_factory=list)
+    annotation_bytes: int = 0
+    gallery: str | None = None
+    seconds_total: float = 0.0
+    images_per_second: float = 0.0
+    stage_seconds: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "BuildStats":
+        """From build_info.json; keys this version does not know (or no longer writes) are left out."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def config_layout(split: str) -> list[dict]:
+    """The two configs and their data files: one definition for the card, the checker and the publisher."""
+    return [
+        {"config_name": "default", "default": True,
+         "data_files": [{"split": split, "path": f"data/{split}-*.parquet"}]},
+        {"config_name": ANNOTATIONS_CONFIG,
+         "data_files": [{"split": "train", "path": f"data/{ANNOTATIONS_CONFIG}-*.parquet"}]},
+    ]
+
+
+def size_category(rows: int) -> str:
+    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                        (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
+        if rows < bound:
+            return name
+    return "10M<n<100M"
+
+
+def front_matter(split: str, stats: BuildStats) -> dict:
+    infos = []
+    for name, features, split_name, rows, size in (
+        ("default", image_features(), split, stats.images_written, stats.default_bytes),
+        (ANNOTATIONS_CONFIG, annotation_features(), "train", stats.annotation_stats["pairs"],
+         stats.annotation_bytes),
+    ):
+        splits = SplitDict()
+        splits.add(SplitInfo(name=split_name, num_bytes=size, num_examples=rows))
+        info = DatasetInfo(features=features, splits=splits, dataset_size=size, download_size=size)._to_yaml_dict()
+        infos.append({"config_name": name, **info})
+    return {
+        "license": "other",
+        "license_name": "imagenet-terms-of-access",
+        "license_link": "https://image-net.org/download.php",
+        "pretty_name": "Salient ImageNet",
+        "task_categories": ["image-classification"],
+        "tags": ["imagenet", "spurious-correlations", "robustness", "saliency", "interpretability", "masks"],
+        "size_categories": [size_category(stats.images_written)],
+        "configs": config_layout(split),
+        "dataset_info": infos,
+    }
+
+
+def _forward_passes(stats: BuildStats) -> str:
+    passes = stats.forward_passes
+    if not passes:
+        return "?"
+    return (f"{passes['images_forwarded']} ({passes['per_image']} per image read); the source was read "
+            f"{passes['reads_of_source']} time(s) (the second read: only the selected images, for their rows)")
+# A local absolute path (/home/alice/x, ~/x, C:\\x) not inside a URL (https://host/x) or a relative path.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~\\-])(?:~[\w.-]*/?|[A-Za-z]:\\|/)[^\s'\"`|,;()<>]*")
+MARKDOWN_SPECIAL = re.compile(r"([!\"#$%'()*+,\-.:;=?@\[\\\]^_`{|}~])")  # all ASCII punctuation but /
+
+
+def public_paths(text: str) -> str:
+    """`text` with every local absolute path cut to its last component: the card and build_info.json name an input
+    by its file name (beside its sha256), never by where it lay on the builder's disk (home folder, temp folder)."""
+    def last_part(match: re.Match) -> str:
+        parts = [p for p in re.split(r"[/\\]", match.group()) if p and p != "~" and not PureWindowsPath(p).drive]
+        return parts[-1] if parts else match.group()
+
+    return ABSOLUTE_PATH.sub(last_part, text)
+
+
+def md_text(value) -> str:
+    """Data (ids, paths, error texts, the command) -> Markdown that renders as exactly that text: every ASCII
+    punctuation mark but `/` backslash-escaped (no heading, link, autolink, emphasis, code span or table-cell break),
+    `&`, `<`, `>` as entities (no HTML), whitespace runs and newlines as one space (no new block)."""
+    text = " ".join(str(value).split())
+    return html.escape(MARKDOWN_SPECIAL.sub(r"\\\1", text), quote=False)
+
+
+def _table(rows) -> str:
+    return "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def _counts(total: int, by_value: dict | None) -> str:
+    if not total:
+        return "0"
+    return f"{total} (label: count {md_text(', '.join(f'{k}: {n}' for k, n in (by_value or {}).items()))})"
+
+
+def render(provenance: dict, stats: BuildStats, split: str, repo_id: str = "path/to/salient_imagenet") -> str:
+    repo_id = re.sub(r"[^\w./-]", "_", repo_id)  # it lands in code blocks: no quote, backtick or newline
+    ann = stats.annotation_stats
+    agreement = stats.top5_agreement
+    constants = provenance["constants"]
+    public = {k: md_text(public_paths(str(provenance[k]))) for k in ("command", "source", "checkpoint", "annotations")}
+    provenance_rows = [
+        ("package version", provenance["package_version"]),
+        ("command", public["command"]),
+        ("source", public["source"]),
+        ("model", f"`{provenance['model']}` ({provenance['arch']})"),
+        ("model checkpoint", public["checkpoint"] if provenance["checkpoint"] else "timm pretrained weights"),
+        ("checkpoint sha256", f"`{provenance['checkpoint_sha256']}`"),
+        ("annotations", public["annotations"]),
+        ("annotations sha256", f"`{provenance['annotations_sha256']}`"),
+        ("preprocessing", f"resize {constants['resize']} (bilinear), center-crop {constants['crop']}, [0, 1], "
+                          f"mean {tuple(constants['mean'])}, std {tuple(constants['std'])}; "
+                          f"JPEG draft decoding: {constants['jpeg_draft']}"),
+        ("grouping / top-k / majority", f"{constants['group_by']} / {constants['top_k']} / "
+                                        f"{constants['majority']} of 5"),
+        ("software", f"python {provenance['python']}, torch {provenance['torch']}, device {provenance['device']}"),
+        ("opt-in numerics", ", ".join(k for k, v in provenance.get("numerics", {}).items() if v) or "none (fp32)"),
+        ("processes (torchrun world size)", provenance.get("world_size", 1)),
+    ]
+    statistics_rows = [
+        ("classes built", len(provenance["classes"])),
+        ("annotated pairs", ann["pairs"]),
+        ("core pairs", ann["core"]),
+        ("spurious pairs (background / separate_object / mixed)",
+         f"{ann['spurious']} ({ann['spurious_background']} / {ann['spurious_separate_object']} / "
+         f"{ann['spurious_mixed']})"),
+        ("classes with a spurious feature", ann["classes_with_spurious"]),
+        ("answers / workers / mean confidence", f"{ann['answers']} / {ann['workers']} / {ann['mean_confidence']}"),
+        ("images read", stats.images_scanned),
+        ("images with masks (rows)", stats.images_written),
+        ("masks", stats.masks_written),
+        ("corrupt images skipped", stats.skipped_images if not stats.skipped_ids else
+         f"{stats.skipped_images} ({md_text(', '.join(stats.skipped_ids[:10]))})"),
+        ("images without an ImageNet label 0-999 (skipped; e.g. -1 in test splits)",
+         _counts(stats.skipped_labels, stats.skipped_label_values)),
+        ("files that are not images (skipped)", stats.skipped_non_image_files),
+        ("requested classes without annotations (skipped)", len(stats.classes_without_annotations)),
+        ("model forward passes", _forward_passes(stats)),
+        ("build time", f"{stats.seconds_total} s ({stats.images_per_second} images/s)"),
+    ]
+    agreement_sentence = (
+        f"{agreement['agree']} of the {agreement['pairs_with_images']} annotated pairs whose class received images "
+        f"are among the top features by importance computed in this build ({agreement['pairs']} pairs in all). "
+        "With the published robust model and the full train split this should be (nearly) all of them; a low "
+        "count means different weights or preprocessing, or too few images per class for a stable estimate."
+    )
+    join = ""
+    if constants["image_mode"] == "none":
+        join = ("## Join with your ImageNet copy\n\nThis build carries no images. Rows are keyed by `image_id` (the "
+                "ImageNet file name without its extension); attach your own copy, made upright (EXIF orientation "
+                "applied, `PIL.ImageOps.exif_transpose`), resized and center-cropped as above, e.g. "
+                "`salient-imagenet evaluate --dataset ... --imagenet /data/imagenet`.\n")
+    demo = provenance.get("demo")
+    values = {
+        "yaml": yaml.safe_dump(front_matter(split, stats), sort_keys=False, allow_unicode=True, width=1000).strip(),
+        "demo_title": " (offline demo build)" if demo else "",
+        "demo_warning": ("> **Demo build.** Generated images, a random-weight model and generated annotations: the "
+                         "masks and labels here mean nothing. Build with the real weights and annotations for "
+                         "real use.\n\n") if demo else "",
+        "package_version": provenance["package_version"], "model": provenance["model"], "arch": provenance["arch"],
+        "split": split, "source": public["source"], "group_by": constants["group_by"],
+        "top_k": constants["top_k"], "crop": CROP_SIZE, "resize": RESIZE_SIZE, "majority": constants["majority"],
+        "answers_per_pair": constants.get("answers_per_pair", ANSWERS_PER_PAIR),
+        "provenance_table": _table(provenance_rows), "statistics_table": _table(statistics_rows),
+        "agreement_sentence": agreement_sentence, "repo_id": repo_id, "annotations_config": ANNOTATIONS_CONFIG,
+        "image_mode": constants["image_mode"], "join_section": join,
+        "gallery": f"![Top images of annotated pairs with their masks]({stats.gallery})\n"
+                   if stats.gallery else "",
+    }
+    return Template(TEMPLATE.read_text(encoding="utf-8")).substitute(values)
+
+
+def write_card(folder: Path, provenance: dict, stats: BuildStats, split: str, repo_id: str | None = None) -> None:
+    info = {"package": PACKAGE_NAME, "provenance": provenance, "stats": stats.to_dict(), "split": split}  # our marker
+    write_text_atomic(folder / BUILD_INFO, json.dumps(info, indent=2, default=str))
+    write_text_atomic(folder / "README.md", render(provenance, stats, split, repo_id or folder.name))
+
+
+def read_build_info(folder: Path) -> dict:
+    return json.loads((Path(folder) / BUILD_INFO).read_text(encoding="utf-8"))

@@ -1,0 +1,96 @@
+"""Read what `show` draws from a built dataset (local folder or Hub repo): the annotations config and one class's
+rows, straight from the parquet shards (a filter on `group` reads only that class's row groups' columns)."""
+
+import io
+import json
+from dataclasses import dataclass
+from fnmatch import fnmatch
+
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+from . import render
+from .card import BUILD_INFO
+from .constants import ANNOTATIONS_CONFIG, CROP_SIZE
+from .errors import InputError, UserError
+from .images import center_view, decode
+from .masks import decode_mask
+from .targets import Target
+
+
+@dataclass
+class Shown:
+    """One image of a pair: its 224 view (None in an --image-mode none build), the pair's mask, its rank."""
+
+    image_id: str
+    view: np.ndarray | None
+    mask: np.ndarray
+    rank: int
+    activation: float
+
+    def overlay_cell(self) -> tuple:
+        """(the view with the mask overlaid, its caption): one cell of an image row."""
+        return render.overlay(self.view, self.mask), f"#{self.rank} {self.image_id}"
+
+
+class DatasetView:
+    def __init__(self, dataset: str, split: str | None = None):
+        try:
+            self.target = Target(dataset, "show")
+        except UserError:
+            raise  # already one line, with its exit code (a Hub that cannot be reached is a network error)
+        except Exception as e:
+            raise InputError(f"show {dataset}: cannot open the dataset ({type(e).__name__}: {e})") from None
+        self.name = dataset
+        if split is None:
+            split = json.loads(self.target.read_text(BUILD_INFO))["split"] if BUILD_INFO in self.target.files \
+                else "train"
+        self.image_files = self._files(f"data/{split}-*.parquet")
+        self.annotation_files = self._files(f"data/{ANNOTATIONS_CONFIG}-*.parquet")
+        if not self.image_files or not self.annotation_files:
+            raise InputError(f"{dataset}: not a Salient ImageNet build (no data/{split}-*.parquet or "
+                             f"data/{ANNOTATIONS_CONFIG}-*.parquet)")
+
+    def _files(self, pattern: str) -> list[str]:
+        return sorted(f for f in self.target.files if fnmatch(f, pattern))
+
+    def _read(self, files: list[str], columns: list[str], filters=None) -> list[dict]:
+        rows = []
+        for path in files:
+            with self.target.open(path) as f:
+                rows += pq.read_table(io.BytesIO(f.read()) if not self.target.local else f, columns=columns,
+                                      filters=filters).to_pylist()
+        return rows
+
+    def pairs(self, class_index: int | None = None) -> list[dict]:
+        """Annotation rows (one per pair), by class then feature rank."""
+        filters = None if class_index is None else [("class_index", "=", class_index)]
+        rows = self._read(self.annotation_files, None, filters)
+        return sorted(rows, key=lambda r: (r["class_index"], r["feature_rank"]))
+
+    def pair_images(self, class_index: int, feature_index: int, n: int) -> list[Shown]:
+        """The pair's top `n` images of the `group` it belongs to, best first."""
+        return self.class_images(class_index, n).get(feature_index, [])
+
+    def class_images(self, class_index: int, n: int) -> dict[int, list[Shown]]:
+        """feature index -> its top `n` images in the class's rows, best first."""
+        rows = self._read(self.image_files, ["image", "image_id", "features"], [("group", "=", class_index)])
+        found: dict[int, list[tuple]] = {}
+        for row in rows:
+            for entry in row["features"]:
+                found.setdefault(entry["feature_index"], []).append((entry["rank"], row, entry))
+        return {j: [_shown(row, entry) for _, row, entry in sorted(items, key=lambda t: t[0])[:n]]
+                for j, items in found.items()}
+
+
+def _shown(row: dict, entry: dict) -> Shown:
+    mask = decode_mask(entry["mask"]["bytes"])
+    image = row.get("image")
+    view = None
+    if image and image.get("bytes"):
+        picture = decode(image["bytes"], draft=False)
+        if picture.size != (CROP_SIZE, CROP_SIZE):  # --image-mode original: the view the masks are aligned with
+            picture = center_view(picture)
+        view = np.asarray(picture.convert("RGB").resize(mask.shape[::-1], Image.BILINEAR))
+    return Shown(row["image_id"], view, mask, entry["rank"], entry["activation"])

@@ -1,0 +1,268 @@
+"""The output folder: the one place that decides what `--out` may replace, and how a new build takes its place.
+
+Everything is written in a staging folder `.X.partial` beside `X`, then swapped into place, so an interrupted build
+never leaves a shard that `load_dataset` would read, and the previous build stays whole until the new one is complete.
+
+What `--out X` may be (checked before any work; a refusal is one line and touches nothing):
+- a new path, or an empty folder;
+- an earlier output of this tool of the same kind (a build's `build_info.json`, a discovery study's
+  `discover_info.json`, names the package), replaced only with `--overwrite`: a build never replaces a study (its
+  annotators' answers may be in it) and a study never replaces a build;
+- never a file or a symbolic link, never `.`, `/`, the home folder or an ancestor of the current folder, never the
+  source folder, a folder inside it or a folder that contains it.
+
+The swap exchanges the two folders atomically where the system can (Linux `renameat2(RENAME_EXCHANGE)`), so `X`
+is a whole build at every instant. Elsewhere it takes two renames (`X` -> `.X.old`, `.X.partial` -> `X`); if that is
+interrupted in between, `repair` (run by every command before it reads `X`) completes or undoes it.
+
+`.X.partial/work/` is the builder's resumable work area: it survives a failed or interrupted build (the builder
+decides whether the next run reuses it) and is dropped when the build is published.
+"""
+
+import ctypes
+import ctypes.util
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from .constants import BUILD_INFO, DISCOVER_INFO, EVALUATE_INFO, PACKAGE_NAME, WORK_DIR
+from .errors import InputError, Interrupted
+
+log = logging.getLogger(__name__)
+
+RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+class OutputExists(InputError, FileExistsError):
+    """`--out` cannot be used as it is (exists, is not ours, is protected)."""
+
+
+def staging_folder(out: Path) -> Path:
+    return out.parent / f".{out.name}.partial"
+
+
+def old_folder(out: Path) -> Path:
+    return out.parent / f".{out.name}.old"
+
+
+KINDS = {"build": "a build", "study": "a discovery study", "results": "a results folder"}  # what an --out holds
+MARKERS = {"study": DISCOVER_INFO, "results": EVALUATE_INFO}  # a build's: `is_build`, which also knows old builds
+
+
+def output_kind(folder: Path) -> str | None:
+    """"build", "study" or "results" when `folder` is an output of this tool (its marker file names the
+    package), else None."""
+    if is_build(folder):
+        return "build"
+    for kind, marker in MARKERS.items():
+        try:
+            info = json.loads((folder / marker).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict) and info.get("package") == PACKAGE_NAME:
+            return kind
+    return None
+
+
+def is_build(folder: Path) -> bool:
+    """A build of this tool: its `build_info.json` names the package (builds from before the marker: a provenance
+    with our package version)."""
+    try:
+        info = json.loads((folder / BUILD_INFO).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(info, dict):
+        return False
+    legacy = isinstance(info.get("provenance"), dict) and "package_version" in info["provenance"]
+    return info.get("package") == PACKAGE_NAME or ("package" not in info and legacy)
+
+
+# --- what --out may be ------------------------------------------------------------------------------------------
+
+def protected_reason(out: Path) -> str | None:
+    """Why `out` may never be written or replaced, or None."""
+    resolved, cwd, home = out.resolve(), Path.cwd().resolve(), Path.home().resolve()
+    if resolved == Path(resolved.anchor):
+        return "is the root folder"
+    if resolved == home:
+        return "is the home folder"
+    if resolved == cwd:
+        return "is the current folder"
+    if cwd.is_relative_to(resolved):
+        return "contains the current folder"
+    return None
+
+
+def _overlaps_source(out: Path, source: str | None) -> str | None:
+    if not source or not Path(source).expanduser().exists():
+        return None  # a Hub id, or nothing to compare with
+    resolved, src = out.resolve(), Path(source).expanduser().resolve()
+    if resolved == src:
+        return "is the --source folder"
+    if resolved.is_relative_to(src):
+        return "is inside the --source folder"
+    if src.is_relative_to(resolved):
+        return "contains the --source folder"
+    return None
+
+
+def check_out(out: Path, overwrite: bool, source: str | None = None, kind: str = "build") -> None:
+    """Refuse an `--out` this command (writing a `kind`) must not write (see the module docstring); touches nothing
+    when it refuses."""
+    name = f"--out {out}"
+    if out.is_symlink():
+        raise OutputExists(f"{name}: is a symbolic link; give the path of a folder (a new one, or an earlier build)")
+    if out.exists() and not out.is_dir():
+        raise OutputExists(f"{name}: is a file, not a folder; choose another --out")
+    reason = protected_reason(out)
+    if reason:
+        raise OutputExists(f"{name}: {reason}; refusing to write or replace it. Choose a new folder, e.g. "
+                           "--out salient_imagenet")
+    reason = _overlaps_source(out, source)
+    if reason:
+        raise OutputExists(f"{name}: {reason}; refusing to write there. Choose a folder outside the source")
+    for leftover in (staging_folder(out), old_folder(out)):
+        if leftover.is_symlink() or (leftover.exists() and not leftover.is_dir()):
+            raise OutputExists(f"{name}: {leftover} is in the way (a file or link where this tool keeps its "
+                               "temporary folder); move or remove it")
+    parent = next(p for p in out.absolute().parents if p.exists())  # the folder the staging folder goes into
+    if out.parent.exists() and not out.parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputExists(f"{name}: cannot write in {parent} (not a writable folder); choose another --out")
+    repair(out)
+    if old_folder(out).exists():  # repair removed or restored ours: this one is someone else's
+        raise OutputExists(f"{name}: {old_folder(out)} is in the way (not a build of this tool, so not removed); "
+                           "move or remove it")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    found = output_kind(out)
+    if found is None:
+        marker = BUILD_INFO if kind == "build" else DISCOVER_INFO
+        raise OutputExists(f"{name}: exists and is not {KINDS[kind]} of this tool (no {marker} from {PACKAGE_NAME});"
+                           f" --overwrite only replaces an earlier {kind}. Choose another --out")
+    if found != kind:
+        raise OutputExists(f"{name}: is {KINDS[found]} of this tool, not {KINDS[kind]}; --overwrite only replaces an "
+                           f"earlier {kind}. Choose another --out")
+    if not overwrite:
+        raise OutputExists(f"{name}: an earlier {kind} is there; pass --overwrite to replace it (it stays whole "
+                           f"until the new {kind} is complete)")
+
+
+def prepare_output(out: Path, overwrite: bool, source: str | None = None, kind: str = "build") -> Path:
+    """Check `out` (see `check_out`) and return the staging folder beside it, emptied except for `work/`."""
+    out = Path(out)
+    check_out(out, overwrite, source, kind)
+    staging = staging_folder(out)
+    try:
+        if staging.is_dir():  # left by an interrupted build: never read by anyone but the builder
+            _empty_except(staging, WORK_DIR)
+        staging.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputExists(f"--out {out}: cannot create {staging} ({e.strerror or e})") from None
+    return staging
+
+
+def interrupted(out: Path) -> Interrupted:
+    """Ctrl-C: one line that says whether finished work was kept for the next run to resume from."""
+    if (staging_folder(out) / WORK_DIR).is_dir():
+        return Interrupted(f"interrupted; the finished work is kept in {staging_folder(out)}: run the same command "
+                           "again to resume")
+    return Interrupted(f"interrupted; {out} is as it was before this run (nothing partial was kept)")
+
+
+def discard_staging(staging: Path) -> bool:
+    """After a failed or interrupted build: remove the partial output; keep `work/` (True when there is one)."""
+    if not staging.is_dir():
+        return False
+    _empty_except(staging, WORK_DIR)
+    if any((staging / WORK_DIR).glob("*/*.done.json")):  # finished units: the next run resumes from them
+        return True
+    shutil.rmtree(staging, ignore_errors=True)
+    return False
+
+
+def _empty_except(folder: Path, keep: str) -> None:
+    for entry in folder.iterdir():
+        if entry.name == keep and entry.is_dir() and not entry.is_symlink():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+# --- the swap and its repair ------------------------------------------------------------------------------------
+
+def publish(staging: Path, out: Path) -> None:
+    """Swap the complete staging folder into place: `out` is a whole build (old, then new) at every instant where
+    the system has an atomic exchange; otherwise `repair` finishes an interrupted two-rename swap."""
+    shutil.rmtree(staging / WORK_DIR, ignore_errors=True)  # the build is complete: its resume data is spent
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    if exchange(staging, out):
+        shutil.rmtree(staging)  # now holds the previous build
+        return
+    old = old_folder(out)
+    if old.exists():
+        shutil.rmtree(old)
+    os.rename(out, old)
+    os.rename(staging, out)  # an interruption right before this line is what `repair` undoes
+    shutil.rmtree(old)
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two folders' names (Linux renameat2 with RENAME_EXCHANGE); False where unsupported."""
+    if os.environ.get("SALIENT_NO_RENAME_EXCHANGE"):  # lets the tests take the two-rename path on Linux
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError, TypeError):
+        return False
+    at_fdcwd = -100
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), RENAME_EXCHANGE)
+    return result == 0  # EINVAL/ENOSYS (file system or kernel without it): fall back
+
+
+def repair(out: Path) -> None:
+    """Finish or undo a swap that was interrupted between its two renames; drop a replaced build left behind."""
+    out, old, staging = Path(out), old_folder(Path(out)), staging_folder(Path(out))
+    if old.is_symlink() or not old.is_dir():
+        return
+    if not out.exists() and not out.is_symlink():
+        if output_kind(old) is None:
+            return  # not ours: leave it alone
+        if _complete(staging):  # the new output was complete: finish the swap
+            shutil.rmtree(staging / WORK_DIR, ignore_errors=True)
+            os.rename(staging, out)
+            log.warning("%s: finished the interrupted replacement of an earlier build", out)
+        else:
+            os.rename(old, out)
+            log.warning("%s: restored the earlier build (its replacement was interrupted)", out)
+            return
+    if output_kind(out) is not None and output_kind(out) == output_kind(old):
+        shutil.rmtree(old, ignore_errors=True)  # the output `out` replaced, left by an interrupted clean-up
+
+
+def _complete(staging: Path) -> bool:
+    """A staged output that was whole: a build with its card, or a study with its page."""
+    kind = output_kind(staging)
+    return (kind == "build" and (staging / "README.md").is_file()) or (kind == "study" and
+                                                                        (staging / "index.html").is_file())
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()

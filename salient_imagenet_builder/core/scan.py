@@ -1,0 +1,517 @@
+"""Pass 1, the one scan that the build and discovery share: the robust model over a unit of the source, into a
+small result that merges.
+
+A `ScanResult` holds, for the scanned classes (`ScanSpec.classes`, one row each):
+- the feature-importance sums: FI[c, j] = mean over images x grouped into c of r_j(x) * W[c, j]
+  (`FeatureImportance`, float64, so the sums do not depend on how the source was cut);
+- for every *tracked* feature of a class (the annotated pairs of a build; every feature in a discovery, whose pairs
+  are known only once FI is complete), the k images with the largest r_j(x), in [classes, tracked, k] tensors,
+  ties broken by image id (larger id first), and with `keep_maps` each kept image's max-normalised map from this
+  very forward pass, so the build's second pass needs no model;
+- with `context_k`, each class's images with the largest logit of the class itself (context on discovery panels);
+- the images those lists refer to (`ImageTable`, sorted by id), corrupt images, labels outside 0-999, timings, and
+  the unit's spilled rows where a caller made rows on the way (`--top-k all`).
+
+`ScanWorker` scans one unit (decode workers -> `runner.ModelRunner` -> `UnitScan`); `scan_units` runs (or
+resumes) every unit of a plan on this rank with `units.run_units` and merges the results in unit order. The merge
+is a total order on (activation, image id), so the result is the same for any number of ranks or unit cuts.
+"""
+
+import json
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import distributed
+from .constants import NUM_CLASSES
+from .decoding import BatchDecoder
+from .masks import normalized_maps
+from .stages import StageTimer, batched, timed_iter
+from .units import Unit, UnitFolder, fingerprint_hash, load_results, run_units
+
+__all__ = ["FeatureImportance", "ImageTable", "ScanResult", "ScanSpec", "ScanWorker", "UnitScan", "fingerprint",
+           "merge_top", "scan_units"]
+
+
+class FeatureImportance:
+    """Per-group sums of r(x) (float64) and image counts, so FI needs no second pass."""
+
+    def __init__(self, num_classes: int, num_features: int):
+        self.sums = torch.zeros(num_classes, num_features, dtype=torch.float64)
+        self.counts = torch.zeros(num_classes, dtype=torch.int64)
+
+    def update(self, groups: torch.Tensor, pooled: torch.Tensor) -> None:
+        """Image by image in order (index_add_ on the CPU adds rows one after another): the same sums whatever
+        the batch size."""
+        groups = groups.cpu()
+        self.sums.index_add_(0, groups, pooled.detach().cpu().double())
+        self.counts.index_add_(0, groups, torch.ones_like(groups))
+
+    def importance(self, weight: torch.Tensor) -> torch.Tensor:
+        """FI (num_classes x num_features); rows of empty groups are NaN."""
+        means = self.sums / self.counts.clamp_min(1)[:, None].double()
+        fi = means * weight.detach().cpu().double()
+        fi[self.counts == 0] = float("nan")
+        return fi
+
+    def ranks(self, weight: torch.Tensor) -> torch.Tensor:
+        """1-based rank of every feature within its class by FI (1 = most important)."""
+        order = torch.argsort(self.importance(weight).nan_to_num(float("-inf")), dim=1, descending=True, stable=True)
+        ranks = torch.empty_like(order)
+        ranks.scatter_(1, order, torch.arange(1, order.shape[1] + 1).expand_as(order).contiguous())
+        return ranks
+
+
+@dataclass(frozen=True)
+class ScanSpec:
+    """What a scan keeps. `features`: class -> its tracked features (None: every feature of every class)."""
+
+    classes: list[int]
+    k: int
+    group_by: str = "prediction"
+    features: dict[int, list[int]] | None = None
+    context_k: int = 0
+    keep_maps: bool = False
+
+    def tracked(self) -> torch.Tensor | None:
+        """[classes, T] feature indices per class row, -1 where a class tracks fewer than T features."""
+        if self.features is None:
+            return None
+        width = max([1, *(len(self.features.get(c, ())) for c in self.classes)])
+        tracked = torch.full((len(self.classes), width), -1, dtype=torch.int64)
+        for row, c in enumerate(self.classes):
+            chosen = sorted(self.features.get(c, ()))
+            tracked[row, :len(chosen)] = torch.tensor(chosen, dtype=torch.int64)
+        return tracked
+
+    def describe(self) -> dict:
+        """For the work folder's fingerprint (k is named by each caller in its own words)."""
+        features = None if self.features is None else {str(c): sorted(f) for c, f in sorted(self.features.items())}
+        return {"classes": self.classes, "group_by": self.group_by, "context_images": self.context_k,
+                "maps": self.keep_maps, "tracked_sha256": fingerprint_hash({"features": features})}
+
+
+def id_ranks(ids) -> np.ndarray:
+    """Each id's position in sorted order (the same order for any subset: ranks only ever compare)."""
+    order = np.argsort(np.asarray(ids, dtype=str), kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
+@dataclass
+class ImageTable:
+    """The images a result refers to, sorted by image id, so a position compares like the id (the tie-break)."""
+
+    ids: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
+    refs: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    labels: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    predictions: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    units: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))  # the unit that read it
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def of(cls, ids: list[str], refs: list[str], labels: list[int], predictions: list[int], units: list[int]):
+        """The table of these images, and each image's position in it."""
+        ids = np.array(ids, dtype=str)
+        position = id_ranks(ids)
+        order = np.argsort(position)
+        table = cls(ids[order], np.array(refs, dtype=object)[order], np.array(labels, dtype=np.int64)[order],
+                    np.array(predictions, dtype=np.int64)[order], np.array(units, dtype=np.int64)[order])
+        return table, position
+
+    def union(self, other: "ImageTable") -> tuple["ImageTable", np.ndarray, np.ndarray]:
+        """The merged sorted table and where each entry of `self` and of `other` went."""
+        mine = np.arange(len(self)) + np.searchsorted(other.ids, self.ids, side="left")
+        theirs = np.arange(len(other)) + np.searchsorted(self.ids, other.ids, side="right")
+        merged = ImageTable(*(np.empty(len(self) + len(other), dtype=np.result_type(a, b))
+                              for a, b in zip(self.columns(), other.columns())))
+        for target, a, b in zip(merged.columns(), self.columns(), other.columns()):
+            target[mine], target[theirs] = a, b
+        return merged, mine, theirs
+
+    def columns(self):
+        return self.ids, self.refs, self.labels, self.predictions, self.units
+
+    def take(self, keep: np.ndarray) -> "ImageTable":
+        return ImageTable(*(a[keep] for a in self.columns()))
+
+
+def merge_top(act_a, img_a, act_b, img_b, k: int, id_rank: torch.Tensor | None = None):
+    """The k best of two candidate sets along the last dimension: by activation, ties by image id, larger first;
+    empty slots (-inf, -1) sort last. An image's id order is its position, or `id_rank[position]` when given.
+    Returns (activations, images, where each came from in the concatenation of a and b) for payloads to follow."""
+    act, img = torch.cat([act_a, act_b], -1), torch.cat([img_a, img_b], -1)
+    key = img if id_rank is None else torch.where(img >= 0, id_rank[img.clamp_min(0)], -1)
+    by_image = torch.argsort(key, dim=-1, descending=True, stable=True)
+    by_activation = torch.argsort(act.gather(-1, by_image), dim=-1, descending=True, stable=True)[..., :k]
+    chosen = by_image.gather(-1, by_activation)
+    return act.gather(-1, chosen), img.gather(-1, chosen), chosen
+
+
+def _follow(maps_a: torch.Tensor, maps_b: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """Maps [..., slots, h, w] reordered like `merge_top`'s choice."""
+    both = torch.cat([maps_a, maps_b], -3)
+    return torch.take_along_dim(both, chosen[..., None, None], dim=-3)
+
+
+@dataclass
+class ScanResult:
+    classes: list[int]  # the scanned classes; row i of the top tensors is class classes[i]
+    k: int  # top images kept per tracked (class, feature)
+    context_k: int  # images per class by the class's own logit
+    tracked: torch.Tensor | None  # [classes, T] tracked feature indices (-1 padding); None: every feature
+    fi: FeatureImportance
+    top_act: torch.Tensor  # [classes, T, k] float32, -inf where empty
+    top_img: torch.Tensor  # [classes, T, k] int64 positions in `images`, -1 where empty
+    context_score: torch.Tensor  # [classes, 1, context_k] the class logit
+    context_img: torch.Tensor  # [classes, 1, context_k]
+    top_map: torch.Tensor | None = None  # [classes, T, k, h, w] max-normalised maps of the top images (keep_maps)
+    images: ImageTable = field(default_factory=ImageTable)
+    scanned: int = 0
+    skipped: list = field(default_factory=list)  # (image_id, ref, error) of corrupt images
+    unlabelled: Counter = field(default_factory=Counter)  # label (as text) -> samples without an ImageNet label
+    timings: dict = field(default_factory=lambda: defaultdict(float))  # stage -> seconds
+    rows_paths: list = field(default_factory=list)  # rows spilled on the way (`--top-k all`), in unit order
+
+    @classmethod
+    def empty(cls, spec: ScanSpec, num_features: int) -> "ScanResult":
+        c, tracked = len(spec.classes), spec.tracked()
+        width = num_features if tracked is None else tracked.shape[1]
+        # no slot yet: the lists grow to k as images come (k may exceed any group, e.g. a build keeping every image)
+        return cls(list(spec.classes), spec.k, spec.context_k, tracked, FeatureImportance(NUM_CLASSES, num_features),
+                   torch.full((c, width, 0), float("-inf")), torch.full((c, width, 0), -1, dtype=torch.int64),
+                   torch.full((c, 1, 0), float("-inf")), torch.full((c, 1, 0), -1, dtype=torch.int64))
+
+    def rows(self) -> torch.Tensor:
+        """class index -> row of the top tensors (-1: not scanned)."""
+        rows = torch.full((NUM_CLASSES,), -1)
+        rows[self.classes] = torch.arange(len(self.classes))
+        return rows
+
+    def tracked_activations(self, pooled: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """r(x) of each image's tracked features [n, T]; -inf in padding slots."""
+        if self.tracked is None:
+            return pooled
+        features = self.tracked[rows]
+        return torch.where(features >= 0, pooled.gather(1, features.clamp_min(0)), float("-inf"))
+
+    def merge(self, other: "ScanResult") -> "ScanResult":
+        """Fold `other` (disjoint images, same classes and settings) into this result; returns self."""
+        if other.classes != self.classes or (other.k, other.context_k) != (self.k, self.context_k):
+            raise ValueError("cannot merge scan results of different classes or settings")
+        self.fi.sums += other.fi.sums
+        self.fi.counts += other.fi.counts
+        self.scanned += other.scanned
+        self.skipped += other.skipped
+        self.unlabelled.update(other.unlabelled)
+        for stage, seconds in other.timings.items():
+            self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+        self.rows_paths += other.rows_paths
+        self.images, mine, theirs = self.images.union(other.images)
+        rows = torch.nonzero(other.fi.counts[self.classes] > 0).flatten()  # only rows the other result touched
+        self.top_img = _remap(self.top_img, mine)
+        self.context_img = _remap(self.context_img, mine)
+        act, img, chosen = merge_top(self.top_act[rows], self.top_img[rows], other.top_act[rows],
+                                     _remap(other.top_img[rows], theirs), self.k)
+        maps = None
+        if self.top_map is not None or other.top_map is not None:  # the maps follow their images
+            size = (other.top_map if other.top_map is not None else self.top_map).shape[-2:]
+            self._ensure_maps(size)
+            other._ensure_maps(size)
+            maps = _follow(self.top_map[rows], other.top_map[rows], chosen)
+        self.set_top(rows, act, img, maps)
+        self.set_context(rows, *merge_top(self.context_score[rows], self.context_img[rows], other.context_score[rows],
+                                          _remap(other.context_img[rows], theirs), self.context_k)[:2])
+        return self
+
+    def set_top(self, rows: torch.Tensor, act: torch.Tensor, img: torch.Tensor, maps: torch.Tensor | None = None):
+        """Rows' merged top lists; the lists of every row widen (empty slots) when these are longer."""
+        grow = act.shape[-1] - self.top_act.shape[-1]
+        if grow > 0:
+            self.top_act = torch.nn.functional.pad(self.top_act, (0, grow), value=float("-inf"))
+            self.top_img = torch.nn.functional.pad(self.top_img, (0, grow), value=-1)
+            if self.top_map is not None:
+                extra = torch.zeros((*self.top_map.shape[:2], grow, *self.top_map.shape[3:]))
+                self.top_map = torch.cat([self.top_map, extra], 2)
+        self.top_act[rows], self.top_img[rows] = act, img
+        if maps is not None:
+            self.top_map[rows] = maps
+
+    def set_context(self, rows: torch.Tensor, score: torch.Tensor, img: torch.Tensor) -> None:
+        grow = score.shape[-1] - self.context_score.shape[-1]
+        if grow > 0:
+            self.context_score = torch.nn.functional.pad(self.context_score, (0, grow), value=float("-inf"))
+            self.context_img = torch.nn.functional.pad(self.context_img, (0, grow), value=-1)
+        self.context_score[rows], self.context_img[rows] = score, img
+
+    def _ensure_maps(self, size) -> None:
+        if self.top_map is None:
+            self.top_map = torch.zeros((*self.top_act.shape, *size), dtype=torch.float32)
+
+    def compact(self) -> "ScanResult":
+        """Drop images no top list refers to (the table stays sorted, positions are renumbered)."""
+        used = torch.cat([self.top_img.flatten(), self.context_img.flatten()])
+        keep = torch.unique(used[used >= 0])  # sorted: the order (and the tie-break) is kept
+        renumber = torch.full((len(self.images) + 1,), -1)
+        renumber[keep] = torch.arange(len(keep))
+        self.top_img, self.context_img = renumber[self.top_img], renumber[self.context_img]  # -1 -> last: -1
+        self.images = self.images.take(keep.numpy())
+        return self
+
+    # a pair's lists ----------------------------------------------------------------------------------------------
+
+    def _column(self, class_index: int, feature: int) -> tuple[int, int]:
+        row = self.classes.index(class_index)
+        if self.tracked is None:
+            return row, feature
+        where = torch.nonzero(self.tracked[row] == feature).flatten()
+        if not len(where):
+            raise KeyError(f"feature {feature} of class {class_index} was not tracked by this scan")
+        return row, int(where[0])
+
+    def ranked(self, class_index: int, feature: int) -> list[tuple[int, float, np.ndarray | None]]:
+        """(position in `images`, activation, map or None) of a pair's top images, best first."""
+        row, column = self._column(class_index, feature)
+        found = []
+        for slot, (a, i) in enumerate(zip(self.top_act[row, column].tolist(), self.top_img[row, column].tolist())):
+            if i >= 0:
+                nam = None if self.top_map is None else self.top_map[row, column, slot].numpy()
+                found.append((i, a, nam))
+        return found
+
+    def top_images(self, class_index: int, feature: int) -> list[tuple[int, float]]:
+        """(position in `images`, activation) of a pair's top images, best first."""
+        return [(i, a) for i, a, _ in self.ranked(class_index, feature)]
+
+    def context_images(self, class_index: int) -> list[int]:
+        row = self.classes.index(class_index)
+        return [int(i) for i in self.context_img[row, 0] if i >= 0]
+
+    # persistence: one unit's result in the work folder (the unit runner's `save` / `load` / `summary`) ---------
+
+    def save(self, folder: Path) -> None:
+        """Only the rows of classes this result touched are written: a unit sees few classes."""
+        touched = torch.nonzero(self.fi.counts[self.classes] > 0).flatten()
+        groups = torch.nonzero(self.fi.counts > 0).flatten()
+        arrays = {
+            "classes": np.array(self.classes, np.int64), "touched": touched.numpy(),
+            "groups": groups.numpy(), "sums": self.fi.sums[groups].numpy(), "counts": self.fi.counts[groups].numpy(),
+            "top_act": self.top_act[touched].numpy(), "top_img": self.top_img[touched].numpy(),
+            "context_score": self.context_score[touched].numpy(), "context_img": self.context_img[touched].numpy(),
+            "ids": self.images.ids.astype(str), "refs": self.images.refs.astype(str), "labels": self.images.labels,
+            "predictions": self.images.predictions, "units": self.images.units,
+        }
+        if self.tracked is not None:
+            arrays["tracked"] = self.tracked.numpy()
+        if self.top_map is not None:
+            arrays["top_map"] = self.top_map[touched].numpy()
+        with open(folder / "scan.npz", "wb") as f:
+            np.savez(f, **arrays)
+        (folder / "scan.json").write_text(json.dumps({
+            "k": self.k, "context_k": self.context_k, "scanned": self.scanned, "skipped": self.skipped,
+            "unlabelled": self.unlabelled, "timings": self.timings}), encoding="utf-8")
+        for path in self.rows_paths:  # at most one: this unit's spilled rows
+            Path(path).replace(folder / "rows.arrow")
+
+    @classmethod
+    def load(cls, folder: Path) -> "ScanResult":
+        info = json.loads((folder / "scan.json").read_text(encoding="utf-8"))
+        with np.load(folder / "scan.npz", allow_pickle=False) as z:
+            a = {name: z[name] for name in z.files}
+        tracked = torch.from_numpy(a["tracked"]) if "tracked" in a else None
+        classes = [int(c) for c in a["classes"]]
+        result = cls(classes, info["k"], info["context_k"], tracked,
+                     FeatureImportance(NUM_CLASSES, a["sums"].shape[1]),
+                     *(torch.full((len(classes), *a[name].shape[1:]), fill, dtype=torch.from_numpy(a[name]).dtype)
+                       for name, fill in (("top_act", float("-inf")), ("top_img", -1), ("context_score", float("-inf")),
+                                          ("context_img", -1))))
+        touched, groups = torch.from_numpy(a["touched"]), torch.from_numpy(a["groups"])
+        result.fi.sums[groups], result.fi.counts[groups] = torch.from_numpy(a["sums"]), torch.from_numpy(a["counts"])
+        for name in ("top_act", "top_img", "context_score", "context_img"):
+            getattr(result, name)[touched] = torch.from_numpy(a[name])
+        if "top_map" in a:
+            result._ensure_maps(a["top_map"].shape[-2:])
+            result.top_map[touched] = torch.from_numpy(a["top_map"])
+        result.images = ImageTable(a["ids"], a["refs"].astype(object), a["labels"], a["predictions"], a["units"])
+        result.scanned, result.skipped = info["scanned"], [tuple(s) for s in info["skipped"]]
+        result.unlabelled, result.timings = Counter(info["unlabelled"]), defaultdict(float, info["timings"])
+        rows = folder / "rows.arrow"
+        result.rows_paths = [rows] if rows.is_file() else []
+        return result
+
+    def summary(self) -> dict:
+        return {"scanned": self.scanned, "skipped": len(self.skipped), "unlabelled": sum(self.unlabelled.values()),
+                "timings": dict(self.timings)}
+
+
+def _remap(img: torch.Tensor, where: np.ndarray) -> torch.Tensor:
+    """Positions in an old table -> positions in the merged one (-1 stays -1)."""
+    lookup = torch.cat([torch.from_numpy(where).long(), torch.tensor([-1])])  # index -1 reads the trailing -1
+    return lookup[img]
+
+
+def _slots(inverse: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """0, 1, 2... within each group of equal `inverse` values, in order of appearance."""
+    order = torch.argsort(inverse, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.empty_like(inverse)
+    slot[order] = torch.arange(len(inverse)) - starts[inverse[order]]
+    return slot
+
+
+class UnitScan:
+    """Accumulates one unit batch by batch. Images get positions in reading order (nothing is renumbered per
+    batch); ties compare by the ids' current sort ranks; `result()` sorts the table by id once at the end."""
+
+    def __init__(self, spec: ScanSpec, num_features: int, unit_index: int = 0):
+        self.acc = ScanResult.empty(spec, num_features)
+        self.keep_maps, self.unit_index = spec.keep_maps, unit_index
+        self.row_of = self.acc.rows()
+        self.ids, self.refs, self.labels, self.predictions = [], [], [], []
+
+    def skip(self, failed) -> None:
+        """Samples that did not decode: (sample, error) pairs."""
+        self.acc.skipped += [(s.image_id, s.ref, error) for s, error in failed]
+
+    def add(self, samples, pooled: torch.Tensor, logits: torch.Tensor, groups: torch.Tensor,
+            spatial: torch.Tensor | None = None) -> None:
+        """One batch: pooled features r(x) and logits (CPU, float), the group of each image, and with `keep_maps`
+        the spatial maps (any device) the kept images' maps are cut from."""
+        acc = self.acc
+        acc.scanned += len(samples)
+        rows = self.row_of[groups]
+        inside = torch.nonzero(rows >= 0).flatten()  # images grouped into a class outside the scan count for nothing
+        acc.fi.update(groups[inside], pooled[inside])
+        if not len(inside):
+            return
+        first = len(self.ids)
+        for i, prediction in zip(inside.tolist(), logits[inside].argmax(1).tolist()):
+            self.ids.append(samples[i].image_id)
+            self.refs.append(samples[i].ref)
+            self.labels.append(samples[i].label)
+            self.predictions.append(prediction)
+        id_rank = torch.from_numpy(id_ranks(self.ids))
+        seq = torch.arange(first, len(self.ids))
+        pooled, logits, rows = pooled[inside], logits[inside], rows[inside]
+        activations = acc.tracked_activations(pooled, rows)
+        touched, inverse, counts = torch.unique(rows, return_inverse=True, return_counts=True)
+        slot = _slots(inverse, counts)  # each image's column among its row's candidates
+        shape = (len(touched), activations.shape[1], int(counts.max()))
+        act, img = torch.full(shape, float("-inf")), torch.full(shape, -1)
+        act[inverse, :, slot] = activations
+        img[inverse, :, slot] = torch.where(activations > float("-inf"), seq[:, None], -1)
+        top_act, top_img, chosen = merge_top(acc.top_act[touched], acc.top_img[touched], act, img, acc.k, id_rank)
+        maps = None
+        if self.keep_maps and spatial is not None:
+            batch_maps = self._maps(spatial, inside, rows)
+            acc._ensure_maps(batch_maps.shape[-2:])
+            candidates = torch.zeros((*shape, *batch_maps.shape[-2:]), dtype=torch.float32)
+            candidates[inverse, :, slot] = batch_maps
+            maps = _follow(acc.top_map[touched], candidates, chosen)
+        acc.set_top(touched, top_act, top_img, maps)
+        if acc.context_k:
+            score, score_img = torch.full((len(touched), 1, shape[2]), float("-inf")), torch.full_like(img[:, :1], -1)
+            own_logit = logits[torch.arange(len(rows)), torch.tensor(acc.classes)[rows]]  # the group's own class
+            score[inverse, 0, slot], score_img[inverse, 0, slot] = own_logit, seq
+            acc.set_context(touched, *merge_top(acc.context_score[touched], acc.context_img[touched], score, score_img,
+                                                acc.context_k, id_rank)[:2])
+
+    def _maps(self, spatial: torch.Tensor, inside: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Max-normalised maps of each image's tracked features [n, T, h, w], cut on the maps' device."""
+        features = (self.acc.tracked[rows] if self.acc.tracked is not None
+                    else torch.arange(spatial.shape[1]).expand(len(rows), -1)).clamp_min(0)
+        index = inside.to(spatial.device)[:, None]
+        return normalized_maps(spatial[index, features.to(spatial.device)].float()).cpu()
+
+    def result(self) -> ScanResult:
+        acc = self.acc
+        acc.images, position = ImageTable.of(self.ids, self.refs, self.labels, self.predictions,
+                                             [self.unit_index] * len(self.ids))
+        acc.top_img, acc.context_img = _remap(acc.top_img, position), _remap(acc.context_img, position)
+        return acc.compact()
+
+
+class ScanWorker:
+    """Built once per process (the clip-retrieval `Runner`'s builders): decode workers with a shared-memory
+    hand-over and the rank's `ModelRunner`; `worker(unit)` scans one unit.
+
+    `rows`, when given, makes rows on the way (`--top-k all`): `rows.open(unit)`, then `rows.add(decoded, spatial,
+    pooled, predictions, groups, decoder)` per batch, and `rows.close()` returns the unit's spilled rows file."""
+
+    def __init__(self, source, runner, spec: ScanSpec, *, batch_size: int, workers: int, draft: bool = True,
+                 limit: int | None = None, image_mode: str | None = None, rows=None):
+        self.source, self.runner, self.spec, self.rows = source, runner, spec, rows
+        self.batch_size, self.limit = batch_size, limit
+        self.class_filter = None if len(spec.classes) == NUM_CLASSES else set(spec.classes)
+        self.decoder = BatchDecoder(workers, batch_size, draft, image_mode=image_mode,
+                                    pin_memory=runner.device.type == "cuda")
+        self.overlap = runner.device.type != "cpu"  # on a CPU, decoding between forward passes is faster
+
+    def close(self) -> None:
+        self.decoder.close()
+
+    def __call__(self, unit: Unit) -> ScanResult:
+        timer = self.runner.timer = StageTimer()
+        scan = UnitScan(self.spec, self.runner.model.num_features, unit.index)
+        if self.rows is not None:
+            self.rows.open(unit)
+        self.source.unlabelled = Counter()  # labels outside 0-999 are a result of the unit (they survive a resume)
+        samples = self.source.unit_samples(unit.spec, self.class_filter, self.limit)
+        batches = self.decoder.batches(batched(samples, self.batch_size), self.overlap)
+        for decoded in timed_iter(batches, timer, "read+decode"):
+            scan.skip(decoded.failed)
+            if decoded.good:
+                self._batch(decoded, scan, timer)
+        result = scan.result()
+        result.unlabelled = Counter({str(label): n for label, n in self.source.unlabelled.items()})
+        result.rows_paths = [self.rows.close()] if self.rows is not None else []
+        result.timings = defaultdict(float, timer.report())
+        return result
+
+    def _batch(self, decoded, scan: UnitScan, timer: StageTimer) -> None:
+        spatial, pooled, logits = self.runner(decoded.views)
+        with timer("select"):
+            pooled, logits = pooled.cpu(), logits.cpu()
+            predictions = logits.argmax(1)
+            groups = predictions if self.spec.group_by == "prediction" else torch.tensor(
+                [s.label for s in decoded.good])
+            scan.add(decoded.good, pooled, logits, groups, spatial if self.spec.keep_maps else None)
+        if self.rows is not None:
+            with timer("masks+encode"):
+                self.rows.add(decoded, spatial, pooled, predictions.tolist(), groups.tolist(), self.decoder)
+
+
+def fingerprint(source, split: str, plan: list[Unit], model_info, spec: ScanSpec, *, limit, draft: bool,
+                batch_size: int, unit_size: int, numerics: dict, device_type: str, **settings) -> dict:
+    """What makes two scans the same (the number of ranks and workers is not part of it); `settings` adds what
+    else the caller's output depends on, named in its own words (e.g. the build's `top_k`)."""
+    from .. import __version__
+
+    return {
+        "package_version": __version__, "source": source.describe(), "split": split,
+        "plan_sha256": fingerprint_hash({"plan": [u.spec for u in plan]}), "model": model_info.name,
+        "arch": model_info.arch, "checkpoint_sha256": model_info.sha256 or model_info.checkpoint, "limit": limit,
+        "draft": draft, "batch_size": batch_size, "unit_size": unit_size, "numerics": numerics,
+        "device_type": device_type, **spec.describe(), **settings,
+    }
+
+
+def scan_units(plan: list[Unit], folder: UnitFolder, spec: ScanSpec, num_features: int, make_worker, world,
+               log_name: str, desc: str) -> tuple[ScanResult, dict]:
+    """Run (or resume) this rank's share of the plan's units, then merge every unit's result in unit order (every
+    rank gets the same result). Returns the result and the unit runner's counts."""
+    counts = run_units(plan, folder, make_worker, world, log_name, desc=desc)
+    start = time.perf_counter()
+    total = ScanResult.empty(spec, num_features)
+    for _, result in load_results(plan, folder, ScanResult):
+        total.merge(result).compact()
+    total.timings["merge"] += time.perf_counter() - start
+    distributed.barrier()
+    return total, counts

@@ -1,0 +1,161 @@
+"""Persisting rows: an Arrow spill file in reader order, then sorted, bounded parquet shards.
+
+Everything is written inside a staging folder next to the output; the output appears only by a final rename,
+so an interrupted build never leaves a shard that `load_dataset` would read.
+"""
+
+import logging
+import mmap
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from datasets import Features
+
+from .constants import MAX_ROW_GROUP_BYTES, MAX_SHARD_BYTES, ROW_GROUP_ROWS
+
+log = logging.getLogger(__name__)
+
+
+def encode_rows(rows: list[dict], features: Features) -> pa.Table:
+    """Python rows -> Arrow table of exactly the declared schema (features metadata included)."""
+    encoded = [features.encode_example(row) for row in rows]
+    return pa.Table.from_pylist(encoded, schema=features.arrow_schema)
+
+
+class Spill:
+    """Rows appended in any order to an uncompressed Arrow IPC file; `sorted_batches` reads them back sorted,
+    memory-mapped, so sorting a large build needs disk, not memory."""
+
+    def __init__(self, path: Path, features: Features):
+        self.path, self.features = path, features
+        self._writer = pa.ipc.new_file(str(path), features.arrow_schema)
+        self.rows = 0
+
+    def append(self, rows: list[dict]) -> None:
+        if rows:
+            self._writer.write_table(encode_rows(rows, self.features))
+            self.rows += len(rows)
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def sorted_batches(self, keys: list[str], batch_rows: int = ROW_GROUP_ROWS):
+        table = pa.ipc.open_file(pa.memory_map(str(self.path))).read_all()
+        order = pc.sort_indices(table.select(keys), sort_keys=[(k, "ascending") for k in keys])
+        for start in range(0, len(order), batch_rows):
+            yield table.take(order[start:start + batch_rows])
+
+
+class SpilledRows:
+    """Several spill files (one per unit, in unit order) read back as one table, memory-mapped. `release()` drops
+    the pages read so far from this process (they stay in the page cache), so peak RSS does not grow with the build.
+    """
+
+    def __init__(self, paths: list[Path]):
+        self._maps, tables = [], []
+        for path in paths:
+            with open(path, "rb") as f:
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._maps.append(mapped)
+            tables.append(pa.ipc.open_file(pa.py_buffer(mapped)).read_all())
+        self.table = pa.concat_tables(tables) if tables else None
+
+    def sorted_batches(self, keys: list[str], batch_rows: int = ROW_GROUP_ROWS, fill=None):
+        """Batches in `keys` order; `fill(table, row_indices)` may complete each batch (e.g. pair ranks)."""
+        order = pc.sort_indices(self.table.select(keys), sort_keys=[(k, "ascending") for k in keys]).to_numpy()
+        order = order.astype(np.int64)  # uint64 + int is a float under NumPy 1.x: indices must stay integers
+        for n, start in enumerate(range(0, len(order), batch_rows)):
+            indices = order[start:start + batch_rows]
+            batch = self.table.take(pa.array(indices))
+            yield batch if fill is None else fill(batch, indices)
+            if n % 20 == 19:
+                self.release()
+
+    def release(self) -> None:
+        for mapped in self._maps:
+            if hasattr(mapped, "madvise") and len(mapped):
+                mapped.madvise(mmap.MADV_DONTNEED)
+
+
+class ShardWriter:
+    """Writes `<split>-NNNNN-of-MMMMM.parquet` shards of bounded size with small row groups, the page index, the
+    `huggingface` features metadata, and uncompressed image bytes (they are already compressed)."""
+
+    def __init__(self, folder: Path, split: str, features: Features, max_shard_bytes: int = MAX_SHARD_BYTES,
+                 max_row_group_bytes: int = MAX_ROW_GROUP_BYTES, row_group_rows: int = ROW_GROUP_ROWS):
+        self.folder, self.split, self.features = Path(folder), split, features
+        self.max_shard_bytes, self.max_row_group_bytes = max_shard_bytes, max_row_group_bytes
+        self.row_group_rows = row_group_rows
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.paths: list[Path] = []
+        self._writer = None
+        self._shard_bytes = 0
+        self.rows = 0
+        self.bytes = 0
+
+    def _open(self) -> None:
+        path = self.folder / f".{self.split}-{len(self.paths):05d}.parquet.partial"
+        schema = self.features.arrow_schema
+        self._writer = pq.ParquetWriter(str(path), schema, compression=_compression(schema),
+                                        write_page_index=True, use_dictionary=False)
+        self.paths.append(path)
+        self._shard_bytes = 0
+
+    def write(self, table: pa.Table) -> None:
+        """Append a table, cut into row groups of at most `row_group_rows` rows and about `max_row_group_bytes`."""
+        limit = min(self.max_row_group_bytes, self.max_shard_bytes)
+        start = 0
+        while start < len(table):
+            stop = min(start + self.row_group_rows, len(table))
+            while stop - start > 1 and table.slice(start, stop - start).nbytes > limit:
+                stop = start + (stop - start) // 2
+            chunk = table.slice(start, stop - start)
+            if self._writer is None or self._shard_bytes + chunk.nbytes > self.max_shard_bytes:
+                self._close_current()
+                self._open()
+            self._writer.write_table(chunk, row_group_size=len(chunk))
+            self._shard_bytes += chunk.nbytes
+            self.bytes += chunk.nbytes
+            self.rows += len(chunk)
+            start = stop
+
+    def _close_current(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def close(self) -> list[Path]:
+        """Close and give the shards their final names (the count is known only now)."""
+        self._close_current()
+        if not self.paths:
+            raise ValueError(f"no rows to write for split {self.split!r}")
+        final = []
+        for i, path in enumerate(self.paths):
+            target = self.folder / f"{self.split}-{i:05d}-of-{len(self.paths):05d}.parquet"
+            os.replace(path, target)
+            final.append(target)
+        return final
+
+
+def _compression(schema: pa.Schema) -> dict[str, str]:
+    """Per leaf column: none for image bytes, zstd for the rest."""
+    codecs = {}
+    for path, leaf_type in _leaves(schema):
+        codecs[path] = "none" if pa.types.is_binary(leaf_type) or pa.types.is_large_binary(leaf_type) else "zstd"
+    return codecs
+
+
+def _leaves(fields, prefix=""):
+    """(parquet column path, arrow type) of every leaf; lists are `<name>.list.element` in parquet."""
+    for field in fields:
+        name = f"{prefix}{field.name}"
+        if pa.types.is_struct(field.type):
+            yield from _leaves(list(field.type), name + ".")
+        elif pa.types.is_list(field.type) or pa.types.is_large_list(field.type):
+            yield from _leaves([field.type.value_field.with_name("element")], name + ".list.")
+        else:
+            yield name, field.type

@@ -1,0 +1,166 @@
+"""Evaluation as a library call: `evaluate(EvaluateConfig(dataset=..., model=["resnet50.a1_in1k"]))` decodes the
+dataset once, evaluates each model (core / spurious accuracy, RCS, the single-feature test) and writes its results
+folder; returns each model's `ModelResult`."""
+
+import platform
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import timm
+import torch
+
+from .. import __version__
+from ..core.constants import (
+    DEFAULT_DRAWS,
+    DEFAULT_EVAL_BATCH_SIZE,
+    DEFAULT_NOISE_STD,
+    DEFAULT_RESULTS_DIR,
+    DEFAULT_SEED,
+    DEFAULT_TOP_PAIRS,
+    EVALUATE_INFO,
+)
+from ..core.model import pick_device
+from ..core.output import output_kind, protected_reason
+from ..core.stages import StageTimer, default_workers
+from ..core.targets import resolve
+from .models import check_model_name, load_classifier
+from .outputs import format_table, format_top_pairs, write_comparison, write_model_outputs
+from .rows import load_eval_data
+from .runner import evaluate_model, place
+from .settings import EvalSettings, EvaluationError
+
+__all__ = ["EvaluateConfig", "evaluate"]
+
+
+@dataclass
+class EvaluateConfig:
+    """The options of `salient-imagenet evaluate`, as fields (`model` and `checkpoint`: one entry per model)."""
+
+    dataset: str
+    model: list[str] = field(default_factory=list)
+    checkpoint: list[str] | None = None
+    split: str = "train"
+    imagenet: str | None = None
+    imagenet_type: str | None = None
+    noise_std: float = DEFAULT_NOISE_STD
+    draws: int = DEFAULT_DRAWS
+    seed: int = DEFAULT_SEED
+    batch_size: int = DEFAULT_EVAL_BATCH_SIZE
+    device: str | None = None
+    amp: bool = True
+    single_feature: bool = True
+    top_pairs: int = DEFAULT_TOP_PAIRS
+    workers: int | None = None
+    out: str = DEFAULT_RESULTS_DIR
+
+    def __post_init__(self):
+        if isinstance(self.model, str):
+            self.model = [self.model]
+        if isinstance(self.checkpoint, str):
+            self.checkpoint = [self.checkpoint]
+        if not self.model:
+            raise EvaluationError("no model to evaluate: give at least one --model")
+
+    @property
+    def settings(self) -> EvalSettings:
+        return EvalSettings(noise_std=self.noise_std, draws=self.draws, seed=self.seed, batch_size=self.batch_size,
+                            device=self.device, amp=self.amp, single_feature=self.single_feature,
+                            top_pairs=self.top_pairs)
+
+
+def model_specs(models: list[str], checkpoints: list[str] | None) -> list[tuple[str, str | None, str]]:
+    """(name, checkpoint, label) per model, checked before the dataset is decoded."""
+    checkpoints = checkpoints or [None] * len(models)
+    if len(checkpoints) != len(models):
+        raise EvaluationError(f"{len(checkpoints)} --checkpoint for {len(models)} --model: give one per model "
+                              "(in the same order) or none")
+    specs, labels = [], set()
+    for name, checkpoint in zip(models, checkpoints):
+        check_model_name(name)
+        if checkpoint is not None and not Path(checkpoint).is_file():
+            raise EvaluationError(f"--checkpoint {checkpoint}: no such file")
+        label = re.sub(r"[^\w.+-]+", "_", name if checkpoint is None else f"{name}-{Path(checkpoint).stem}")
+        while label in labels:
+            label += "_"
+        labels.add(label)
+        specs.append((name, checkpoint, label))
+    return specs
+
+
+def check_results_out(out: Path) -> None:
+    """--out is a results folder: new, empty, or one an earlier `evaluate` wrote (its evaluate_info.json), whose
+    files a rerun replaces. Never a file, `.`, home or an ancestor of the current folder, never anyone else's folder."""
+    name = f"--out {out}"
+    if out.exists() and not out.is_dir():
+        raise EvaluationError(f"{name}: is a file, not a folder; choose a results folder, e.g. --out results")
+    reason = protected_reason(out)
+    if reason:
+        raise EvaluationError(f"{name}: {reason}; choose a results folder of its own, e.g. --out results")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if output_kind(out) != "results":
+        raise EvaluationError(f"{name}: exists and is not a results folder of this tool (no {EVALUATE_INFO}); "
+                              "evaluate writes only into a new or empty folder or its own earlier results. Choose "
+                              "another --out")
+
+
+def check_inputs(config: EvaluateConfig) -> None:
+    """Before torch and timm are imported: --out, then "no such folder" for the dataset and the ImageNet copy."""
+    check_results_out(Path(config.out))
+    resolve(config.dataset, "--dataset")
+    if config.imagenet:
+        resolve(config.imagenet, "--imagenet")
+
+
+def evaluate(config: EvaluateConfig) -> list:
+    """Every model of `config` on its dataset; writes `<out>/<label>/` per model and the comparison in `<out>`."""
+    check_inputs(config)
+    specs = model_specs(config.model, config.checkpoint)
+    settings = config.settings
+    timer, out = StageTimer(), Path(config.out)
+    classifiers = []
+    for name, checkpoint, label in specs:  # every model first: a missing download fails before the long decode
+        with timer(f"load {label}"):
+            classifiers.append(load_classifier(name, checkpoint, label))
+    with timer("decode dataset"):
+        data = load_eval_data(config.dataset, config.split, config.imagenet, config.imagenet_type,
+                              default_workers() if config.workers is None else config.workers,
+                              settings.single_feature)
+    data = place(data, pick_device(settings.device))
+    results = []
+    while classifiers:
+        classifier = classifiers.pop(0)  # dropped once evaluated: memory for one model at a time from here on
+        label = classifier.label
+        with timer(f"evaluate {label}"):
+            result = evaluate_model(data, classifier.module, classifier.data_config, settings, label)
+        summary = make_summary(result, classifier, settings, data, config, timer)
+        write_model_outputs(out / label, result, summary, data.pairs, settings.top_pairs)
+        results.append(result)
+        del classifier
+    write_comparison(out, results)
+    print("\n" + format_table(results))
+    for result in results:
+        print("\n" + format_top_pairs(result, data.pairs, min(5, settings.top_pairs)))
+    print(f"\nResults in {out}/ ({', '.join(r.label for r in results)}; comparison.csv, comparison.png)")
+    return results
+
+
+def make_summary(result, classifier, settings: EvalSettings, data, config: EvaluateConfig, timer) -> dict:
+    device = pick_device(settings.device)
+    return {
+        "model": {"label": result.label, **classifier.info, "data_config": classifier.data_config},
+        "settings": {
+            "noise_std": settings.noise_std, "draws": settings.draws, "seed": settings.seed,
+            "batch_size": settings.batch_size, "device": str(device), "amp": settings.amp and device.type == "cuda",
+            "single_feature": settings.single_feature, "arguments": asdict(config),
+            "noise": "x' = clamp(x + mask * sigma * z, 0, 1), z ~ N(0, 1) seeded per (seed, draw, image_id)",
+            "std": "sample standard deviation over draws (ddof 1; 0 for one draw)",
+            "package_version": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "timm": timm.__version__,
+        },
+        "dataset": data.source,
+        "metrics": result.metrics,
+        "throughput": result.throughput,
+        "stage_seconds": timer.report(),
+    }
