@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 
 from .core.constants import (
     ANNOTATIONS_URL,
@@ -342,6 +343,7 @@ def main_parser() -> argparse.ArgumentParser:
 def dispatch(command: str, args: argparse.Namespace) -> int:
     """Run a subcommand's handler; the one place that turns known failures into one line and an exit code."""
     setup_logging(getattr(args, "verbose", False))
+    quiet_library_warnings()
     try:
         code = importlib.import_module(HANDLERS[command]).run(args)
         if code == 0 and command == "build" and args.push:  # build --push: the command line composes the two
@@ -386,6 +388,13 @@ class _OncePerRecord(logging.Filter):
                 break
             logger = logger.parent
         return True
+
+
+def quiet_library_warnings() -> None:
+    """The command line owns its process, so it may filter warnings (the library never does). timm 1.0.3 (our lowest
+    supported) decorates a model (hrnet) with `torch.jit.interface`, which torch 2.14 reports on every `import timm`:
+    a stray line on stderr that says nothing to our users, whose errors are one line."""
+    warnings.filterwarnings("ignore", message="`torch.jit.interface` is deprecated", category=FutureWarning)
 
 
 def setup_logging(verbose: bool) -> None:

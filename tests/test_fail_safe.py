@@ -15,8 +15,8 @@ import pytest
 from datasets import load_dataset
 
 from salient_imagenet_builder.builder import build
-from salient_imagenet_builder.core.errors import EXIT_INTERRUPTED, EXIT_NETWORK, EXIT_USAGE
-from salient_imagenet_builder.core.output import exchange, old_folder, publish, staging_folder
+from salient_imagenet_builder.core.errors import EXIT_INTERRUPTED, EXIT_NETWORK, EXIT_USAGE, InputError
+from salient_imagenet_builder.core.output import old_folder, prepare_output, publish, staging_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,29 +193,19 @@ def _two_builds(builds, tmp_path):
     return out, newer
 
 
-@pytest.mark.parametrize("exchange_allowed", [True, False])
-def test_publish_keeps_out_whole(exchange_allowed, builds, tmp_path, monkeypatch):
+def test_publish_keeps_out_whole(builds, tmp_path):
     out, newer = _two_builds(builds, tmp_path)
-    if not exchange_allowed:
-        monkeypatch.setenv("SALIENT_NO_RENAME_EXCHANGE", "1")
-    elif sys.platform.startswith("linux"):
-        probe_a, probe_b = tmp_path / "a", tmp_path / "b"
-        probe_a.mkdir()
-        probe_b.mkdir()
-        assert exchange(probe_a, probe_b)  # this file system swaps atomically
     staging = staging_folder(out)
     os.rename(newer, staging)
     (staging / "work").mkdir()  # the builder's resume area: spent once the build is published
     publish(staging, out)
     assert set(load_dataset(str(out), split="train")["group"]) == {2}
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name not in ("a", "b")) == ["out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert not (out / "work").exists()
 
 
-@pytest.mark.parametrize("staging_state", ["complete", "incomplete"])
-def test_a_half_done_swap_is_repaired_by_the_next_command(staging_state, builds, tmp_path):
-    """Interrupted between `out -> .out.old` and `.out.partial -> out`: `check`, the next command on that folder,
-    completes the swap (the new build was complete) or restores the earlier build; load_dataset works again."""
+def half_replace(builds, tmp_path, staging_state: str) -> Path:
+    """Interrupted between `out -> .out.old` and `.out.partial -> out`, with a complete or an incomplete new build."""
     out, newer = _two_builds(builds, tmp_path)
     os.rename(out, old_folder(out))
     if staging_state == "complete":
@@ -225,25 +215,37 @@ def test_a_half_done_swap_is_repaired_by_the_next_command(staging_state, builds,
         (staging_folder(out) / "work").mkdir()
         (staging_folder(out) / "work" / "unit-00000.json").write_text("{}")
         shutil.rmtree(newer)
-    result = run("check", out, "--no-stream", cwd=tmp_path, script=None)
-    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+@pytest.mark.parametrize("staging_state", ["complete", "incomplete"])
+def test_a_half_done_swap_is_named_by_readers_and_repaired_by_the_next_writer(staging_state, builds, tmp_path):
+    """`check` (a reader) names the folder that holds the intact build and the command that repairs it, and changes
+    nothing; a command that writes `out` completes the swap (the new build was complete) or restores the earlier
+    build before it starts; load_dataset works again."""
+    out = half_replace(builds, tmp_path, staging_state)
+    before = snapshot(tmp_path)
+    line = one_line(run("check", out, "--no-stream", cwd=tmp_path, script=None), EXIT_USAGE)
+    assert f"the intact build is in {old_folder(out)}" in line and "build" in line and "again" in line
+    assert snapshot(tmp_path) == before
+    staging = prepare_output(out, overwrite=True)  # what build and discover do first, on one process
     expected = {"complete": {2}, "incomplete": {1}}[staging_state]
     assert set(load_dataset(str(out), split="train")["group"]) == expected
     assert not old_folder(out).exists()
     if staging_state == "incomplete":  # a resumable work area is not ours to drop here
-        assert (staging_folder(out) / "work" / "unit-00000.json").is_file()
+        assert (staging / "work" / "unit-00000.json").is_file()
 
 
-def test_repair_also_runs_before_a_build_and_evaluate_read_the_folder(builds, tmp_path):
+def test_readers_of_a_half_replaced_folder_say_so_in_one_line(builds, tmp_path):
     from salient_imagenet_builder.core.sources import open_source
     from salient_imagenet_builder.evaluation.rows import open_dataset
 
-    out, newer = _two_builds(builds, tmp_path)
-    shutil.rmtree(newer)
-    os.rename(out, old_folder(out))
-    assert len(open_dataset(str(out), "train")) > 0  # evaluate --dataset out
-    os.rename(out, old_folder(out))
-    assert open_source(str(out), "train", "parquet").describe()  # --source out
+    out = half_replace(builds, tmp_path, "complete")
+    before = snapshot(tmp_path)
+    for read in (lambda: open_dataset(str(out), "train"), lambda: open_source(str(out), "train", "parquet")):
+        with pytest.raises(InputError, match="a replacement of it was interrupted; the intact build is in"):
+            read()  # evaluate --dataset out; --source out
+    assert snapshot(tmp_path) == before
 
 
 # --- Ctrl-C ---------------------------------------------------------------------------------------------------------

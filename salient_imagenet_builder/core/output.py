@@ -11,16 +11,16 @@ What `--out X` may be (checked before any work; a refusal is one line and touche
 - never a file or a symbolic link, never `.`, `/`, the home folder or an ancestor of the current folder, never the
   source folder, a folder inside it or a folder that contains it.
 
-The swap exchanges the two folders atomically where the system can (Linux `renameat2(RENAME_EXCHANGE)`), so `X`
-is a whole build at every instant. Elsewhere it takes two renames (`X` -> `.X.old`, `.X.partial` -> `X`); if that is
-interrupted in between, `repair` (run by every command before it reads `X`) completes or undoes it.
+The swap is the `datasets` way: stage, then rename into place (`X` -> `.X.old`, `.X.partial` -> `X`, drop
+`.X.old`). An interruption between the two renames leaves `X` missing and the intact earlier output in `.X.old`:
+commands that only read (`check`, `show`, `evaluate --dataset`, a build's `--source`) say so in one line and touch
+nothing (`half_replaced`); only commands that write `X` (build, discover) finish or undo the swap (`repair`, from
+`prepare_output`, on one process) before they start.
 
 `.X.partial/work/` is the builder's resumable work area: it survives a failed or interrupted build (the builder
 decides whether the next run reuses it) and is dropped when the build is published.
 """
 
-import ctypes
-import ctypes.util
 import hashlib
 import json
 import logging
@@ -32,9 +32,6 @@ from .constants import BUILD_INFO, DISCOVER_INFO, EVALUATE_INFO, PACKAGE_NAME, W
 from .errors import InputError, Interrupted
 
 log = logging.getLogger(__name__)
-
-RENAME_EXCHANGE = 2  # linux/fs.h
-
 
 class OutputExists(InputError, FileExistsError):
     """`--out` cannot be used as it is (exists, is not ours, is protected)."""
@@ -131,13 +128,14 @@ def check_out(out: Path, overwrite: bool, source: str | None = None, kind: str =
     parent = next(p for p in out.absolute().parents if p.exists())  # the folder the staging folder goes into
     if out.parent.exists() and not out.parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise OutputExists(f"{name}: cannot write in {parent} (not a writable folder); choose another --out")
-    repair(out)
-    if old_folder(out).exists():  # repair removed or restored ours: this one is someone else's
-        raise OutputExists(f"{name}: {old_folder(out)} is in the way (not a build of this tool, so not removed); "
-                           "move or remove it")
-    if not out.exists() or not any(out.iterdir()):
+    old = old_folder(out)
+    if old.exists() and output_kind(old) is None:  # ours are finished or undone by `repair`; this one is not ours
+        raise OutputExists(f"{name}: {old} is in the way (not an output of this tool, so not removed); move or "
+                           "remove it")
+    current = out if out.exists() else old  # a half-replaced `out`: its intact output is in `old`
+    if not current.exists() or not any(current.iterdir()):
         return
-    found = output_kind(out)
+    found = output_kind(current)
     if found is None:
         marker = BUILD_INFO if kind == "build" else DISCOVER_INFO
         raise OutputExists(f"{name}: exists and is not {KINDS[kind]} of this tool (no {marker} from {PACKAGE_NAME});"
@@ -154,6 +152,10 @@ def prepare_output(out: Path, overwrite: bool, source: str | None = None, kind: 
     """Check `out` (see `check_out`) and return the staging folder beside it, emptied except for `work/`."""
     out = Path(out)
     check_out(out, overwrite, source, kind)
+    repair(out)
+    if old_folder(out).exists():  # an output of another kind that `repair` leaves alone
+        raise OutputExists(f"--out {out}: {old_folder(out)} is in the way (not {KINDS[kind]}, so not removed); move "
+                           "or remove it")
     staging = staging_folder(out)
     try:
         if staging.is_dir():  # left by an interrupted build: never read by anyone but the builder
@@ -196,14 +198,11 @@ def _empty_except(folder: Path, keep: str) -> None:
 # --- the swap and its repair ------------------------------------------------------------------------------------
 
 def publish(staging: Path, out: Path) -> None:
-    """Swap the complete staging folder into place: `out` is a whole build (old, then new) at every instant where
-    the system has an atomic exchange; otherwise `repair` finishes an interrupted two-rename swap."""
-    shutil.rmtree(staging / WORK_DIR, ignore_errors=True)  # the build is complete: its resume data is spent
+    """Rename the complete staging folder into place; an earlier output steps aside first and is dropped after.
+    Between the two renames `out` is missing and the earlier output whole in `.out.old` (see `half_replaced`)."""
+    shutil.rmtree(staging / WORK_DIR, ignore_errors=True)  # the output is complete: its resume data is spent
     if not out.exists():
         os.rename(staging, out)
-        return
-    if exchange(staging, out):
-        shutil.rmtree(staging)  # now holds the previous build
         return
     old = old_folder(out)
     if old.exists():
@@ -213,18 +212,18 @@ def publish(staging: Path, out: Path) -> None:
     shutil.rmtree(old)
 
 
-def exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two folders' names (Linux renameat2 with RENAME_EXCHANGE); False where unsupported."""
-    if os.environ.get("SALIENT_NO_RENAME_EXCHANGE"):  # lets the tests take the two-rename path on Linux
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError, TypeError):
-        return False
-    at_fdcwd = -100
-    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), RENAME_EXCHANGE)
-    return result == 0  # EINVAL/ENOSYS (file system or kernel without it): fall back
+def half_replaced(out: Path) -> str | None:
+    """For commands that only read `out`: one line when an interrupted replacement left it half-done (`out`
+    missing, the earlier output intact in `.out.old`), saying where the intact output is and what repairs it."""
+    out, old = Path(out), old_folder(Path(out))
+    if out.exists() or out.is_symlink() or old.is_symlink() or not old.is_dir():
+        return None
+    kind = output_kind(old)
+    if kind is None:
+        return None
+    writer = "build (python build_dataset.py ...)" if kind == "build" else "discover"
+    return (f"{out}: a replacement of it was interrupted; the intact {kind} is in {old}. Run the {writer} that was "
+            f"writing --out {out} again to finish or undo the replacement (this command changes nothing)")
 
 
 def repair(out: Path) -> None:

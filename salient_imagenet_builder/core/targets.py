@@ -2,8 +2,8 @@
 Hub dataset id (`--source`, `evaluate --dataset`, `check`) and asks the Hub, once and quickly, if it is reachable.
 
 A path that does not exist is reported as "no such folder" first; the Hub is only mentioned (and asked) when the
-text could be a Hub id (`user/name`), and the message says whether the Hub answered. Before reading a local folder,
-an interrupted swap of an earlier build there is repaired (`build.output.repair`), whichever command comes first.
+text could be a Hub id (`user/name`), and the message says whether the Hub answered. A local folder left half-replaced
+by an interrupted build is named in one line (`output.half_replaced`): resolving never writes.
 """
 
 import os
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .constants import PROBE_TIMEOUT_SECONDS
 from .errors import InputError, NetworkError
-from .output import repair
+from .output import half_replaced
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9_]")  # user/name; not ./x, ../x, /x, x/y/z
 
@@ -51,7 +51,9 @@ def resolve(text: str, option: str) -> Path | str:
     """A local folder (Path) or a Hub dataset id (str) that exists; otherwise one line that says what was looked at.
     `option` names the argument in the message, e.g. `--source`."""
     path = Path(text).expanduser()
-    repair(path)  # an interrupted `build --overwrite` swap: restore or complete it before anything reads the folder
+    interrupted = half_replaced(path)
+    if interrupted is not None:
+        raise InputError(interrupted)
     if path.exists():
         return path
     where = f"{option} {text}: no such folder ({path.absolute()})"

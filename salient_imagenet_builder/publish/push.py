@@ -15,7 +15,7 @@ from pathlib import Path
 from ..core.card import BuildStats, read_build_info, write_card
 from ..core.constants import BUILD_INFO
 from ..core.errors import HubError, InputError, NetworkError
-from ..core.output import is_build, repair
+from ..core.output import half_replaced, is_build
 from ..core.targets import hub_unreachable, offline
 from .check import check
 
@@ -81,8 +81,10 @@ def push(folder: str | Path, repo_id: str | None = None, private: bool = True, a
 
 
 def check_pushable(folder: Path) -> None:
-    """Local checks first: a build of this tool (after repairing an interrupted swap) that passes `check`."""
-    repair(folder)
+    """Local checks first: a build of this tool, whole (not half-replaced), that passes `check`."""
+    interrupted = half_replaced(folder)
+    if interrupted is not None:
+        raise InputError(interrupted)
     if not folder.is_dir():
         raise InputError(f"push {folder}: no such folder; build it first (python build_dataset.py --source ... "
                          f"--out {folder})")
