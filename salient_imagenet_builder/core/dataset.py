@@ -1,5 +1,6 @@
-"""Read what `show` draws from a built dataset (local folder or Hub repo): the annotations config and one class's
-rows, straight from the parquet shards (a filter on `group` reads only that class's row groups' columns)."""
+"""A built dataset read back (local folder or Hub repo), as `show` and the build's gallery draw it: the annotations
+config and one class's rows, straight from the parquet shards (a filter on `group` reads only that class's row groups).
+"""
 
 import io
 import json

@@ -26,9 +26,19 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from .constants import BUILD_INFO, DISCOVER_INFO, EVALUATE_INFO, PACKAGE_NAME, WORK_DIR
+from .constants import (
+    BUILD_INFO,
+    DEFAULT_OUT,
+    DEFAULT_RESULTS_DIR,
+    DEFAULT_STUDY_DIR,
+    DISCOVER_INFO,
+    EVALUATE_INFO,
+    PACKAGE_NAME,
+    WORK_DIR,
+)
 from .errors import InputError, Interrupted
 
 log = logging.getLogger(__name__)
@@ -45,8 +55,18 @@ def old_folder(out: Path) -> Path:
     return out.parent / f".{out.name}.old"
 
 
-KINDS = {"build": "a build", "study": "a discovery study", "results": "a results folder"}  # what an --out holds
-MARKERS = {"study": DISCOVER_INFO, "results": EVALUATE_INFO}  # a build's: `is_build`, which also knows old builds
+@dataclass(frozen=True)
+class OutputKind:
+    """What an `--out` folder of this tool holds: its name in messages, its marker file, a good `--out` to suggest."""
+
+    noun: str
+    marker: str
+    example: str
+
+
+KINDS = {"build": OutputKind("a build", BUILD_INFO, DEFAULT_OUT),
+         "study": OutputKind("a discovery study", DISCOVER_INFO, DEFAULT_STUDY_DIR),
+         "results": OutputKind("a results folder", EVALUATE_INFO, DEFAULT_RESULTS_DIR)}
 
 
 def output_kind(folder: Path) -> str | None:
@@ -54,9 +74,11 @@ def output_kind(folder: Path) -> str | None:
     package), else None."""
     if is_build(folder):
         return "build"
-    for kind, marker in MARKERS.items():
+    for kind, what in KINDS.items():
+        if kind == "build":  # `is_build`, which also knows builds from before the marker
+            continue
         try:
-            info = json.loads((folder / marker).read_text(encoding="utf-8"))
+            info = json.loads((folder / what.marker).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         if isinstance(info, dict) and info.get("package") == PACKAGE_NAME:
@@ -107,17 +129,18 @@ def _overlaps_source(out: Path, source: str | None) -> str | None:
 
 
 def check_out(out: Path, overwrite: bool, source: str | None = None, kind: str = "build") -> None:
-    """Refuse an `--out` this command (writing a `kind`) must not write (see the module docstring); touches nothing
-    when it refuses."""
-    name = f"--out {out}"
+    """The one guard of an `--out` folder (a build, a study, evaluate's results): refuse what this command (writing
+    a `kind`) must not write (see the module docstring); touches nothing, and says why in one line."""
+    name, what = f"--out {out}", KINDS[kind]
     if out.is_symlink():
-        raise OutputExists(f"{name}: is a symbolic link; give the path of a folder (a new one, or an earlier build)")
+        raise OutputExists(f"{name}: is a symbolic link; give the path of a folder (a new one, or an earlier "
+                           f"{kind})")
     if out.exists() and not out.is_dir():
-        raise OutputExists(f"{name}: is a file, not a folder; choose another --out")
+        raise OutputExists(f"{name}: is a file, not a folder; choose another --out, e.g. --out {what.example}")
     reason = protected_reason(out)
     if reason:
-        raise OutputExists(f"{name}: {reason}; refusing to write or replace it. Choose a new folder, e.g. "
-                           "--out salient_imagenet")
+        raise OutputExists(f"{name}: {reason}; refusing to write or replace it. Choose a folder of its own, e.g. "
+                           f"--out {what.example}")
     reason = _overlaps_source(out, source)
     if reason:
         raise OutputExists(f"{name}: {reason}; refusing to write there. Choose a folder outside the source")
@@ -137,15 +160,34 @@ def check_out(out: Path, overwrite: bool, source: str | None = None, kind: str =
         return
     found = output_kind(current)
     if found is None:
-        marker = BUILD_INFO if kind == "build" else DISCOVER_INFO
-        raise OutputExists(f"{name}: exists and is not {KINDS[kind]} of this tool (no {marker} from {PACKAGE_NAME});"
-                           f" --overwrite only replaces an earlier {kind}. Choose another --out")
+        raise OutputExists(f"{name}: exists and is not {what.noun} of this tool (no {what.marker}); only "
+                           f"{what.noun} of this tool is replaced. Choose another --out")
     if found != kind:
-        raise OutputExists(f"{name}: is {KINDS[found]} of this tool, not {KINDS[kind]}; --overwrite only replaces an "
-                           f"earlier {kind}. Choose another --out")
+        raise OutputExists(f"{name}: is {KINDS[found].noun} of this tool, not {what.noun}; only {what.noun} of this "
+                           "tool is replaced. Choose another --out")
     if not overwrite:
         raise OutputExists(f"{name}: an earlier {kind} is there; pass --overwrite to replace it (it stays whole "
                            f"until the new {kind} is complete)")
+
+
+def check_out_file(out: Path, *, what: str, example, is_ours, foreign: str, overwrite: bool = True,
+                   inputs=(), suffix: tuple[str, str] | None = None) -> None:
+    """The one guard of an `--out` file (show's PNG, ingest's CSV): never a folder, never one of the command's
+    inputs, a `suffix` = (ending, message) when the format needs one, and an existing file replaced only when
+    `is_ours(path)` (an earlier output of the same kind; `foreign` says what it is not) and `overwrite`."""
+    name = f"--out {out}"
+    if out.is_dir():
+        raise OutputExists(f"{name}: is a folder; give {what}, e.g. --out {example}")
+    if suffix is not None and out.suffix.lower() != suffix[0]:
+        raise OutputExists(f"{name}: {suffix[1]}")
+    if any(out.resolve() == Path(p).resolve() for p in inputs):
+        raise OutputExists(f"{name}: is one of the input files; choose another --out")
+    if not out.exists():
+        return
+    if not overwrite:
+        raise OutputExists(f"{name}: already exists; pass --overwrite to replace it")
+    if not is_ours(out):
+        raise OutputExists(f"{name}: exists and is not {foreign}; choose another --out")
 
 
 def prepare_output(out: Path, overwrite: bool, source: str | None = None, kind: str = "build") -> Path:
@@ -154,8 +196,8 @@ def prepare_output(out: Path, overwrite: bool, source: str | None = None, kind: 
     check_out(out, overwrite, source, kind)
     repair(out)
     if old_folder(out).exists():  # an output of another kind that `repair` leaves alone
-        raise OutputExists(f"--out {out}: {old_folder(out)} is in the way (not {KINDS[kind]}, so not removed); move "
-                           "or remove it")
+        raise OutputExists(f"--out {out}: {old_folder(out)} is in the way (not {KINDS[kind].noun}, so not removed); "
+                           "move or remove it")
     staging = staging_folder(out)
     try:
         if staging.is_dir():  # left by an interrupted build: never read by anyone but the builder

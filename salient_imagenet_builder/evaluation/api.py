@@ -18,10 +18,9 @@ from ..core.constants import (
     DEFAULT_RESULTS_DIR,
     DEFAULT_SEED,
     DEFAULT_TOP_PAIRS,
-    EVALUATE_INFO,
 )
 from ..core.model import pick_device
-from ..core.output import output_kind, protected_reason
+from ..core.output import check_out
 from ..core.stages import StageTimer, default_workers
 from ..core.targets import resolve
 from .models import check_model_name, load_classifier
@@ -88,26 +87,9 @@ def model_specs(models: list[str], checkpoints: list[str] | None) -> list[tuple[
     return specs
 
 
-def check_results_out(out: Path) -> None:
-    """--out is a results folder: new, empty, or one an earlier `evaluate` wrote (its evaluate_info.json), whose
-    files a rerun replaces. Never a file, `.`, home or an ancestor of the current folder, never anyone else's folder."""
-    name = f"--out {out}"
-    if out.exists() and not out.is_dir():
-        raise EvaluationError(f"{name}: is a file, not a folder; choose a results folder, e.g. --out results")
-    reason = protected_reason(out)
-    if reason:
-        raise EvaluationError(f"{name}: {reason}; choose a results folder of its own, e.g. --out results")
-    if not out.exists() or not any(out.iterdir()):
-        return
-    if output_kind(out) != "results":
-        raise EvaluationError(f"{name}: exists and is not a results folder of this tool (no {EVALUATE_INFO}); "
-                              "evaluate writes only into a new or empty folder or its own earlier results. Choose "
-                              "another --out")
-
-
 def check_inputs(config: EvaluateConfig) -> None:
     """Before torch and timm are imported: --out, then "no such folder" for the dataset and the ImageNet copy."""
-    check_results_out(Path(config.out))
+    check_out(Path(config.out), overwrite=True, kind="results")  # a rerun replaces its own earlier results
     resolve(config.dataset, "--dataset")
     if config.imagenet:
         resolve(config.imagenet, "--imagenet")

@@ -6,6 +6,7 @@ from pathlib import Path
 from ..core import annotations as annotations_mod
 from ..core.annotations import read_pairs
 from ..core.constants import PAIRS_FILE, majority_of
+from ..core.output import check_out_file
 from .agreement import annotator_agreement, kappa_of, pair_agreement
 from .answers import IngestError, by_pair, check_quorum, read_answers, unreadable, write_answers
 
@@ -36,23 +37,18 @@ def run(args) -> int:
     return 0
 
 
+def is_annotation_csv(path: Path) -> bool:
+    with open(path, "rb") as f:
+        header = f.readline().decode("utf-8-sig", "replace").strip()
+    return header.split(",") == list(annotations_mod.COLUMNS)
+
+
 def check_out(out: Path, overwrite: bool, inputs: list) -> None:
     """--out is a CSV file to write; never a folder, never one of the inputs, and --overwrite replaces only a CSV
     in the published results format (what ingest writes)."""
-    name = f"--out {out}"
-    if out.is_dir():
-        raise IngestError(f"{name}: is a folder; give the CSV file to write, e.g. --out annotations.csv")
-    if any(out.resolve() == Path(p).resolve() for p in inputs):
-        raise IngestError(f"{name}: is one of the input files; choose another --out")
-    if not out.exists():
-        return
-    if not overwrite:
-        raise IngestError(f"{name}: already exists; pass --overwrite to replace it")
-    with open(out, "rb") as f:
-        header = f.readline().decode("utf-8-sig", "replace").strip()
-    if header.split(",") != list(annotations_mod.COLUMNS):
-        raise IngestError(f"{name}: exists and is not an annotation CSV (its first line is not the published header"
-                          "); --overwrite only replaces one. Choose another --out")
+    check_out_file(out, what="the CSV file to write", example="annotations.csv", is_ours=is_annotation_csv,
+                   foreign="an annotation CSV (its first line is not the published header); --overwrite only "
+                           "replaces one", overwrite=overwrite, inputs=inputs)
 
 
 def report(problems: list[str], out: Path) -> None:

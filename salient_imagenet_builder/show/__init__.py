@@ -1,12 +1,11 @@
-"""Show a built dataset as pictures: one (class, feature) pair's panel, a class summary, and the gallery a build
-puts at the top of its card.
+"""Show a built dataset as pictures: one (class, feature) pair's panel and a class summary.
 
 The stages, in order:
-1. `data`: a built folder or a Hub repo (`publish.check.Target`) -> the rows of one class (images, masks) and the
+1. `core.dataset.DatasetView`: a built folder or a Hub repo -> the rows of one class (images, masks) and the
    annotations config, read from the parquet shards with a filter on `group`;
-2. `pictures`: those rows drawn with `..render` (mask overlays, red = high): `pair_panel`, `class_summary`,
-   `gallery` (and `write_gallery`, the one call a build makes);
+2. `pictures`: those rows drawn with `core.render` (mask overlays, red = high): `pair_panel`, `class_summary`;
 3. `command`: the handler of `salient-imagenet show`.
+(The gallery at the top of a build's card is the builder's: `builder.gallery`.)
 """
 
 from .pictures import class_summary, pair_panel

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from ..core import render
 from ..core.dataset import DatasetView
-from ..core.errors import InputError
 from ..core.masks import PNG_SIGNATURE
+from ..core.output import check_out_file
 from .pictures import class_summary, pair_panel
 
 
@@ -21,14 +21,13 @@ def run(args) -> int:
     return 0
 
 
+def is_png(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+
+
 def check_out(out: Path) -> None:
     """A PNG file: never a folder, and an existing file is replaced only when it is a PNG (an earlier picture)."""
-    name = f"--out {out}"
-    if out.is_dir():
-        raise InputError(f"{name}: is a folder; give a file name ending in .png, e.g. --out {out / 'panel.png'}")
-    if out.suffix.lower() != ".png":
-        raise InputError(f"{name}: show writes PNG images; give a file name ending in .png")
-    if out.exists():
-        with open(out, "rb") as f:
-            if f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
-                raise InputError(f"{name}: exists and is not a PNG image, so it is not replaced; choose another --out")
+    check_out_file(out, what="a file name ending in .png", example=out / "panel.png", is_ours=is_png,
+                   foreign="a PNG image, so it is not replaced",
+                   suffix=(".png", "show writes PNG images; give a file name ending in .png"))

@@ -76,7 +76,7 @@ class Source:
     def describe(self) -> str:
         raise NotImplementedError
 
-    # work units (build/units.py): specs fixed by the data, in reader order; `unit_samples` reads one back
+    # work units (core/units.py): specs fixed by the data, in reader order; `unit_samples` reads one back
     def plan_units(self, classes: set[int] | None, limit_per_class: int | None, unit_size: int) -> list[dict]:
         """Default: the whole source is one unit (resume granularity: the whole pass)."""
         return [{"all": True}]
