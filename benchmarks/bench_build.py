@@ -117,7 +117,7 @@ def rows_alone(n, workers, batch_size, features=5) -> float:
 
 def child_build(spec: str) -> None:
     stats = build(BuildConfig(**json.loads(spec)))
-    print("BENCH " + json.dumps({"stats": stats, "peak_rss_mb": peak_rss_mb()}, default=str))
+    print("BENCH " + json.dumps({"stats": stats.to_dict(), "peak_rss_mb": peak_rss_mb()}, default=str))
 
 
 def peak_rss_mb() -> float:

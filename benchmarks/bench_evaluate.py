@@ -28,6 +28,9 @@ from salient_imagenet_builder.builder.demo import make_annotations, make_checkpo
 from salient_imagenet_builder.core.constants import DEFAULT_DRAWS
 from salient_imagenet_builder.core.model import pick_device
 from salient_imagenet_builder.core.stages import synchronize
+from salient_imagenet_builder.evaluation.models import prepare_model
+from salient_imagenet_builder.evaluation.noise import noisy_batch
+from salient_imagenet_builder.evaluation.runner import place
 
 
 def build_dataset(root: Path, classes: list[int], per_class: int) -> Path:
@@ -46,7 +49,7 @@ def forward_only(model, preprocess, data, settings: ev.EvalSettings, images: int
     device = pick_device(settings.device)
     rows = np.arange(min(settings.batch_size, len(data)))
     with torch.inference_mode():
-        x = preprocess(ev.noisy_batch(data, rows, np.full(len(rows), -1), 0.0, 0, 0, device))
+        x = preprocess(noisy_batch(data, rows, np.full(len(rows), -1), 0.0, 0, 0, device))
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         done, start = 0, time.perf_counter()
@@ -77,11 +80,11 @@ def main() -> int:
         dataset = build_dataset(Path(tmp), classes, args.per_class)
         build_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        data = ev.place(ev.load_eval_data(str(dataset), workers=0, progress=False), device)
+        data = place(ev.load_eval_data(str(dataset), workers=0, progress=False), device)
         decode_seconds = time.perf_counter() - start
         checkpoint = make_checkpoint(Path(tmp) / "eval.ckpt", arch=args.model, classes=classes)
         classifier = ev.load_classifier(args.model, str(checkpoint))
-    model = ev.prepare_model(classifier.module, device)
+    model = prepare_model(classifier.module, device)
     preprocess = ev.Preprocess(classifier.data_config).to(device)
     forward_only(model, preprocess, data, settings, settings.batch_size)  # warm-up (lazy init, cudnn choices)
     result = ev.evaluate_model(data, model, classifier.data_config, settings, args.model)

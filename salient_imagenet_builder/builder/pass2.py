@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from ..core.decoding import BatchDecoder
+from ..core.scan import ScanResult
 from ..core.schema import image_features
 from ..core.sources import Sample
 from ..core.stages import StageTimer, batched, timed_iter
@@ -29,10 +30,12 @@ class RowsResult:
 
 
 class RowsWorker:
-    """`worker(unit)`: rows of the unit's selected images (`selected[unit] = {position: (meta, entries)}`)."""
+    """`worker(unit)`: rows of the unit's selected images (`selected[unit] = {row: (meta, entries)}`, the row of
+    each image in the unit's pass-1 result in `scan_folder` (a `UnitFolder`), whose `image_maps` hold its maps)."""
 
-    def __init__(self, source, config, workers: int, selected: dict, spill_dir: Path):
+    def __init__(self, source, config, workers: int, selected: dict, scan_folder, spill_dir: Path):
         self.source, self.config, self.selected, self.spill_dir = source, config, selected, spill_dir
+        self.scan_folder = scan_folder
         self.decoder = BatchDecoder(workers, config.batch_size, config.draft, image_mode=config.image_mode)
 
     def close(self) -> None:
@@ -41,7 +44,9 @@ class RowsWorker:
     def __call__(self, unit: Unit) -> RowsResult:
         timer = StageTimer()
         chosen = self.selected.get(unit.index, {})
-        by_ref = {meta.ref: (meta, entries) for meta, entries in chosen.values()}
+        maps = ScanResult.load(self.scan_folder.result_dir(unit.index)).image_maps
+        by_ref = {meta.ref: (meta, [{**entry, "nam": maps[row, entry["column"]].numpy()} for entry in entries])
+                  for row, (meta, entries) in chosen.items()}
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         spill = Spill(self.spill_dir / f".{unit.index:05d}.rows.arrow.partial", image_features())
         samples = (Sample(by_ref[ref][0].image_id, by_ref[ref][0].label, data, ref)

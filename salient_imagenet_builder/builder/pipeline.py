@@ -222,7 +222,8 @@ class Builder:
         plan2 = [unit for unit in self.plan if unit.index in selected]
         rows_folder = UnitFolder(work, "rows")
         self.stats.pass2_units = run_units(
-            plan2, rows_folder, lambda: RowsWorker(self.source, config, self.workers, selected, rows_folder.path),
+            plan2, rows_folder, lambda: RowsWorker(self.source, config, self.workers, selected, scan_folder,
+                                                   rows_folder.path),
             world, "pass 2", desc=f"pass 2: masks for the selected images of {len(plan2)} units")
         for unit in plan2:
             for stage, seconds in rows_folder.read_marker(unit.index)["timings"].items():

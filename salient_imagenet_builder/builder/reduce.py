@@ -17,19 +17,21 @@ from .rows import ImageMeta
 
 
 def select(scan: ScanResult, pairs) -> dict[int, dict[int, tuple[ImageMeta, list[dict]]]]:
-    """unit -> image position -> (meta, entries): one entry per pair whose top-k holds the image, with its rank and
-    its map from pass 1."""
+    """unit -> the image's row in that unit's scan result -> (meta, entries): one entry per pair whose top-k holds
+    the image, with its rank and the column of its map in the unit's `image_maps` (pass 2 reads the maps there)."""
     images = scan.images
     selected: dict[int, dict] = defaultdict(dict)
     for (c, j), pair in pairs.items():
         if c not in scan.classes:
             continue
-        for rank, (position, activation, nam) in enumerate(scan.ranked(c, j), start=1):
+        _, column = scan.column(c, j)
+        for rank, (position, activation) in enumerate(scan.top_images(c, j), start=1):
             meta = ImageMeta(str(images.ids[position]), int(images.labels[position]),
                              int(images.predictions[position]), c, str(images.refs[position]))
-            _, entries = selected[int(images.units[position])].setdefault(position, (meta, []))
+            unit, row = int(images.units[position]), int(images.unit_positions[position])
+            _, entries = selected[unit].setdefault(row, (meta, []))
             entries.append({"feature_index": pair.feature_index, "feature_rank": pair.feature_rank,
-                            "kind": pair.kind, "activation": activation, "rank": rank, "nam": nam})
+                            "kind": pair.kind, "activation": activation, "rank": rank, "column": column})
     return selected
 
 

@@ -6,8 +6,10 @@ A `ScanResult` holds, for the scanned classes (`ScanSpec.classes`, one row each)
   (`FeatureImportance`, float64, so the sums do not depend on how the source was cut);
 - for every *tracked* feature of a class (the annotated pairs of a build; every feature in a discovery, whose pairs
   are known only once FI is complete), the k images with the largest r_j(x), in [classes, tracked, k] tensors,
-  ties broken by image id (larger id first), and with `keep_maps` each kept image's max-normalised map from this
-  very forward pass, so the build's second pass needs no model;
+  ties broken by image id (larger id first);
+- with `keep_maps`, each kept image's max-normalised maps of its class's tracked features from this very forward
+  pass (`image_maps`, in the unit's own result: the reduce never moves them; the build's second pass reads them
+  back per unit, so it needs no model);
 - with `context_k`, each class's images with the largest logit of the class itself (context on discovery panels);
 - the images those lists refer to (`ImageTable`, sorted by id), corrupt images, labels outside 0-999, timings, and
   the unit's spilled rows where a caller made rows on the way (`--top-k all`).
@@ -32,6 +34,8 @@ from .decoding import BatchDecoder
 from .masks import normalized_maps
 from .stages import StageTimer, batched, timed_iter
 from .units import Unit, UnitFolder, fingerprint_hash, load_results, run_units
+
+MERGE_GROUP = 16  # unit results merged together before they meet the total (see `scan_units`)
 
 __all__ = ["FeatureImportance", "ImageTable", "ScanResult", "ScanSpec", "ScanWorker", "UnitScan", "fingerprint",
            "merge_top", "scan_units"]
@@ -112,18 +116,20 @@ class ImageTable:
     labels: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
     predictions: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
     units: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))  # the unit that read it
+    unit_positions: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))  # its row in that unit
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @classmethod
-    def of(cls, ids: list[str], refs: list[str], labels: list[int], predictions: list[int], units: list[int]):
-        """The table of these images, and each image's position in it."""
+    def of(cls, ids: list[str], refs: list[str], labels: list[int], predictions: list[int], unit: int):
+        """The table of one unit's images, and each image's position in it."""
         ids = np.array(ids, dtype=str)
         position = id_ranks(ids)
         order = np.argsort(position)
         table = cls(ids[order], np.array(refs, dtype=object)[order], np.array(labels, dtype=np.int64)[order],
-                    np.array(predictions, dtype=np.int64)[order], np.array(units, dtype=np.int64)[order])
+                    np.array(predictions, dtype=np.int64)[order], np.full(len(ids), unit, dtype=np.int64),
+                    np.arange(len(ids), dtype=np.int64))
         return table, position
 
     def union(self, other: "ImageTable") -> tuple["ImageTable", np.ndarray, np.ndarray]:
@@ -137,7 +143,7 @@ class ImageTable:
         return merged, mine, theirs
 
     def columns(self):
-        return self.ids, self.refs, self.labels, self.predictions, self.units
+        return self.ids, self.refs, self.labels, self.predictions, self.units, self.unit_positions
 
     def take(self, keep: np.ndarray) -> "ImageTable":
         return ImageTable(*(a[keep] for a in self.columns()))
@@ -155,12 +161,6 @@ def merge_top(act_a, img_a, act_b, img_b, k: int, id_rank: torch.Tensor | None =
     return act.gather(-1, chosen), img.gather(-1, chosen), chosen
 
 
-def _follow(maps_a: torch.Tensor, maps_b: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-    """Maps [..., slots, h, w] reordered like `merge_top`'s choice."""
-    both = torch.cat([maps_a, maps_b], -3)
-    return torch.take_along_dim(both, chosen[..., None, None], dim=-3)
-
-
 @dataclass
 class ScanResult:
     classes: list[int]  # the scanned classes; row i of the top tensors is class classes[i]
@@ -172,7 +172,7 @@ class ScanResult:
     top_img: torch.Tensor  # [classes, T, k] int64 positions in `images`, -1 where empty
     context_score: torch.Tensor  # [classes, 1, context_k] the class logit
     context_img: torch.Tensor  # [classes, 1, context_k]
-    top_map: torch.Tensor | None = None  # [classes, T, k, h, w] max-normalised maps of the top images (keep_maps)
+    image_maps: torch.Tensor | None = None  # a unit's [images, T, h, w]: each image's tracked features' maps
     images: ImageTable = field(default_factory=ImageTable)
     scanned: int = 0
     skipped: list = field(default_factory=list)  # (image_id, ref, error) of corrupt images
@@ -218,31 +218,20 @@ class ScanResult:
         rows = torch.nonzero(other.fi.counts[self.classes] > 0).flatten()  # only rows the other result touched
         self.top_img = _remap(self.top_img, mine)
         self.context_img = _remap(self.context_img, mine)
-        act, img, chosen = merge_top(self.top_act[rows], self.top_img[rows], other.top_act[rows],
-                                     _remap(other.top_img[rows], theirs), self.k)
-        maps = None
-        if self.top_map is not None or other.top_map is not None:  # the maps follow their images
-            size = (other.top_map if other.top_map is not None else self.top_map).shape[-2:]
-            self._ensure_maps(size)
-            other._ensure_maps(size)
-            maps = _follow(self.top_map[rows], other.top_map[rows], chosen)
-        self.set_top(rows, act, img, maps)
+        self.image_maps = None  # maps stay in the units' own results (`ImageTable.units`, `unit_positions`)
+        self.set_top(rows, *merge_top(self.top_act[rows], self.top_img[rows], other.top_act[rows],
+                                      _remap(other.top_img[rows], theirs), self.k)[:2])
         self.set_context(rows, *merge_top(self.context_score[rows], self.context_img[rows], other.context_score[rows],
                                           _remap(other.context_img[rows], theirs), self.context_k)[:2])
         return self
 
-    def set_top(self, rows: torch.Tensor, act: torch.Tensor, img: torch.Tensor, maps: torch.Tensor | None = None):
+    def set_top(self, rows: torch.Tensor, act: torch.Tensor, img: torch.Tensor) -> None:
         """Rows' merged top lists; the lists of every row widen (empty slots) when these are longer."""
         grow = act.shape[-1] - self.top_act.shape[-1]
         if grow > 0:
             self.top_act = torch.nn.functional.pad(self.top_act, (0, grow), value=float("-inf"))
             self.top_img = torch.nn.functional.pad(self.top_img, (0, grow), value=-1)
-            if self.top_map is not None:
-                extra = torch.zeros((*self.top_map.shape[:2], grow, *self.top_map.shape[3:]))
-                self.top_map = torch.cat([self.top_map, extra], 2)
         self.top_act[rows], self.top_img[rows] = act, img
-        if maps is not None:
-            self.top_map[rows] = maps
 
     def set_context(self, rows: torch.Tensor, score: torch.Tensor, img: torch.Tensor) -> None:
         grow = score.shape[-1] - self.context_score.shape[-1]
@@ -250,10 +239,6 @@ class ScanResult:
             self.context_score = torch.nn.functional.pad(self.context_score, (0, grow), value=float("-inf"))
             self.context_img = torch.nn.functional.pad(self.context_img, (0, grow), value=-1)
         self.context_score[rows], self.context_img[rows] = score, img
-
-    def _ensure_maps(self, size) -> None:
-        if self.top_map is None:
-            self.top_map = torch.zeros((*self.top_act.shape, *size), dtype=torch.float32)
 
     def compact(self) -> "ScanResult":
         """Drop images no top list refers to (the table stays sorted, positions are renumbered)."""
@@ -263,11 +248,14 @@ class ScanResult:
         renumber[keep] = torch.arange(len(keep))
         self.top_img, self.context_img = renumber[self.top_img], renumber[self.context_img]  # -1 -> last: -1
         self.images = self.images.take(keep.numpy())
+        if self.image_maps is not None:
+            self.image_maps = self.image_maps[keep]
         return self
 
     # a pair's lists ----------------------------------------------------------------------------------------------
 
-    def _column(self, class_index: int, feature: int) -> tuple[int, int]:
+    def column(self, class_index: int, feature: int) -> tuple[int, int]:
+        """(row, column) of a tracked pair in the top tensors (the column also indexes `image_maps`)."""
         row = self.classes.index(class_index)
         if self.tracked is None:
             return row, feature
@@ -276,19 +264,11 @@ class ScanResult:
             raise KeyError(f"feature {feature} of class {class_index} was not tracked by this scan")
         return row, int(where[0])
 
-    def ranked(self, class_index: int, feature: int) -> list[tuple[int, float, np.ndarray | None]]:
-        """(position in `images`, activation, map or None) of a pair's top images, best first."""
-        row, column = self._column(class_index, feature)
-        found = []
-        for slot, (a, i) in enumerate(zip(self.top_act[row, column].tolist(), self.top_img[row, column].tolist())):
-            if i >= 0:
-                nam = None if self.top_map is None else self.top_map[row, column, slot].numpy()
-                found.append((i, a, nam))
-        return found
-
     def top_images(self, class_index: int, feature: int) -> list[tuple[int, float]]:
         """(position in `images`, activation) of a pair's top images, best first."""
-        return [(i, a) for i, a, _ in self.ranked(class_index, feature)]
+        row, column = self.column(class_index, feature)
+        return [(i, a) for a, i in zip(self.top_act[row, column].tolist(), self.top_img[row, column].tolist())
+                if i >= 0]
 
     def context_images(self, class_index: int) -> list[int]:
         row = self.classes.index(class_index)
@@ -307,11 +287,12 @@ class ScanResult:
             "context_score": self.context_score[touched].numpy(), "context_img": self.context_img[touched].numpy(),
             "ids": self.images.ids.astype(str), "refs": self.images.refs.astype(str), "labels": self.images.labels,
             "predictions": self.images.predictions, "units": self.images.units,
+            "unit_positions": self.images.unit_positions,
         }
         if self.tracked is not None:
             arrays["tracked"] = self.tracked.numpy()
-        if self.top_map is not None:
-            arrays["top_map"] = self.top_map[touched].numpy()
+        if self.image_maps is not None:
+            arrays["image_maps"] = self.image_maps.numpy()
         with open(folder / "scan.npz", "wb") as f:
             np.savez(f, **arrays)
         (folder / "scan.json").write_text(json.dumps({
@@ -336,10 +317,10 @@ class ScanResult:
         result.fi.sums[groups], result.fi.counts[groups] = torch.from_numpy(a["sums"]), torch.from_numpy(a["counts"])
         for name in ("top_act", "top_img", "context_score", "context_img"):
             getattr(result, name)[touched] = torch.from_numpy(a[name])
-        if "top_map" in a:
-            result._ensure_maps(a["top_map"].shape[-2:])
-            result.top_map[touched] = torch.from_numpy(a["top_map"])
-        result.images = ImageTable(a["ids"], a["refs"].astype(object), a["labels"], a["predictions"], a["units"])
+        if "image_maps" in a:
+            result.image_maps = torch.from_numpy(a["image_maps"])
+        result.images = ImageTable(a["ids"], a["refs"].astype(object), a["labels"], a["predictions"], a["units"],
+                                   a["unit_positions"])
         result.scanned, result.skipped = info["scanned"], [tuple(s) for s in info["skipped"]]
         result.unlabelled, result.timings = Counter(info["unlabelled"]), defaultdict(float, info["timings"])
         rows = folder / "rows.arrow"
@@ -374,7 +355,7 @@ class UnitScan:
         self.acc = ScanResult.empty(spec, num_features)
         self.keep_maps, self.unit_index = spec.keep_maps, unit_index
         self.row_of = self.acc.rows()
-        self.ids, self.refs, self.labels, self.predictions = [], [], [], []
+        self.ids, self.refs, self.labels, self.predictions, self.maps = [], [], [], [], []
 
     def skip(self, failed) -> None:
         """Samples that did not decode: (sample, error) pairs."""
@@ -407,15 +388,9 @@ class UnitScan:
         act, img = torch.full(shape, float("-inf")), torch.full(shape, -1)
         act[inverse, :, slot] = activations
         img[inverse, :, slot] = torch.where(activations > float("-inf"), seq[:, None], -1)
-        top_act, top_img, chosen = merge_top(acc.top_act[touched], acc.top_img[touched], act, img, acc.k, id_rank)
-        maps = None
+        acc.set_top(touched, *merge_top(acc.top_act[touched], acc.top_img[touched], act, img, acc.k, id_rank)[:2])
         if self.keep_maps and spatial is not None:
-            batch_maps = self._maps(spatial, inside, rows)
-            acc._ensure_maps(batch_maps.shape[-2:])
-            candidates = torch.zeros((*shape, *batch_maps.shape[-2:]), dtype=torch.float32)
-            candidates[inverse, :, slot] = batch_maps
-            maps = _follow(acc.top_map[touched], candidates, chosen)
-        acc.set_top(touched, top_act, top_img, maps)
+            self.maps.append(self._maps(spatial, inside, rows))
         if acc.context_k:
             score, score_img = torch.full((len(touched), 1, shape[2]), float("-inf")), torch.full_like(img[:, :1], -1)
             own_logit = logits[torch.arange(len(rows)), torch.tensor(acc.classes)[rows]]  # the group's own class
@@ -432,10 +407,14 @@ class UnitScan:
 
     def result(self) -> ScanResult:
         acc = self.acc
-        acc.images, position = ImageTable.of(self.ids, self.refs, self.labels, self.predictions,
-                                             [self.unit_index] * len(self.ids))
+        acc.images, position = ImageTable.of(self.ids, self.refs, self.labels, self.predictions, self.unit_index)
         acc.top_img, acc.context_img = _remap(acc.top_img, position), _remap(acc.context_img, position)
-        return acc.compact()
+        if self.maps:
+            acc.image_maps = torch.empty_like(torch.cat(self.maps))
+            acc.image_maps[torch.from_numpy(position)] = torch.cat(self.maps)
+        acc.compact()
+        acc.images.unit_positions = np.arange(len(acc.images), dtype=np.int64)  # rows of the saved unit result
+        return acc
 
 
 class ScanWorker:
@@ -510,8 +489,15 @@ def scan_units(plan: list[Unit], folder: UnitFolder, spec: ScanSpec, num_feature
     counts = run_units(plan, folder, make_worker, world, log_name, desc=desc)
     start = time.perf_counter()
     total = ScanResult.empty(spec, num_features)
-    for _, result in load_results(plan, folder, ScanResult):
-        total.merge(result).compact()
+    # Units are merged MERGE_GROUP at a time before they meet the total: a unit touches few slots, the total many,
+    # so the total is rewritten once per group rather than once per unit. The merge is a total order: the same
+    # result for any grouping.
+    results = (result for _, result in load_results(plan, folder, ScanResult))
+    for group in batched(results, MERGE_GROUP):
+        partial = group[0]
+        for result in group[1:]:
+            partial.merge(result)
+        total.merge(partial.compact()).compact()
     total.timings["merge"] += time.perf_counter() - start
     distributed.barrier()
     return total, counts
