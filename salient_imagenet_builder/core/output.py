@@ -57,16 +57,20 @@ def old_folder(out: Path) -> Path:
 
 @dataclass(frozen=True)
 class OutputKind:
-    """What an `--out` folder of this tool holds: its name in messages, its marker file, a good `--out` to suggest."""
+    """What an `--out` folder of this tool holds: its name in messages, its marker file, a good `--out` to suggest,
+    and what its command replaces."""
 
     noun: str
     marker: str
     example: str
+    replaces: str
 
 
-KINDS = {"build": OutputKind("a build", BUILD_INFO, DEFAULT_OUT),
-         "study": OutputKind("a discovery study", DISCOVER_INFO, DEFAULT_STUDY_DIR),
-         "results": OutputKind("a results folder", EVALUATE_INFO, DEFAULT_RESULTS_DIR)}
+KINDS = {"build": OutputKind("a build", BUILD_INFO, DEFAULT_OUT, "--overwrite only replaces an earlier build"),
+         "study": OutputKind("a discovery study", DISCOVER_INFO, DEFAULT_STUDY_DIR,
+                             "--overwrite only replaces an earlier study"),
+         "results": OutputKind("a results folder", EVALUATE_INFO, DEFAULT_RESULTS_DIR,
+                               "evaluate writes only into a new or empty folder or its own earlier results")}
 
 
 def output_kind(folder: Path) -> str | None:
@@ -153,18 +157,18 @@ def check_out(out: Path, overwrite: bool, source: str | None = None, kind: str =
         raise OutputExists(f"{name}: cannot write in {parent} (not a writable folder); choose another --out")
     old = old_folder(out)
     if old.exists() and output_kind(old) is None:  # ours are finished or undone by `repair`; this one is not ours
-        raise OutputExists(f"{name}: {old} is in the way (not an output of this tool, so not removed); move or "
+        raise OutputExists(f"{name}: {old} is in the way (not {what.noun} of this tool, so not removed); move or "
                            "remove it")
     current = out if out.exists() else old  # a half-replaced `out`: its intact output is in `old`
     if not current.exists() or not any(current.iterdir()):
         return
     found = output_kind(current)
     if found is None:
-        raise OutputExists(f"{name}: exists and is not {what.noun} of this tool (no {what.marker}); only "
-                           f"{what.noun} of this tool is replaced. Choose another --out")
+        raise OutputExists(f"{name}: exists and is not {what.noun} of this tool (no {what.marker}); {what.replaces}. "
+                           "Choose another --out")
     if found != kind:
-        raise OutputExists(f"{name}: is {KINDS[found].noun} of this tool, not {what.noun}; only {what.noun} of this "
-                           "tool is replaced. Choose another --out")
+        raise OutputExists(f"{name}: is {KINDS[found].noun} of this tool, not {what.noun}; {what.replaces}. Choose "
+                           "another --out")
     if not overwrite:
         raise OutputExists(f"{name}: an earlier {kind} is there; pass --overwrite to replace it (it stays whole "
                            f"until the new {kind} is complete)")

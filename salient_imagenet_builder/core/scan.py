@@ -227,17 +227,12 @@ class ScanResult:
 
     def set_top(self, rows: torch.Tensor, act: torch.Tensor, img: torch.Tensor) -> None:
         """Rows' merged top lists; the lists of every row widen (empty slots) when these are longer."""
-        grow = act.shape[-1] - self.top_act.shape[-1]
-        if grow > 0:
-            self.top_act = torch.nn.functional.pad(self.top_act, (0, grow), value=float("-inf"))
-            self.top_img = torch.nn.functional.pad(self.top_img, (0, grow), value=-1)
+        self.top_act, self.top_img = _widen(self.top_act, act, float("-inf")), _widen(self.top_img, img, -1)
         self.top_act[rows], self.top_img[rows] = act, img
 
     def set_context(self, rows: torch.Tensor, score: torch.Tensor, img: torch.Tensor) -> None:
-        grow = score.shape[-1] - self.context_score.shape[-1]
-        if grow > 0:
-            self.context_score = torch.nn.functional.pad(self.context_score, (0, grow), value=float("-inf"))
-            self.context_img = torch.nn.functional.pad(self.context_img, (0, grow), value=-1)
+        self.context_score = _widen(self.context_score, score, float("-inf"))
+        self.context_img = _widen(self.context_img, img, -1)
         self.context_score[rows], self.context_img[rows] = score, img
 
     def compact(self) -> "ScanResult":
@@ -330,6 +325,12 @@ class ScanResult:
     def summary(self) -> dict:
         return {"scanned": self.scanned, "skipped": len(self.skipped), "unlabelled": sum(self.unlabelled.values()),
                 "timings": dict(self.timings)}
+
+
+def _widen(values: torch.Tensor, like: torch.Tensor, fill) -> torch.Tensor:
+    """`values` with empty slots (`fill`) appended along the last dimension, as long as `like`'s."""
+    grow = like.shape[-1] - values.shape[-1]
+    return torch.nn.functional.pad(values, (0, grow), value=fill) if grow > 0 else values
 
 
 def _remap(img: torch.Tensor, where: np.ndarray) -> torch.Tensor:
