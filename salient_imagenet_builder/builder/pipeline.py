@@ -206,9 +206,9 @@ class Builder:
 
         def make_scan_worker():
             rows = RowSpill(self.pairs_by_class, scan_folder.path) if all_mode else None
-            return ScanWorker(self.source, self.runner, self.spec, batch_size=config.batch_size, workers=self.workers,
-                              draft=config.draft, limit=config.limit, image_mode=config.image_mode if all_mode else None,
-                              rows=rows)
+            return ScanWorker(self.source, self.runner, self.spec, batch_size=config.batch_size,
+                              workers=self.workers, draft=config.draft, limit=config.limit,
+                              image_mode=config.image_mode if all_mode else None, rows=rows)
 
         scan, self.stats.pass1_units = scan_units(self.plan, scan_folder, self.spec, self.model.num_features,
                                                   make_scan_worker, world, "pass 1",

@@ -66,7 +66,7 @@ class OutputKind:
     replaces: str
 
 
-KINDS = {"build": OutputKind("a build", BUILD_INFO, DEFAULT_OUT, "--overwrite only replaces an earlier build"),
+OUTPUT_KINDS = {"build": OutputKind("a build", BUILD_INFO, DEFAULT_OUT, "--overwrite only replaces an earlier build"),
          "study": OutputKind("a discovery study", DISCOVER_INFO, DEFAULT_STUDY_DIR,
                              "--overwrite only replaces an earlier study"),
          "results": OutputKind("a results folder", EVALUATE_INFO, DEFAULT_RESULTS_DIR,
@@ -78,7 +78,7 @@ def output_kind(folder: Path) -> str | None:
     package), else None."""
     if is_build(folder):
         return "build"
-    for kind, what in KINDS.items():
+    for kind, what in OUTPUT_KINDS.items():
         if kind == "build":  # `is_build`, which also knows builds from before the marker
             continue
         try:
@@ -135,7 +135,7 @@ def _overlaps_source(out: Path, source: str | None) -> str | None:
 def check_out(out: Path, overwrite: bool, source: str | None = None, kind: str = "build") -> None:
     """The one guard of an `--out` folder (a build, a study, evaluate's results): refuse what this command (writing
     a `kind`) must not write (see the module docstring); touches nothing, and says why in one line."""
-    name, what = f"--out {out}", KINDS[kind]
+    name, what = f"--out {out}", OUTPUT_KINDS[kind]
     if out.is_symlink():
         raise OutputExists(f"{name}: is a symbolic link; give the path of a folder (a new one, or an earlier "
                            f"{kind})")
@@ -167,8 +167,8 @@ def check_out(out: Path, overwrite: bool, source: str | None = None, kind: str =
         raise OutputExists(f"{name}: exists and is not {what.noun} of this tool (no {what.marker}); {what.replaces}. "
                            "Choose another --out")
     if found != kind:
-        raise OutputExists(f"{name}: is {KINDS[found].noun} of this tool, not {what.noun}; {what.replaces}. Choose "
-                           "another --out")
+        raise OutputExists(f"{name}: is {OUTPUT_KINDS[found].noun} of this tool, not {what.noun}; {what.replaces}. "
+                           "Choose another --out")
     if not overwrite:
         raise OutputExists(f"{name}: an earlier {kind} is there; pass --overwrite to replace it (it stays whole "
                            f"until the new {kind} is complete)")
@@ -200,8 +200,8 @@ def prepare_output(out: Path, overwrite: bool, source: str | None = None, kind: 
     check_out(out, overwrite, source, kind)
     repair(out)
     if old_folder(out).exists():  # an output of another kind that `repair` leaves alone
-        raise OutputExists(f"--out {out}: {old_folder(out)} is in the way (not {KINDS[kind].noun}, so not removed); "
-                           "move or remove it")
+        raise OutputExists(f"--out {out}: {old_folder(out)} is in the way (not {OUTPUT_KINDS[kind].noun}, so not "
+                           "removed); move or remove it")
     staging = staging_folder(out)
     try:
         if staging.is_dir():  # left by an interrupted build: never read by anyone but the builder

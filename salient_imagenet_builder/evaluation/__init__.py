@@ -17,7 +17,8 @@ The stages, one module each:
 5. `metrics.class_metrics` / `metrics.pair_metrics`: per-class and class-balanced accuracies per draw, then mean
    and std over draws.
 6. `outputs`: per-class CSV, per-(class, feature) CSV, summary.json, plots, the printed table.
-`runner.evaluate_model` wires 2-5 for one model; `command` is the handler of `salient-imagenet evaluate`.
+`runner.evaluate_model` wires 2-5 for one model; `api.evaluate` a whole run (`EvaluateConfig`: the command line's
+options as fields); `command` is the handler of `salient-imagenet evaluate`.
 """
 
 from .api import EvaluateConfig, evaluate
@@ -28,6 +29,7 @@ from .rows import EvalData, load_eval_data
 from .runner import ModelResult, evaluate_model
 from .settings import NOISE_ON_CORE, NOISE_ON_FEATURE, NOISE_ON_SPURIOUS, EvalSettings, EvaluationError
 
-__all__ = ["EvaluateConfig", "evaluate", "NOISE_ON_CORE", "NOISE_ON_FEATURE", "NOISE_ON_SPURIOUS", "Classifier", "EvalData", "EvalSettings",
-           "EvaluationError", "ModelResult", "Preprocess", "add_noise", "class_metrics", "evaluate_model",
-           "load_classifier", "load_eval_data", "pair_metrics", "relative_core_sensitivity", "unit_noise"]
+__all__ = ["NOISE_ON_CORE", "NOISE_ON_FEATURE", "NOISE_ON_SPURIOUS", "Classifier", "EvalData", "EvalSettings",
+           "EvaluateConfig", "EvaluationError", "ModelResult", "Preprocess", "add_noise", "class_metrics", "evaluate",
+           "evaluate_model", "load_classifier", "load_eval_data", "pair_metrics", "relative_core_sensitivity",
+           "unit_noise"]

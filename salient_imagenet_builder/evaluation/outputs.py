@@ -21,8 +21,8 @@ from .runner import ModelResult
 CLASS_COLUMNS = ["class", "wordnet_id", "class_name", "core_feature_images", "spurious_feature_images",
                  "clean_acc_core_images", "spurious_acc", "spurious_acc_std", "clean_acc_spurious_images", "core_acc",
                  "core_acc_std", "rcs", "rcs_std"]
-FEATURE_CSV_COLUMNS = ["class", "wordnet_id", "class_name", "feature_index", "feature_rank", "kind", "images", "clean_acc",
-                "noisy_acc", "noisy_acc_std", "drop", "drop_std"]
+FEATURE_CSV_COLUMNS = ["class", "wordnet_id", "class_name", "feature_index", "feature_rank", "kind", "images",
+                       "clean_acc", "noisy_acc", "noisy_acc_std", "drop", "drop_std"]
 
 
 def class_rows(per_class: dict) -> list[dict]:

@@ -54,7 +54,8 @@ def push(folder: str | Path, repo_id: str | None = None, private: bool = True, a
     if not private and info["provenance"]["constants"]["image_mode"] != "none":
         log.warning("pushing ImageNet images to a PUBLIC repo: %s. Prefer a private repo, or an --image-mode none "
                     "build for public release.", IMAGENET_TERMS)
-    write_card(folder, info["provenance"], BuildStats.from_dict(info["stats"]), info["split"], repo_id)  # the card's examples name the repo
+    stats = BuildStats.from_dict(info["stats"])
+    write_card(folder, info["provenance"], stats, info["split"], repo_id)  # the card's examples name the repo
     progress = {"commits": 0}
     retry = _retrying(RETRIES, BACKOFF_SECONDS, progress)
     retry(_call, api.create_repo, repo_id, repo_type="dataset", private=private, exist_ok=True,
