@@ -106,7 +106,7 @@ def test_readme_and_help_agree_on_every_option():
 def test_readme_exit_code_table_is_the_one_in_errors():
     import re
 
-    from salient_imagenet_builder import errors
+    from salient_imagenet_builder.core import errors
 
     readme = (ROOT / "README.md").read_text()
     table = readme.split("### Exit codes", 1)[1].split("\n\n", 2)[1]

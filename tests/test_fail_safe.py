@@ -386,7 +386,7 @@ def http_folder(tmp_path):
 
 
 def test_annotation_download_is_pinned_by_sha256(http_folder, inputs, tmp_path, monkeypatch):
-    from salient_imagenet_builder import annotations, constants
+    from salient_imagenet_builder.core import annotations, constants
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     assert "/f41ce51b748096fc9c57f276b22db0178ed03030/" in constants.ANNOTATIONS_URL
@@ -405,7 +405,7 @@ def test_annotation_download_is_pinned_by_sha256(http_folder, inputs, tmp_path, 
 
 def test_a_cached_annotation_file_that_is_not_the_pinned_one_is_not_used(inputs, tmp_path):
     """The default URL: a file in the cache with another sha256 is ignored (and offline, that is said)."""
-    from salient_imagenet_builder import annotations, constants
+    from salient_imagenet_builder.core import annotations, constants
 
     cache = tmp_path / "cache"
     cache.mkdir()

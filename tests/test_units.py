@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ARCH
 
-from salient_imagenet_builder import distributed
+from salient_imagenet_builder.core import distributed
 from salient_imagenet_builder.builder import build
 from salient_imagenet_builder.core.card import read_build_info
 from salient_imagenet_builder.core.sources import open_source
