@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import built_once
 
 from salient_imagenet_builder.builder import build
 
@@ -30,9 +31,12 @@ def hub():
 @pytest.fixture(scope="module")
 def builds(inputs, tmp_path_factory):
     """Two builds of the same classes: three default shards, then one."""
+    return built_once(tmp_path_factory, "test_hub", lambda root: _builds(inputs, root))
+
+
+def _builds(inputs, root):
     from salient_imagenet_builder.builder import BuildConfig
 
-    root = tmp_path_factory.mktemp("hub_builds")
     made = {}
     for name, shard_bytes in (("many", 150_000), ("one", 10**9)):
         config = BuildConfig(source=str(inputs["folder"]), out=str(root / name), model="resnet18",
