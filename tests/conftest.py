@@ -9,6 +9,9 @@ import shutil
 import tarfile
 from pathlib import Path
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one process per core (-n auto): one thread each, for torch and the
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # commands the tests start (set before torch is imported)
+
 import pytest
 import timm
 from filelock import FileLock
