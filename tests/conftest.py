@@ -14,8 +14,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one process per core (-n auto): one
 
 import pytest
 import timm
-from filelock import FileLock
 from datasets import ClassLabel, Dataset, Features, Image
+from filelock import FileLock
 
 from salient_imagenet_builder.builder import BuildConfig
 from salient_imagenet_builder.builder.demo import make_annotations, make_checkpoint, make_images

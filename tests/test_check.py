@@ -7,7 +7,6 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import built_once
 
 from salient_imagenet_builder.builder import BuildConfig, build

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from conftest import ARCH, CLASSES, STUDY_ARGS
 from PIL import Image
 
-from salient_imagenet_builder.core import render
 from salient_imagenet_builder.cli import main
+from salient_imagenet_builder.core import render
 from salient_imagenet_builder.core.annotations import STUDY_PAIR_COLUMNS
 from salient_imagenet_builder.core.images import CorruptImage, center_view, decode, to_uint8_tensor
 from salient_imagenet_builder.core.model import create_feature_model

@@ -16,8 +16,8 @@ import pytest
 import torch
 from conftest import ARCH, built_once
 
-from salient_imagenet_builder.core import distributed
 from salient_imagenet_builder.builder import build
+from salient_imagenet_builder.core import distributed
 from salient_imagenet_builder.core.card import read_build_info
 from salient_imagenet_builder.core.sources import open_source
 from salient_imagenet_builder.core.units import Unit
