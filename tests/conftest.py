@@ -3,12 +3,19 @@ robust-library checkpoint layout, and an annotation CSV in the published format.
 
 import io
 import json
+import os
+import pickle
+import shutil
 import tarfile
 from pathlib import Path
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one process per core (-n auto): one thread each, for torch and the
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # commands the tests start (set before torch is imported)
 
 import pytest
 import timm
 from datasets import ClassLabel, Dataset, Features, Image
+from filelock import FileLock
 
 from salient_imagenet_builder.builder import BuildConfig
 from salient_imagenet_builder.builder.demo import make_annotations, make_checkpoint, make_images
@@ -25,9 +32,40 @@ def _offline(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.getbasetemp() / "hf_datasets_cache"))
 
 
-@pytest.fixture(scope="session")
-def inputs(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("inputs")
+# --- built once per run --------------------------------------------------------------------------------------------
+
+def shared_root(tmp_path_factory) -> Path:
+    """A folder every process of this run sees: under xdist, the run's temporary folder above the workers' own."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared"
+
+
+def built_once(tmp_path_factory, name: str, make):
+    """`make(folder)` run once per test run, whichever xdist worker asks first (the others wait on a file lock and
+    read its pickled result). What it writes into `folder` is shared: tests read it, and copy it to change it."""
+    root = shared_root(tmp_path_factory)
+    root.mkdir(parents=True, exist_ok=True)
+    folder, result = root / name, root / f"{name}.pickle"
+    with FileLock(str(root / f"{name}.lock")):
+        if not result.is_file():
+            if folder.exists():  # a worker that failed half-way
+                shutil.rmtree(folder)
+            folder.mkdir()
+            value = make(folder)
+            result.write_bytes(pickle.dumps(value))
+            return value
+    return pickle.loads(result.read_bytes())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The shared folder goes with a passing run, as the workers' folders do (tmp_path_retention_policy)."""
+    if exitstatus == 0 and not os.environ.get("PYTEST_XDIST_WORKER") and hasattr(session.config, "_tmp_path_factory"):
+        factory = session.config._tmp_path_factory
+        if factory._basetemp is not None:
+            shutil.rmtree(factory.getbasetemp() / "shared", ignore_errors=True)
+
+
+def _make_inputs(root: Path) -> dict:
     written = make_images(root / "imagenet", CLASSES, per_class=7, seed=1)
     num_features = timm.create_model(ARCH, pretrained=False).num_features
     return {
@@ -40,9 +78,18 @@ def inputs(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def parquet_source(inputs) -> Path:
+def inputs(tmp_path_factory) -> dict:
+    return built_once(tmp_path_factory, "inputs", _make_inputs)
+
+
+@pytest.fixture(scope="session")
+def parquet_source(inputs, tmp_path_factory) -> Path:
+    return built_once(tmp_path_factory, "parquet", lambda root: _make_parquet_source(inputs, root))
+
+
+def _make_parquet_source(inputs, root: Path) -> Path:
     """The same images as Hugging Face parquet shards (image struct with the original path, ClassLabel label)."""
-    folder = inputs["root"] / "parquet" / "data"
+    folder = root / "parquet" / "data"
     folder.mkdir(parents=True)
     written = inputs["written"]
     features = Features({"image": Image(), "label": ClassLabel(names=class_names())})
@@ -54,9 +101,13 @@ def parquet_source(inputs) -> Path:
 
 
 @pytest.fixture(scope="session")
-def webdataset_source(inputs) -> Path:
+def webdataset_source(inputs, tmp_path_factory) -> Path:
+    return built_once(tmp_path_factory, "webdataset", lambda root: _make_webdataset_source(inputs, root))
+
+
+def _make_webdataset_source(inputs, root: Path) -> Path:
     """The same images as WebDataset tars: `<key>.jpg`, `<key>.cls`, `<key>.json` (file name inside the json)."""
-    folder = inputs["root"] / "wds"
+    folder = root / "wds"
     folder.mkdir()
     written = inputs["written"]
     half = len(written) // 2
@@ -90,11 +141,15 @@ STUDY_ARGS = ["--classes", "0-2", "--features-per-class", "2", "--top-images", "
 
 @pytest.fixture(scope="session")
 def study(inputs, tmp_path_factory) -> Path:
+    return built_once(tmp_path_factory, "study", lambda root: _make_study(inputs, root))
+
+
+def _make_study(inputs, root: Path) -> Path:
     """A discovery study of the fixture images (the resnet18 checkpoint), made by the real command."""
     from salient_imagenet_builder.cli import main
     from salient_imagenet_builder.discovery import panels
 
-    out = tmp_path_factory.mktemp("study") / "study"
+    out = root / "study"
     saved, panels.CHUNK_CLASSES = panels.CHUNK_CLASSES, 2  # two chunks of panels
     try:
         code = main(["discover", "--source", str(inputs["folder"]), "--model", ARCH, "--model-checkpoint",

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ARCH
+from conftest import ARCH, built_once
 from datasets import load_dataset
 from PIL import Image
 from torchvision import transforms
@@ -48,9 +48,13 @@ def reference(inputs):
 
 @pytest.fixture(scope="module")
 def built(inputs, tmp_path_factory):
+    return built_once(tmp_path_factory, "test_build", lambda root: _build(inputs, root))
+
+
+def _build(inputs, root):
     from salient_imagenet_builder.builder import BuildConfig
 
-    out = tmp_path_factory.mktemp("built") / "salient_imagenet"
+    out = root / "salient_imagenet"
     config = BuildConfig(source=str(inputs["folder"]), out=str(out), model=ARCH,
                          model_checkpoint=str(inputs["checkpoint"]), annotations=str(inputs["annotations"]),
                          workers=0, batch_size=5, top_k=TOP_K, draft=False)

@@ -7,6 +7,7 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import built_once
 
 from salient_imagenet_builder.builder import BuildConfig, build
 from salient_imagenet_builder.core.constants import HUB_MAX_ROW_GROUP_BYTES
@@ -15,7 +16,11 @@ from salient_imagenet_builder.publish.check import check
 
 @pytest.fixture(scope="module")
 def fresh(inputs, tmp_path_factory):
-    out = tmp_path_factory.mktemp("check") / "built"
+    return built_once(tmp_path_factory, "test_check", lambda root: _fresh(inputs, root))
+
+
+def _fresh(inputs, root):
+    out = root / "built"
     build(BuildConfig(source=str(inputs["folder"]), out=str(out), model="resnet18",
                       model_checkpoint=str(inputs["checkpoint"]), annotations=str(inputs["annotations"]),
                       workers=0, top_k=2, group_by="label", classes=[1, 2]))
@@ -29,10 +34,12 @@ def copy(fresh, tmp_path):
     return target
 
 
-def test_fresh_build_passes_through_the_cli(fresh):
-    result = subprocess.run([sys.executable, "-m", "salient_imagenet_builder.cli", "check", str(fresh)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0 and result.stdout.strip().endswith(": OK"), result.stdout + result.stderr
+def test_fresh_build_passes_through_the_cli(fresh, capsys):
+    from salient_imagenet_builder.cli import main
+
+    code = main(["check", str(fresh)])
+    stdout = capsys.readouterr().out
+    assert code == 0 and stdout.strip().endswith(": OK"), stdout
 
 
 def test_a_file_is_not_a_dataset(fresh, caplog):
@@ -67,7 +74,9 @@ def test_class_names_are_timms():
             assert ours.index_to_description(i, detailed) == timm_info.index_to_description(i, detailed=detailed)
 
 
-def test_broken_card(copy):
+def test_broken_card(copy, capsys):
+    from salient_imagenet_builder.cli import main
+
     readme = copy / "README.md"
     text = readme.read_text()
     readme.write_text(text.replace("- config_name: annotations", "- config_name: other"))
@@ -80,9 +89,8 @@ def test_broken_card(copy):
     assert check(str(copy)) == ["README.md: dataset_info features of `default` differ from the declared schema"]
     readme.write_text("no front matter")
     assert check(str(copy)) == ["README.md: README.md has no YAML front matter (--- ... ---)"]
-    result = subprocess.run([sys.executable, "-m", "salient_imagenet_builder.cli", "check", str(copy)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1 and "FAIL README.md" in result.stdout
+    capsys.readouterr()
+    assert main(["check", str(copy)]) == 1 and "FAIL README.md" in capsys.readouterr().out
 
 
 def test_mismatched_shard_schema(copy):

@@ -1,10 +1,10 @@
-"""The commands users run, as real subprocesses."""
+"""The commands users run, as `python build_dataset.py ...` runs them (`cli.build_main`), in this process: the exit
+code, what is printed (capsys) and the one-line errors (the `logging` records, caplog). Exit codes of argparse's own
+errors come as SystemExit."""
 
 import argparse
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,47 +13,61 @@ from datasets import load_dataset
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(*args, cwd):
-    return subprocess.run([sys.executable, str(ROOT / "build_dataset.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+@pytest.fixture
+def run(monkeypatch, capsys, caplog):
+    """`python build_dataset.py *args` in `cwd`: (exit code, stdout, stderr with the log lines)."""
+    from salient_imagenet_builder.cli import build_main
+
+    def run_here(*args, cwd):
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        caplog.clear()
+        try:
+            code = build_main(list(args))
+        except SystemExit as e:  # argparse: usage and the message on stderr
+            code = e.code
+        out, err = capsys.readouterr()
+        return code, out, err + caplog.text
+
+    return run_here
 
 
-def test_demo_builds_offline_and_loads(tmp_path):
-    result = run("--demo", "--workers", "1", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "meaningless" in result.stdout and "load_dataset('salient_imagenet_demo'" in result.stdout
+def test_demo_builds_offline_and_loads(tmp_path, run):
+    code, stdout, stderr = run("--demo", "--workers", "1", cwd=tmp_path)
+    assert code == 0, stderr[-3000:]
+    assert "meaningless" in stdout and "load_dataset('salient_imagenet_demo'" in stdout
     # the summary says what the self-check measures and why a random model leaves classes empty
-    assert "are among the 5 most important features this build computed for their class" in result.stdout
-    assert "a random model predicts only a few classes" in result.stdout
+    assert "are among the 5 most important features this build computed for their class" in stdout
+    assert "a random model predicts only a few classes" in stdout
     out = tmp_path / "salient_imagenet_demo"
     info = json.loads((out / "build_info.json").read_text())
     assert info["provenance"]["arch"] == "resnet50" and info["provenance"]["demo"] is True
     assert info["stats"]["skipped_images"] == 1
     filled = sum(1 for n in info["stats"]["groups"].values() if n)
-    assert f"the images fell into {filled} of the {len(info['stats']['groups'])} built classes" in result.stdout
+    assert f"the images fell into {filled} of the {len(info['stats']['groups'])} built classes" in stdout
     images = load_dataset(str(out), split="train")
     assert len(images) == info["stats"]["images_written"] > 0
     assert "Demo build" in (out / "README.md").read_text()
-    again = run("--demo", "--workers", "0", "--classes", "0-3", cwd=tmp_path)  # replaces its own earlier demo
-    assert again.returncode == 0, again.stderr[-3000:]
+    code, _, stderr = run("--demo", "--workers", "0", "--classes", "0-3", cwd=tmp_path)  # replaces its earlier demo
+    assert code == 0, stderr[-3000:]
 
 
-def test_bad_arguments_are_named(tmp_path):
-    result = run("--source", str(tmp_path), "--classes", "3-x", cwd=tmp_path)
-    assert result.returncode == 2 and "--classes '3-x'" in result.stderr
-    result = run("--source", str(tmp_path), "--top-k", "0", cwd=tmp_path)
-    assert result.returncode == 2 and "--top-k '0'" in result.stderr
+def test_bad_arguments_are_named(tmp_path, run):
+    code, _, stderr = run("--source", str(tmp_path), "--classes", "3-x", cwd=tmp_path)
+    assert code == 2 and "--classes '3-x'" in stderr
+    code, _, stderr = run("--source", str(tmp_path), "--top-k", "0", cwd=tmp_path)
+    assert code == 2 and "--top-k '0'" in stderr
     (tmp_path / "salient_imagenet").mkdir()
     (tmp_path / "salient_imagenet" / "notes.txt").write_text("mine")
     (tmp_path / "src").mkdir()
-    result = run("--source", str(tmp_path / "src"), "--model-checkpoint", "x.ckpt", "--annotations", "a.csv",
-                 cwd=tmp_path)
-    assert result.returncode == 2 and "--out salient_imagenet: exists and is not a build of this tool" in result.stderr
-    result = run("--source", str(tmp_path / "nowhere"), "--out", "new", "--model", "resnet18",
-                 "--model-checkpoint", str(tmp_path / "missing.ckpt"), cwd=tmp_path)
-    assert result.returncode == 2 and "missing.ckpt: no such file" in result.stderr
-    result = run("--source", str(tmp_path / "nowhere"), "--out", "new", "--model", "resnet18", cwd=tmp_path)
-    assert result.returncode == 2 and f"--source {tmp_path / 'nowhere'}: no such folder" in result.stderr
+    code, _, stderr = run("--source", str(tmp_path / "src"), "--model-checkpoint", "x.ckpt", "--annotations", "a.csv",
+                          cwd=tmp_path)
+    assert code == 2 and "--out salient_imagenet: exists and is not a build of this tool" in stderr
+    code, _, stderr = run("--source", str(tmp_path / "nowhere"), "--out", "new", "--model", "resnet18",
+                          "--model-checkpoint", str(tmp_path / "missing.ckpt"), cwd=tmp_path)
+    assert code == 2 and "missing.ckpt: no such file" in stderr
+    code, _, stderr = run("--source", str(tmp_path / "nowhere"), "--out", "new", "--model", "resnet18", cwd=tmp_path)
+    assert code == 2 and f"--source {tmp_path / 'nowhere'}: no such folder" in stderr
     assert not (tmp_path / "new").exists() and not (tmp_path / ".new.partial").exists()
 
 

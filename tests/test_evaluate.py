@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import built_once
 from PIL import Image
 from torch import nn
 
@@ -251,7 +252,10 @@ def build_fixture(root: Path, image_mode: str) -> Path:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("built")
+    return built_once(tmp_path_factory, "test_evaluate", _built)
+
+
+def _built(root: Path) -> dict:
     make_images(root / "imagenet", CLASSES, per_class=4, quirks=False)
     make_checkpoint(root / "resnet18.ckpt", arch="resnet18", classes=CLASSES)
     answers = {(c, rank): [answer] * 5 for c in CLASSES for rank, answer in ((1, "background"), (2, "main_object"))}
@@ -294,9 +298,12 @@ SEED, DRAWS, NOISE_STD = 3, 2, 0.25
 
 
 @pytest.fixture(scope="module")
-def independent(built) -> list[dict]:
-    classifier = ev.load_classifier("resnet10t", str(built["checkpoint"]))
-    return independent_predictions(built["crop"], classifier.module, classifier.data_config)
+def independent(built, tmp_path_factory) -> list[dict]:
+    def compute(_):
+        classifier = ev.load_classifier("resnet10t", str(built["checkpoint"]))
+        return independent_predictions(built["crop"], classifier.module, classifier.data_config)
+
+    return built_once(tmp_path_factory, "test_evaluate_independent", compute)
 
 
 def independent_predictions(dataset: Path, model: nn.Module, data_config: dict) -> list[dict]:

@@ -1,7 +1,11 @@
 """Fail safe, as a new user meets it: what `--out` may replace, interrupted swaps and Ctrl-C, offline downloads,
-paths that do not exist. Every command runs as a real subprocess; each failure must be one line and its exit code."""
+paths that do not exist. Each failure must be one line and its exit code. Commands run in this process
+(`cli.build_main`, `cli.main`: the exit code, and exactly one ERROR record from the `logging` that prints the line)
+unless the process is the subject: Ctrl-C, and what huggingface_hub reads from the environment at import
+(HF_HOME, HF_ENDPOINT) run as real subprocesses (one line on stderr, no traceback)."""
 
 import hashlib
+import logging
 import os
 import shutil
 import signal
@@ -12,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import built_once
 from datasets import load_dataset
 
 from salient_imagenet_builder.builder import build
@@ -46,6 +51,36 @@ def one_line(result, code: int) -> str:
     return lines[0]
 
 
+@pytest.fixture
+def here(monkeypatch, caplog):
+    """`run` in this process: the current folder and the environment changed for the test only; returns the exit
+    code and every record of WARNING or above (the lines a user would see on stderr)."""
+    from salient_imagenet_builder import cli
+
+    def run_here(*args, cwd, script="build_dataset.py", **extra):
+        monkeypatch.chdir(cwd)
+        for name, value in extra.items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        caplog.clear()
+        argv = [str(a) for a in args]
+        code = cli.build_main(argv) if script else cli.main(argv)  # an exception escaping fails the test
+        return code, [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    return run_here
+
+
+def one_error(ran, code: int) -> str:
+    """In-process `one_line`: the exit code and exactly one record, an ERROR; its message."""
+    exit_code, records = ran
+    messages = [f"{r.levelname} {r.getMessage()}" for r in records]
+    assert exit_code == code, messages
+    assert len(records) == 1 and records[0].levelno == logging.ERROR, messages
+    return records[0].getMessage()
+
+
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -66,19 +101,19 @@ def good_args(inputs):
 
 # --- 1. never delete what is not ours -----------------------------------------------------------------------------
 
-def test_overwrite_refuses_a_folder_that_is_not_a_build(good_args, tmp_path):
+def test_overwrite_refuses_a_folder_that_is_not_a_build(good_args, tmp_path, here):
     home = tmp_path / "someone"
     (home / ".ssh").mkdir(parents=True)
     (home / ".ssh" / "id_ed25519").write_text("secret")
     (home / "thesis.txt").write_text("four years")
     before = snapshot(home)
-    line = one_line(run(*good_args, "--out", home, "--overwrite", cwd=tmp_path), EXIT_USAGE)
+    line = one_error(here(*good_args, "--out", home, "--overwrite", cwd=tmp_path), EXIT_USAGE)
     assert f"--out {home}: exists and is not a build of this tool" in line
     assert snapshot(home) == before and not staging_folder(home).exists()
 
 
 @pytest.mark.parametrize("case", ["cwd", "ancestor", "home", "root", "source", "inside source", "contains source"])
-def test_overwrite_never_touches_protected_folders(case, good_args, inputs, tmp_path):
+def test_overwrite_never_touches_protected_folders(case, good_args, inputs, tmp_path, here):
     work = tmp_path / "work" / "here"
     work.mkdir(parents=True)
     (work / "notes.txt").write_text("mine")
@@ -96,14 +131,14 @@ def test_overwrite_never_touches_protected_folders(case, good_args, inputs, tmp_
     args = [a if a != inputs["folder"] else source for a in good_args]
     before_work, before_source = snapshot(tmp_path / "work"), snapshot(source)
     home = str(tmp_path / "work") if case == "home" else None
-    line = one_line(run(*args, "--out", out, "--overwrite", cwd=work, HOME=home), EXIT_USAGE)
+    line = one_error(here(*args, "--out", out, "--overwrite", cwd=work, HOME=home), EXIT_USAGE)
     assert f"--out {out}: {reason}" in line
     assert snapshot(tmp_path / "work") == before_work and snapshot(source) == before_source
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "work"]
 
 
 @pytest.mark.parametrize("case", ["file", "symlink", "partial is a file", "old is a symlink", "old is not ours"])
-def test_out_that_cannot_be_a_build_folder_is_refused_before_any_work(case, good_args, tmp_path):
+def test_out_that_cannot_be_a_build_folder_is_refused_before_any_work(case, good_args, tmp_path, here):
     out = tmp_path / "out"
     target = tmp_path / "elsewhere"
     target.mkdir()
@@ -119,7 +154,7 @@ def test_out_that_cannot_be_a_build_folder_is_refused_before_any_work(case, good
     else:
         old_folder(out).mkdir()
         (old_folder(out) / "keep.txt").write_text("keep")
-    line = one_line(run(*good_args, "--out", out, "--overwrite", cwd=tmp_path), EXIT_USAGE)
+    line = one_error(here(*good_args, "--out", out, "--overwrite", cwd=tmp_path), EXIT_USAGE)
     expected = {"file": "is a file, not a folder", "symlink": "is a symbolic link",
                 "partial is a file": f"{staging_folder(out)} is in the way",
                 "old is a symlink": f"{old_folder(out)} is in the way",
@@ -130,34 +165,34 @@ def test_out_that_cannot_be_a_build_folder_is_refused_before_any_work(case, good
         assert (old_folder(out) / "keep.txt").read_text() == "keep"
 
 
-def test_a_build_never_replaces_a_study_nor_a_study_a_build(good_args, study, inputs, tmp_path):
+def test_a_build_never_replaces_a_study_nor_a_study_a_build(good_args, study, inputs, tmp_path, here):
     """Annotators may have saved their answers into the study: a build's --overwrite must not take it."""
     copy = tmp_path / "study"
     shutil.copytree(study, copy)
     (copy / "answers-ann1.csv").write_text("WorkerId\n")
     before = snapshot(copy)
-    line = one_line(run(*good_args, "--out", copy, "--overwrite", cwd=tmp_path), EXIT_USAGE)
+    line = one_error(here(*good_args, "--out", copy, "--overwrite", cwd=tmp_path), EXIT_USAGE)
     assert f"--out {copy}: is a discovery study of this tool, not a build; --overwrite only replaces an earlier " \
            "build" in line
     assert snapshot(copy) == before
     built = tmp_path / "built"
     built.mkdir()
     (built / "build_info.json").write_text('{"package": "salient-imagenet-builder"}')
-    line = one_line(run("discover", "--source", inputs["folder"], "--out", built, "--overwrite", script=None,
-                        cwd=tmp_path), EXIT_USAGE)
+    line = one_error(here("discover", "--source", inputs["folder"], "--out", built, "--overwrite", script=None,
+                          cwd=tmp_path), EXIT_USAGE)
     assert f"--out {built}: is a build of this tool, not a discovery study" in line
     assert [p.name for p in built.iterdir()] == ["build_info.json"]
-    line = one_line(run("discover", "--source", inputs["folder"], "--out", copy, script=None, cwd=tmp_path),
-                    EXIT_USAGE)
+    line = one_error(here("discover", "--source", inputs["folder"], "--out", copy, script=None, cwd=tmp_path),
+                     EXIT_USAGE)
     assert "an earlier study is there; pass --overwrite" in line
 
 
-def test_same_command_twice(good_args, tmp_path):
+def test_same_command_twice(good_args, tmp_path, here):
     out = tmp_path / "out"
-    first = run(*good_args, "--out", out, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
+    code, records = here(*good_args, "--out", out, cwd=tmp_path)
+    assert code == 0, [r.getMessage() for r in records]
     before = snapshot(out)
-    line = one_line(run(*good_args, "--out", out, cwd=tmp_path), EXIT_USAGE)
+    line = one_error(here(*good_args, "--out", out, cwd=tmp_path), EXIT_USAGE)
     assert "an earlier build is there; pass --overwrite" in line
     assert snapshot(out) == before and len(load_dataset(str(out), split="train")) > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no .out.partial, no .out.old
@@ -173,9 +208,12 @@ def test_an_empty_folder_is_a_fine_out(config, tmp_path):
 @pytest.fixture(scope="module")
 def builds(inputs, tmp_path_factory) -> dict[str, Path]:
     """Two finished builds: group 1 only ("old") and group 2 only ("new")."""
+    return built_once(tmp_path_factory, "test_fail_safe", lambda root: _builds(inputs, root))
+
+
+def _builds(inputs, root):
     from salient_imagenet_builder.builder import BuildConfig
 
-    root = tmp_path_factory.mktemp("fail_safe_builds")
     made = {}
     for name, group in (("old", 1), ("new", 2)):
         build(BuildConfig(source=str(inputs["folder"]), out=str(root / name), model="resnet18",
@@ -306,19 +344,19 @@ def test_default_model_download_without_network_is_one_line_at_once(network, inp
 
 
 @pytest.mark.parametrize("network", ["offline", "unreachable"])
-def test_annotation_download_without_network_is_one_line(network, inputs, tmp_path):
+def test_annotation_download_without_network_is_one_line(network, inputs, tmp_path, here):
     args = ["--source", inputs["folder"], "--out", tmp_path / "out", "--model", "resnet18", "--model-checkpoint",
             inputs["checkpoint"], "--cache-dir", tmp_path / "cache"]
     extra = {}
     if network == "unreachable":
         args += ["--annotations", f"http://127.0.0.1:{closed_port()}/discover_spurious_features.csv"]
         extra["HF_HUB_OFFLINE"] = None
-    line = one_line(run(*args, cwd=tmp_path, **extra), EXIT_NETWORK)
+    line = one_error(here(*args, cwd=tmp_path, **extra), EXIT_NETWORK)
     assert "--annotations PATH" in line and str(tmp_path / "cache" / "annotations") in line
     assert not (tmp_path / "out").exists()
 
 
-def test_local_inputs_are_checked_before_any_download(tmp_path):
+def test_local_inputs_are_checked_before_any_download(tmp_path, here):
     """No network, default model and annotations: a wrong local path is named first, at once."""
     for args, expected in (
         (["--source", "./imagenet"], "--source ./imagenet: no such folder"),
@@ -327,13 +365,13 @@ def test_local_inputs_are_checked_before_any_download(tmp_path):
         (["--source", tmp_path, "--out", tmp_path.parent / "o", "--annotations", "a.csv"],
          "--annotations a.csv: no such file"),
     ):
-        line = one_line(run(*args, cwd=tmp_path), EXIT_USAGE)
+        line = one_error(here(*args, cwd=tmp_path), EXIT_USAGE)
         assert expected in line
 
 
 @pytest.mark.parametrize("command", ["build", "evaluate", "check"])
-def test_a_path_that_does_not_exist_says_no_such_folder_first(command, tmp_path):
-    def attempt(target, **extra):
+def test_a_path_that_does_not_exist_says_no_such_folder_first(command, tmp_path, here):
+    def attempt(target, run=run, **extra):
         args = {"build": ["build", "--source", target, "--out", tmp_path / "o"],
                 "evaluate": ["evaluate", "--dataset", target, "--model", "resnet18"],
                 "check": ["check", target]}[command]
@@ -341,11 +379,11 @@ def test_a_path_that_does_not_exist_says_no_such_folder_first(command, tmp_path)
 
     option = {"build": "--source", "evaluate": "--dataset", "check": "check"}[command]
     for target in ("./x", "/data/x", "x/train/more"):  # cannot be Hub ids: the Hub is not mentioned
-        line = one_line(attempt(target), EXIT_USAGE)
+        line = one_error(attempt(target, here), EXIT_USAGE)
         assert f"{option} {target}: no such folder" in line and "Hub" not in line
-    line = one_line(attempt("x/train"), EXIT_NETWORK)  # could be a Hub id; offline
+    line = one_error(attempt("x/train", here), EXIT_NETWORK)  # could be a Hub id; offline (read when asked)
     assert f"{option} x/train: no such folder" in line and "HF_HUB_OFFLINE=1 is set" in line
-    port = closed_port()
+    port = closed_port()  # HF_ENDPOINT is read when huggingface_hub is imported: a fresh process
     line = one_line(attempt("x/train", HF_HUB_OFFLINE=None, HF_ENDPOINT=f"http://127.0.0.1:{port}"), EXIT_NETWORK)
     assert f"{option} x/train: no such folder" in line and f"http://127.0.0.1:{port} could not be reached" in line
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import built_once
 
 from salient_imagenet_builder.builder import build
 
@@ -30,9 +31,12 @@ def hub():
 @pytest.fixture(scope="module")
 def builds(inputs, tmp_path_factory):
     """Two builds of the same classes: three default shards, then one."""
+    return built_once(tmp_path_factory, "test_hub", lambda root: _builds(inputs, root))
+
+
+def _builds(inputs, root):
     from salient_imagenet_builder.builder import BuildConfig
 
-    root = tmp_path_factory.mktemp("hub_builds")
     made = {}
     for name, shard_bytes in (("many", 150_000), ("one", 10**9)):
         config = BuildConfig(source=str(inputs["folder"]), out=str(root / name), model="resnet18",
@@ -118,8 +122,11 @@ def test_transient_commit_failure_is_retried(hub, builds, tmp_path):
 
 
 def push_in_subprocess(hub, home, folder):
-    """`build_dataset.py --push` with one file per commit and a short back-off, so a test sees several commits."""
-    code = ("import sys, salient_imagenet_builder.publish.push as h; h.FILES_PER_COMMIT = 1; h.BACKOFF_SECONDS = 0.01\n"
+    """`build_dataset.py --push` with one file per commit and a short back-off, so a test sees several commits.
+    (The module from sys.modules: `salient_imagenet_builder.publish.push` as an attribute is the `push` function.)"""
+    code = ("import importlib, sys, types; h = importlib.import_module('salient_imagenet_builder.publish.push')\n"
+            "assert isinstance(h, types.ModuleType) and hasattr(h, 'BACKOFF_SECONDS'), h\n"
+            "h.FILES_PER_COMMIT = 1; h.BACKOFF_SECONDS = 0.01\n"
             "from salient_imagenet_builder.cli import build_main; sys.exit(build_main(sys.argv[1:]))")
     return subprocess.run([sys.executable, "-c", code, "--push", "--out", str(folder)], env=hub.client_env(home),
                           capture_output=True, text=True, timeout=300)

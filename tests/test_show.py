@@ -1,14 +1,13 @@
 """`show` and the build's gallery: the pictures come from the build's own rows (checked through `datasets`), a Hub
 repo renders exactly like the local folder it was pushed from, and mistakes get one clear line."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ARCH
+from conftest import ARCH, built_once
 from datasets import load_dataset
 from PIL import Image
 
@@ -30,7 +29,11 @@ REPO = "user/salient_imagenet"
 @pytest.fixture(scope="module")
 def masks_only(inputs, tmp_path_factory) -> Path:
     """An --image-mode none build: masks and annotations, no images."""
-    out = tmp_path_factory.mktemp("show") / "masks_only"
+    return built_once(tmp_path_factory, "test_show", lambda root: _masks_only(inputs, root))
+
+
+def _masks_only(inputs, root):
+    out = root / "masks_only"
     build(BuildConfig(source=str(inputs["folder"]), out=str(out), model=ARCH,
                       model_checkpoint=str(inputs["checkpoint"]), annotations=str(inputs["annotations"]), workers=0,
                       batch_size=8, top_k=3, group_by="label", image_mode="none", cache_dir=str(out.parent / "cache")))
@@ -88,7 +91,7 @@ def test_show_mistakes_get_one_line(masks_only, tmp_path, caplog):
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()
 
 
-def test_show_never_writes_over_a_file_that_is_not_a_png(masks_only, tmp_path, caplog):
+def test_show_never_writes_over_a_file_that_is_not_a_png(masks_only, tmp_path, caplog, capsys, monkeypatch):
     """--out names a PNG: a folder, another extension or an existing non-PNG file is refused before any reading."""
     notes = tmp_path / "annotations.png"
     notes.write_text("WorkerId,Input.wordnet_id\n")  # a user's file that merely ends in .png
@@ -104,14 +107,14 @@ def test_show_never_writes_over_a_file_that_is_not_a_png(masks_only, tmp_path, c
     for c in classes[:2]:
         assert main(["show", str(masks_only), "--class", str(c), "--out", str(picture)]) == 0
     assert Image.open(picture).size[0] > 0
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "salient_imagenet_builder.cli", "show", "no/such_build",
-                             "--class", "1000", "--out", str(picture)], cwd=tmp_path, capture_output=True, text=True,
-                            env=env)
-    assert result.returncode == 2 and "argument --class: expected a class index 0-999, got '1000'" in result.stderr
-    result = subprocess.run([sys.executable, "-m", "salient_imagenet_builder.cli", "show", "no/such_build",
-                             "--class", "0", "--out", str(picture)], cwd=tmp_path, capture_output=True, text=True,
-                            env=env)
-    assert result.returncode == 4 and "Traceback" not in result.stderr
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read when asked, not at import
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:  # argparse: exit 2, usage and the message on stderr
+        main(["show", "no/such_build", "--class", "1000", "--out", str(picture)])
+    assert exited.value.code == 2
+    assert "argument --class: expected a class index 0-999, got '1000'" in capsys.readouterr().err
+    caplog.clear()
+    assert main(["show", "no/such_build", "--class", "0", "--out", str(picture)]) == 4  # no exception escaped
     assert (f"show no/such_build: no such folder ({tmp_path / 'no/such_build'}); as a Hub dataset id it could not "
-            "be checked: HF_HUB_OFFLINE=1 is set") in result.stderr
+            "be checked: HF_HUB_OFFLINE=1 is set") in caplog.text

@@ -3,6 +3,7 @@ torchrun (gloo, two CPU processes) equals one process, a different build never m
 and `--top-k all` in one pass equals the two-pass bounded build that keeps every image."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import ARCH
+import torch
+from conftest import ARCH, built_once
 
 from salient_imagenet_builder.builder import build
 from salient_imagenet_builder.core import distributed
@@ -53,6 +55,24 @@ def run_cli(args, tmp_path, torchrun: int = 0) -> subprocess.CompletedProcess:
         if torchrun else [sys.executable]
     return subprocess.run([*launcher, str(ROOT / "build_dataset.py"), *args], cwd=ROOT, env=environment(tmp_path),
                           capture_output=True, text=True, timeout=600)
+
+
+def run_here(args, caplog=None) -> tuple[int, str]:
+    """The same command in this process, on one thread (as the subprocesses' OMP_NUM_THREADS=1): the exit code and
+    the log (INFO and above). Where the process boundary is not the subject."""
+    from salient_imagenet_builder.cli import build_main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if caplog is None:
+            return build_main(args), ""
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            code = build_main(args)
+        return code, caplog.text
+    finally:
+        torch.set_num_threads(threads)
 
 
 def kill_midway(args, tmp_path, out: Path, after_units: int, torchrun: int = 0, folder: str = "scan") -> int:
@@ -96,25 +116,26 @@ def descendants(pid: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def one_shot(inputs, tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("one_shot")
-    out = tmp / "salient_imagenet"
-    result = run_cli(cli_args(inputs, out), tmp)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+    def make(tmp):
+        out = tmp / "salient_imagenet"
+        assert run_here(cli_args(inputs, out))[0] == 0
+        return out
+
+    return built_once(tmp_path_factory, "test_units_one_shot", make)
 
 
-def test_killed_build_resumes_and_equals_the_one_shot_build(inputs, one_shot, tmp_path):
+def test_killed_build_resumes_and_equals_the_one_shot_build(inputs, one_shot, tmp_path, caplog):
     out = tmp_path / "salient_imagenet"
     done = kill_midway(cli_args(inputs, out), tmp_path, out, after_units=4)
     assert not out.exists() and 4 <= done < 14
 
-    other = run_cli(cli_args(inputs, out)[:-2] + ["--top-k", "4"], tmp_path)  # a different build
-    assert other.returncode == 2
-    assert "different top_k" in other.stderr and "--restart" in other.stderr and "Traceback" not in other.stderr
+    code, log = run_here(cli_args(inputs, out)[:-2] + ["--top-k", "4"], caplog)  # a different build
+    assert code == 2  # and no exception escaped: no traceback
+    assert "different top_k" in log and "--restart" in log
 
-    resumed = run_cli(cli_args(inputs, out), tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"pass 1: resuming from {done} of 14 units already done" in resumed.stderr
+    code, log = run_here(cli_args(inputs, out), caplog)
+    assert code == 0, log[-3000:]
+    assert f"pass 1: resuming from {done} of 14 units already done" in log
     assert_same_tables(out, one_shot)
     assert not (out / "work").exists() and not list(tmp_path.glob(".*partial"))
 
@@ -132,23 +153,23 @@ def test_torchrun_killed_midway_resumes_under_torchrun(inputs, one_shot, tmp_pat
     assert info["stats"]["pass1_units"]["units"] == 14 and info["stats"]["pass1_units"]["resumed"] == done
 
 
-def test_killed_in_pass_2_resumes_there(inputs, one_shot, tmp_path):
+def test_killed_in_pass_2_resumes_there(inputs, one_shot, tmp_path, caplog):
     out = tmp_path / "salient_imagenet"
     done = kill_midway(cli_args(inputs, out), tmp_path, out, after_units=1, folder="rows")
     assert not out.exists() and 1 <= done < 7  # 7 units hold selected images
-    resumed = run_cli(cli_args(inputs, out), tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "pass 1: resuming from 14 of 14 units" in resumed.stderr
-    assert f"pass 2: resuming from {done} of 7 units" in resumed.stderr
+    code, log = run_here(cli_args(inputs, out), caplog)
+    assert code == 0, log[-3000:]
+    assert "pass 1: resuming from 14 of 14 units" in log
+    assert f"pass 2: resuming from {done} of 7 units" in log
     assert_same_tables(out, one_shot)
 
 
-def test_restart_discards_the_old_work(inputs, one_shot, tmp_path):
+def test_restart_discards_the_old_work(inputs, one_shot, tmp_path, caplog):
     out = tmp_path / "salient_imagenet"
     kill_midway(cli_args(inputs, out), tmp_path, out, after_units=2)
-    result = run_cli(cli_args(inputs, out, "--restart"), tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "discarding the partial build" in result.stderr and "resuming" not in result.stderr
+    code, log = run_here(cli_args(inputs, out, "--restart"), caplog)
+    assert code == 0, log[-3000:]
+    assert "discarding the partial build" in log and "resuming" not in log
     assert_same_tables(out, one_shot)
 
 

@@ -6,8 +6,6 @@ import json
 import logging
 import os
 import random
-import subprocess
-import sys
 import tarfile
 from collections import Counter
 
@@ -15,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ARCH, STUDY_ARGS
+from conftest import ARCH, STUDY_ARGS, built_once
 from datasets import Dataset, Features, Image, Value, load_dataset
 from PIL import Image as PILImage
 from PIL import ImageOps
@@ -44,7 +42,10 @@ def _rotated_jpeg(rng, label, orientation):
 @pytest.fixture(scope="module")
 def odd_folder(tmp_path_factory):
     """A folder source with what real folders hold besides images."""
-    root = tmp_path_factory.mktemp("odd") / "imagenet"
+    return built_once(tmp_path_factory, "test_wrong_rows_odd", lambda folder: _odd_folder(folder / "imagenet"))
+
+
+def _odd_folder(root):
     rng = random.Random(7)
     one, two = root / "train" / WNIDS[1], root / "train" / WNIDS[2]
     for folder, label in ((one, 1), (two, 2)):
@@ -79,7 +80,10 @@ class _Lines(logging.Handler):
 @pytest.fixture(scope="module")
 def odd_builds(odd_folder, inputs, tmp_path_factory):
     """The odd folder built in each --image-mode (full decoding, so masks can be compared exactly)."""
-    out = tmp_path_factory.mktemp("odd_builds")
+    return built_once(tmp_path_factory, "test_wrong_rows_builds", lambda out: _odd_builds(odd_folder, inputs, out))
+
+
+def _odd_builds(odd_folder, inputs, out):
     handler = _Lines()
     logging.getLogger("salient_imagenet_builder").addHandler(handler)
     built = {}
@@ -194,7 +198,10 @@ OUTSIDE = Counter({-1: 2, 1000: 1, None: 1})
 @pytest.fixture(scope="module")
 def unlabelled_sources(tmp_path_factory):
     """The same images as parquet (a plain int64 label column, as any writer may make) and as WebDataset tars."""
-    root = tmp_path_factory.mktemp("unlabelled")
+    return built_once(tmp_path_factory, "test_wrong_rows_unlabelled", _unlabelled_sources)
+
+
+def _unlabelled_sources(root):
     rng = random.Random(11)
     images = [(f"img_{i}.JPEG", jpeg_bytes(synthetic_image(rng, label if label in (1, 2) else 0)))
               for i, label in enumerate(LABELS)]
@@ -255,25 +262,25 @@ def test_build_by_label_never_stores_another_class(unlabelled_sources, inputs, t
     assert "| images without an ImageNet label 0-999 (skipped; e.g. -1 in test splits) | 4 (label: count" in card
 
 
-def test_a_test_split_without_labels_is_one_line(unlabelled_sources, inputs, tmp_path):
+def test_a_test_split_without_labels_is_one_line(unlabelled_sources, inputs, tmp_path, caplog):
+    from salient_imagenet_builder.cli import build_main
+
     folder = tmp_path / "hub_test_split"
     folder.mkdir()
     Dataset.from_dict({"image": [{"bytes": jpeg_bytes(synthetic_image(random.Random(0), 1)), "path": "t.JPEG"}] * 3,
                        "label": [-1] * 3}, features=Features({"image": Image(), "label": Value("int64")})
                       ).to_parquet(folder / "test-00000-of-00001.parquet")
-    result = subprocess.run([sys.executable, "build_dataset.py", "--source", str(folder), "--split", "test",
-                             "--out", str(tmp_path / "out"), "--model", ARCH, "--model-checkpoint",
-                             str(inputs["checkpoint"]), "--annotations", str(inputs["annotations"]),
-                             "--group-by", "label", "--workers", "0"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert "none of its images has an ImageNet label 0-999 (labels seen: {'-1': 3})" in result.stderr
+    code = build_main(["--source", str(folder), "--split", "test", "--out", str(tmp_path / "out"), "--model", ARCH,
+                       "--model-checkpoint", str(inputs["checkpoint"]), "--annotations", str(inputs["annotations"]),
+                       "--group-by", "label", "--workers", "0"])
+    assert code == 2, caplog.text  # and no exception escaped: no traceback
+    assert "none of its images has an ImageNet label 0-999 (labels seen: {'-1': 3})" in caplog.text
     assert not (tmp_path / "out").exists()
-    discover = subprocess.run([sys.executable, "-m", "salient_imagenet_builder.cli", "discover", "--source",
-                               str(folder), "--split", "test", "--out", str(tmp_path / "study"), "--model", ARCH,
-                               "--model-checkpoint", str(inputs["checkpoint"]), *STUDY_ARGS],
-                              capture_output=True, text=True, timeout=300)
-    assert discover.returncode == 2 and "Traceback" not in discover.stderr, discover.stderr
-    assert "none of its images has an ImageNet label 0-999 (labels seen: {'-1': 3})" in discover.stderr
+    caplog.clear()
+    code = main(["discover", "--source", str(folder), "--split", "test", "--out", str(tmp_path / "study"), "--model",
+                 ARCH, "--model-checkpoint", str(inputs["checkpoint"]), *STUDY_ARGS])
+    assert code == 2, caplog.text
+    assert "none of its images has an ImageNet label 0-999 (labels seen: {'-1': 3})" in caplog.text
     assert not (tmp_path / "study").exists()
 
 
