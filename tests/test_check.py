@@ -11,7 +11,7 @@ from conftest import built_once
 
 from salient_imagenet_builder.builder import BuildConfig, build
 from salient_imagenet_builder.core.constants import HUB_MAX_ROW_GROUP_BYTES
-from salient_imagenet_builder.publish.check import check
+from salient_imagenet_builder.publish.validate import check
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def _rewrite_default_shard(copy, extra: dict, values, **write_options):
 
 
 def test_fresh_build_fits_the_viewer(fresh):
-    from salient_imagenet_builder.publish.check import _check_viewer_pages
+    from salient_imagenet_builder.publish.validate import _check_viewer_pages
 
     problems = check(str(fresh), stream=False)
     assert not [p for p in problems if "viewer" in p], problems

@@ -21,7 +21,7 @@ from datasets import load_dataset
 
 from salient_imagenet_builder.builder import build
 from salient_imagenet_builder.core.errors import EXIT_INTERRUPTED, EXIT_NETWORK, EXIT_USAGE, InputError
-from salient_imagenet_builder.core.output import old_folder, prepare_output, publish, staging_folder
+from salient_imagenet_builder.core.output import move_into_place, old_folder, prepare_output, staging_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -236,7 +236,7 @@ def test_publish_keeps_out_whole(builds, tmp_path):
     staging = staging_folder(out)
     os.rename(newer, staging)
     (staging / "work").mkdir()  # the builder's resume area: spent once the build is published
-    publish(staging, out)
+    move_into_place(staging, out)
     assert set(load_dataset(str(out), split="train")["group"]) == {2}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert not (out / "work").exists()

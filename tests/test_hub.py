@@ -122,9 +122,8 @@ def test_transient_commit_failure_is_retried(hub, builds, tmp_path):
 
 
 def push_in_subprocess(hub, home, folder):
-    """`build_dataset.py --push` with one file per commit and a short back-off, so a test sees several commits.
-    (The module from sys.modules: `salient_imagenet_builder.publish.push` as an attribute is the `push` function.)"""
-    code = ("import importlib, sys, types; h = importlib.import_module('salient_imagenet_builder.publish.push')\n"
+    """`build_dataset.py --push` with one file per commit and a short back-off, so a test sees several commits."""
+    code = ("import importlib, sys, types; h = importlib.import_module('salient_imagenet_builder.publish.upload')\n"
             "assert isinstance(h, types.ModuleType) and hasattr(h, 'BACKOFF_SECONDS'), h\n"
             "h.FILES_PER_COMMIT = 1; h.BACKOFF_SECONDS = 0.01\n"
             "from salient_imagenet_builder.cli import build_main; sys.exit(build_main(sys.argv[1:]))")

@@ -47,7 +47,7 @@ from ..core.constants import (
 )
 from ..core.errors import InputError
 from ..core.model import create_feature_model
-from ..core.output import discard_staging, prepare_output, publish, staging_folder
+from ..core.output import discard_staging, move_into_place, prepare_output, staging_folder
 from ..core.runner import ModelRunner, Numerics
 from ..core.scan import ScanSpec, ScanWorker, fingerprint, scan_units
 from ..core.schema import annotation_features, class_names, image_features
@@ -163,7 +163,7 @@ class Builder:
                 discard_staging(self.staging)  # the previous output is untouched; finished units stay for a resume
             raise
         if world.is_main:
-            publish(self.staging, out)  # drops the work folder, then swaps the build into place
+            move_into_place(self.staging, out)  # drops the work folder, then swaps the build into place
             log.info("stage seconds: %s", self.stats.stage_seconds)
         distributed.barrier()
         return self.stats

@@ -243,7 +243,7 @@ def _empty_except(folder: Path, keep: str) -> None:
 
 # --- the swap and its repair ------------------------------------------------------------------------------------
 
-def publish(staging: Path, out: Path) -> None:
+def move_into_place(staging: Path, out: Path) -> None:
     """Rename the complete staging folder into place; an earlier output steps aside first and is dropped after.
     Between the two renames `out` is missing and the earlier output whole in `.out.old` (see `half_replaced`)."""
     shutil.rmtree(staging / WORK_DIR, ignore_errors=True)  # the output is complete: its resume data is spent

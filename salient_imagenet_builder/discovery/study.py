@@ -32,7 +32,14 @@ from ..core.constants import (
 )
 from ..core.errors import InputError
 from ..core.model import create_feature_model
-from ..core.output import check_out, discard_staging, prepare_output, publish, staging_folder, write_text_atomic
+from ..core.output import (
+    check_out,
+    discard_staging,
+    move_into_place,
+    prepare_output,
+    staging_folder,
+    write_text_atomic,
+)
 from ..core.runner import ModelRunner, Numerics
 from ..core.scan import ScanSpec, ScanWorker, fingerprint, scan_units
 from ..core.sources import open_source
@@ -143,7 +150,7 @@ class _Study:
                 discard_staging(staging)  # finished scan and panel units stay for a resume
             raise
         if world.is_main:
-            publish(staging, self.out)  # drops the work folder, then swaps the study into place
+            move_into_place(staging, self.out)  # drops the work folder, then swaps the study into place
         distributed.barrier()
         return provenance
 

@@ -8,7 +8,7 @@ def run(args) -> int:
 
 
 def run_push(out: str, repo_id: str | None, public: bool) -> int:
-    from .push import push
+    from .upload import push
 
     repo_id = push(out, repo_id, private=not public)  # failures are UserErrors: one line and exit code 2/3/4
     from ..core.targets import hub_endpoint
@@ -22,7 +22,7 @@ def run_check(target: str, stream: bool = True) -> int:
     from ..core.targets import resolve
 
     resolve(target, "check")  # "no such folder" before pyarrow and datasets are even imported
-    from .check import check
+    from .validate import check
 
     problems = check(target, stream=stream)
     for problem in problems:

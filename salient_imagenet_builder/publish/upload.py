@@ -17,7 +17,7 @@ from ..core.constants import BUILD_INFO
 from ..core.errors import HubError, InputError, NetworkError
 from ..core.output import half_replaced, is_build
 from ..core.targets import hub_unreachable, offline
-from .check import check
+from .validate import check
 
 log = logging.getLogger(__name__)
 
