@@ -87,6 +87,17 @@ class Page:
     def text(self, element_id) -> str:
         return self.find(element_id).text
 
+    def restored_value(self, element_id, timeout: float = 10) -> str:
+        """An input's value once the page's script has restored it after a (re)load: empty until the script ran."""
+        from selenium.common.exceptions import TimeoutException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        try:
+            WebDriverWait(self.driver, timeout).until(lambda _: self.find(element_id).get_attribute("value"))
+        except TimeoutException:
+            pass  # the caller's assertion names what is there
+        return self.find(element_id).get_attribute("value")
+
     def set_annotator(self, name: str):
         field = self.find("annotator")
         field.clear()
@@ -139,7 +150,7 @@ def test_annotate_ingest_build_show(browser, study, inputs, tmp_path):
         for i, (answers, _) in enumerate(PLAN):
             if worker == 0 and i == 3:  # half way: reload; answers, position and id persist
                 browser.refresh()
-                assert page.find("annotator").get_attribute("value") == name
+                assert page.restored_value("annotator") == name
                 assert page.text("progress") == f"3 / {len(PLAN)} answered"
                 assert page.text("position") == f"Pair 4 of {len(PLAN)}"
                 page.press("p")
