@@ -11,10 +11,13 @@ import tempfile
 from pathlib import Path
 
 from ..core import distributed
-from ..core.card import BuildStats
+from ..core.card import BuildStats, read_build_info
 from ..core.constants import DEFAULT_OUT
 from ..core.errors import InputError
 from ..core.output import check_out, interrupted, is_build
+from ..core.targets import resolve
+from .demo import DEMO_CLASSES, make_inputs
+from .pipeline import BuildConfig, build
 
 log = logging.getLogger("salient_imagenet_builder")
 DEMO_OUT = "salient_imagenet_demo"
@@ -38,9 +41,7 @@ def _interruptible(fn, args) -> None:
         raise interrupted(Path(args.out or DEFAULT_OUT)) from None
 
 
-def config_from_args(args, **overrides):
-    from .pipeline import BuildConfig
-
+def config_from_args(args, **overrides) -> BuildConfig:
     fields = dict(
         source=args.source, split=args.split, out=args.out or DEFAULT_OUT, model=args.model,
         model_checkpoint=args.model_checkpoint, arch=args.arch, annotations=args.annotations, classes=args.classes,
@@ -58,10 +59,7 @@ def config_from_args(args, **overrides):
 
 
 def check_local_inputs(args) -> None:
-    """What can be checked on this machine, before torch is imported, any download or any model: --out, then the
-    local inputs."""
-    from ..core.targets import resolve
-
+    """What can be checked on this machine before any download or model: --out, then the local inputs."""
     if args.source is None:
         raise InputError("--source is required: an ImageNet folder, shards or a Hub dataset id (or run the offline "
                          "demo with --demo)")
@@ -75,8 +73,6 @@ def check_local_inputs(args) -> None:
 
 def run_build(args) -> None:
     check_local_inputs(args)
-    from .pipeline import build  # torch, timm: only once the arguments are known to be usable
-
     config = config_from_args(args)
     distributed.share_cores()
     stats = build(config)
@@ -85,9 +81,6 @@ def run_build(args) -> None:
 
 
 def run_demo(args) -> None:
-    from .demo import DEMO_CLASSES, make_inputs
-    from .pipeline import build
-
     out = Path(args.out)
     # only ever replace an older demo without being asked; anything else goes through the usual --out rules
     overwrite = args.overwrite or (is_build(out) and _is_demo(out))
@@ -107,8 +100,6 @@ def run_demo(args) -> None:
 
 
 def _is_demo(out: Path) -> bool:
-    from ..core.card import read_build_info
-
     try:
         return bool(read_build_info(out)["provenance"].get("demo"))
     except (OSError, ValueError, KeyError, AttributeError):

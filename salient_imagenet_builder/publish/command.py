@@ -1,5 +1,9 @@
 """`salient-imagenet push` and `salient-imagenet check`."""
 
+from ..core.targets import hub_endpoint, resolve
+from .upload import push
+from .validate import check
+
 
 def run(args) -> int:
     if args.command == "push":
@@ -8,22 +12,14 @@ def run(args) -> int:
 
 
 def run_push(out: str, repo_id: str | None, public: bool) -> int:
-    from .upload import push
-
     repo_id = push(out, repo_id, private=not public)  # failures are UserErrors: one line and exit code 2/3/4
-    from ..core.targets import hub_endpoint
-
     print(f"Pushed {out} to {hub_endpoint()}/datasets/{repo_id} "
           f"({'public' if public else 'private'}). Load it with load_dataset({repo_id!r}).")
     return 0
 
 
 def run_check(target: str, stream: bool = True) -> int:
-    from ..core.targets import resolve
-
-    resolve(target, "check")  # "no such folder" before pyarrow and datasets are even imported
-    from .validate import check
-
+    resolve(target, "check")  # "no such folder" (or a half-replaced folder) as one line, before any file is read
     problems = check(target, stream=stream)
     for problem in problems:
         print(f"FAIL {problem}")
