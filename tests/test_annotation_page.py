@@ -87,6 +87,16 @@ class Page:
     def text(self, element_id) -> str:
         return self.find(element_id).text
 
+    def wait_for_text(self, element_id, text: str, timeout: float = 10) -> None:
+        """Until the page shows `text` (it handles key presses asynchronously), at most `timeout` seconds."""
+        from selenium.common.exceptions import TimeoutException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        try:
+            WebDriverWait(self.driver, timeout).until(lambda _: self.text(element_id) == text)
+        except TimeoutException:
+            pass  # the caller's assertions name what is there
+
     def restored_value(self, element_id, timeout: float = 10) -> str:
         """An input's value once the page's script has restored it after a (re)load: empty until the script ran."""
         from selenium.common.exceptions import TimeoutException
@@ -98,11 +108,24 @@ class Page:
             pass  # the caller's assertion names what is there
         return self.find(element_id).get_attribute("value")
 
+    SAVED_ANNOTATOR = ("return Object.keys(localStorage).some((k) => { try { "
+                       "return JSON.parse(localStorage.getItem(k)).annotator === arguments[0]; } "
+                       "catch (e) { return false; } });")
+
     def set_annotator(self, name: str):
+        """Type the id as a person does; return once the page has taken it (its `change` handler saved it): on a
+        loaded machine the focus change that fires `change` can arrive late, and a reload before it loses the id."""
+        from selenium.common.exceptions import TimeoutException
+        from selenium.webdriver.support.ui import WebDriverWait
+
         field = self.find("annotator")
         field.clear()
         field.send_keys(name, self.keys.TAB)  # `change` fires when the field loses focus
         self.driver.find_element(self.by.TAG_NAME, "h2").click()  # focus back on the page, not a button
+        try:
+            WebDriverWait(self.driver, 10).until(lambda d: d.execute_script(self.SAVED_ANNOTATOR, name))
+        except TimeoutException:
+            pass  # the test's own assertions say what the page kept
 
     def answer_with_keys(self, answer: str, confidence: int, reason: str | None):
         self.press(KEYS[answer], str(confidence))
@@ -149,6 +172,7 @@ def test_annotate_ingest_build_show(browser, study, inputs, tmp_path):
                 page.press("p")
         for i, (answers, _) in enumerate(PLAN):
             if worker == 0 and i == 3:  # half way: reload; answers, position and id persist
+                page.wait_for_text("progress", f"3 / {len(PLAN)} answered")  # the keys pressed so far are taken
                 browser.refresh()
                 assert page.restored_value("annotator") == name
                 assert page.text("progress") == f"3 / {len(PLAN)} answered"
