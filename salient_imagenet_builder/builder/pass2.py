@@ -1,10 +1,11 @@
 """Pass 2 (bounded `--top-k` only): the selected images of one unit read again, their rows made from the maps kept
-in pass 1 (no model: masks and PNG encoding only), spilled to the unit's `rows.arrow`."""
+in pass 1 (no model: masks and PNG encoding only), spilled to the unit's `rows.arrow`. Only the images are read
+again, and only where the rows carry one: an `--image-mode none` build reads nothing from the source here."""
 
 import os
 from pathlib import Path
 
-from ..core.decoding import BatchDecoder
+from ..core.decoding import BatchDecoder, Decoded
 from ..core.scan import ScanResult
 from ..core.schema import image_features
 from ..core.sources import Sample
@@ -15,11 +16,12 @@ from .rows import make_row_job
 
 
 class RowsResult:
-    def __init__(self, rows: int, masks: int, timings: dict, rows_path: Path | None = None):
+    def __init__(self, rows: int, masks: int, timings: dict, rows_path: Path | None = None, bytes_read: int = 0):
         self.rows, self.masks, self.timings, self.rows_path = rows, masks, timings, rows_path
+        self.bytes_read = bytes_read
 
     def summary(self) -> dict:
-        return {"rows": self.rows, "masks": self.masks, "timings": self.timings}
+        return {"rows": self.rows, "masks": self.masks, "bytes_read": self.bytes_read, "timings": self.timings}
 
     def save(self, folder: Path) -> None:
         os.replace(self.rows_path, folder / "rows.arrow")
@@ -49,11 +51,9 @@ class RowsWorker:
                   for row, (meta, entries) in chosen.items()}
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         spill = Spill(self.spill_dir / f".{unit.index:05d}.rows.arrow.partial", image_features())
-        samples = (Sample(by_ref[ref][0].image_id, by_ref[ref][0].label, data, ref)
-                   for ref, data in self.source.read_many(list(by_ref)))
+        self.source.io.take()
         masks = 0
-        batches = self.decoder.batches(batched(samples, self.config.batch_size), overlap=False)
-        for decoded in timed_iter(batches, timer, "read+decode (pass 2)"):
+        for decoded in timed_iter(self._decoded(by_ref), timer, "read+decode (pass 2)"):
             if decoded.failed:  # it decoded in pass 1: the source changed under the build
                 sample, error = decoded.failed[0]
                 raise RuntimeError(f"{sample.image_id} ({sample.ref}) decoded in pass 1 but not in pass 2: {error}")
@@ -66,4 +66,15 @@ class RowsWorker:
                 spill.append(rows)
             masks += sum(len(entries) for _, _, entries in jobs)
         spill.close()
-        return RowsResult(spill.rows, masks, timer.report(), spill.path)
+        return RowsResult(spill.rows, masks, timer.report(), spill.path, self.source.io.take())
+
+    def _decoded(self, by_ref: dict):
+        """The unit's selected images decoded in batches; without an image column, their metadata alone."""
+        if self.config.image_mode == "none":
+            samples = [Sample(meta.image_id, meta.label, None, ref) for ref, (meta, _) in by_ref.items()]
+            for batch in batched(samples, self.config.batch_size):
+                yield Decoded(batch, None, [None] * len(batch), [])
+            return
+        samples = (Sample(by_ref[ref][0].image_id, by_ref[ref][0].label, data, ref)
+                   for ref, data in self.source.read_many(list(by_ref)))
+        yield from self.decoder.batches(batched(samples, self.config.batch_size), overlap=False)

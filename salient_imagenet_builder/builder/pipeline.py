@@ -188,6 +188,7 @@ class Builder:
             class_filter = None if len(self.classes) == NUM_CLASSES else set(self.classes)
             specs = self.source.plan_units(class_filter, config.limit, config.unit_size)
         self.plan = [Unit(i, spec) for i, spec in enumerate(specs)]
+        self.stats.source_bytes = {"plan": self.source.io.take()}  # footers, label columns, tar headers
         self.workers = config.workers if config.workers is not None else default_workers(self.device, self.world)
 
     def fingerprint(self) -> dict:
@@ -215,6 +216,7 @@ class Builder:
                                                   f"pass 1: robust model over {len(self.plan)} units")
         self.stats.forward_passes = {"images_forwarded": scan.scanned, "per_image": 1,
                                      "reads_of_source": 1 if all_mode else 2}
+        self.stats.source_bytes["pass 1"] = scan.bytes_read
         if all_mode:
             return scan, scan.rows_paths
         selected = select(scan, self.annotations.pairs)
@@ -225,8 +227,11 @@ class Builder:
             plan2, rows_folder, lambda: RowsWorker(self.source, config, self.workers, selected, scan_folder,
                                                    rows_folder.path),
             world, "pass 2", desc=f"pass 2: masks for the selected images of {len(plan2)} units")
+        self.stats.source_bytes["pass 2"] = 0
         for unit in plan2:
-            for stage, seconds in rows_folder.read_marker(unit.index)["timings"].items():
+            marker = rows_folder.read_marker(unit.index)
+            self.stats.source_bytes["pass 2"] += marker["bytes_read"]
+            for stage, seconds in marker["timings"].items():
                 scan.timings[stage] += seconds
         return scan, [rows_folder.result_dir(unit.index) / "rows.arrow" for unit in plan2]
 
@@ -265,6 +270,8 @@ class Builder:
             seconds[stage] += value
         stats.stage_seconds = {stage: round(value, 2) for stage, value in seconds.items()}
         stats.images_per_second = round(scan.scanned / max(stats.seconds_total, 1e-9), 2)
+        stats.source_bytes["total"] = sum(stats.source_bytes.values())
+        stats.source_size = self.source.size()
         stats.gallery = write_gallery(self.staging, config.split)  # a preview at the top of the card
         card.write_card(self.staging, self.provenance(), stats, config.split, repo_id=Path(config.out).name)
 

@@ -51,6 +51,8 @@ class BuildStats:
     seconds_total: float = 0.0
     images_per_second: float = 0.0
     stage_seconds: dict = field(default_factory=dict)
+    source_bytes: dict = field(default_factory=dict)  # bytes read from the source: plan, pass 1, pass 2, total
+    source_size: int | None = None  # bytes of the source's files, where the listing tells it
 
     @classmethod
     def from_dict(cls, values: dict) -> "BuildStats":

@@ -1,13 +1,14 @@
 """A built dataset read back (local folder or Hub repo), as `show` and the build's gallery draw it: the annotations
-config and one class's rows, straight from the parquet shards (a filter on `group` reads only that class's row groups).
+config and one class's rows, straight from the parquet shards (only the row groups whose statistics admit the class are
+read, on the Hub by byte range).
 """
 
-import io
 import json
 from dataclasses import dataclass
 from fnmatch import fnmatch
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
@@ -56,18 +57,24 @@ class DatasetView:
     def _files(self, pattern: str) -> list[str]:
         return sorted(f for f in self.target.files if fnmatch(f, pattern))
 
-    def _read(self, files: list[str], columns: list[str], filters=None) -> list[dict]:
+    def _read(self, files: list[str], columns: list[str] | None, where: tuple[str, int] | None = None) -> list[dict]:
+        """Rows whose column `where[0]` equals `where[1]` (all rows without `where`): only the row groups whose
+        statistics admit the value are read (the build writes rows sorted by class), on the Hub by byte range."""
         rows = []
         for path in files:
-            with self.target.open(path) as f:
-                rows += pq.read_table(io.BytesIO(f.read()) if not self.target.local else f, columns=columns,
-                                      filters=filters).to_pylist()
+            with self.target.open(path, random=True) as f:
+                parquet = pq.ParquetFile(f)
+                for group in _row_groups(parquet, where):
+                    table = parquet.read_row_group(group, columns=None if columns is None else
+                                                   sorted(set(columns) | ({where[0]} if where else set())))
+                    if where is not None:
+                        table = table.filter(pc.equal(table.column(where[0]), where[1]))
+                    rows += table.select(columns or table.column_names).to_pylist()
         return rows
 
     def pairs(self, class_index: int | None = None) -> list[dict]:
         """Annotation rows (one per pair), by class then feature rank."""
-        filters = None if class_index is None else [("class_index", "=", class_index)]
-        rows = self._read(self.annotation_files, None, filters)
+        rows = self._read(self.annotation_files, None, None if class_index is None else ("class_index", class_index))
         return sorted(rows, key=lambda r: (r["class_index"], r["feature_rank"]))
 
     def pair_images(self, class_index: int, feature_index: int, n: int) -> list[Shown]:
@@ -76,13 +83,29 @@ class DatasetView:
 
     def class_images(self, class_index: int, n: int) -> dict[int, list[Shown]]:
         """feature index -> its top `n` images in the class's rows, best first."""
-        rows = self._read(self.image_files, ["image", "image_id", "features"], [("group", "=", class_index)])
+        rows = self._read(self.image_files, ["image", "image_id", "features"], ("group", class_index))
         found: dict[int, list[tuple]] = {}
         for row in rows:
             for entry in row["features"]:
                 found.setdefault(entry["feature_index"], []).append((entry["rank"], row, entry))
         return {j: [_shown(row, entry) for _, row, entry in sorted(items, key=lambda t: t[0])[:n]]
                 for j, items in found.items()}
+
+
+def _row_groups(parquet: pq.ParquetFile, where: tuple[str, int] | None) -> list[int]:
+    """The row groups that may hold rows with `column == value`, by their min/max statistics."""
+    meta = parquet.metadata
+    if where is None:
+        return list(range(meta.num_row_groups))
+    column, value = where
+    leaves = [parquet.schema.column(i).path for i in range(meta.num_columns)]  # statistics are kept per leaf column
+    index = leaves.index(column) if column in leaves else -1
+    chosen = []
+    for group in range(meta.num_row_groups):
+        stats = meta.row_group(group).column(index).statistics if index >= 0 else None
+        if stats is None or not stats.has_min_max or stats.min <= value <= stats.max:
+            chosen.append(group)
+    return chosen
 
 
 def _shown(row: dict, entry: dict) -> Shown:

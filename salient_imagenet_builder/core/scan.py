@@ -178,6 +178,7 @@ class ScanResult:
     skipped: list = field(default_factory=list)  # (image_id, ref, error) of corrupt images
     unlabelled: Counter = field(default_factory=Counter)  # label (as text) -> samples without an ImageNet label
     timings: dict = field(default_factory=lambda: defaultdict(float))  # stage -> seconds
+    bytes_read: int = 0  # from the source's files
     rows_paths: list = field(default_factory=list)  # rows spilled on the way (`--top-k all`), in unit order
 
     @classmethod
@@ -209,6 +210,7 @@ class ScanResult:
         self.fi.sums += other.fi.sums
         self.fi.counts += other.fi.counts
         self.scanned += other.scanned
+        self.bytes_read += other.bytes_read
         self.skipped += other.skipped
         self.unlabelled.update(other.unlabelled)
         for stage, seconds in other.timings.items():
@@ -292,7 +294,7 @@ class ScanResult:
             np.savez(f, **arrays)
         (folder / "scan.json").write_text(json.dumps({
             "k": self.k, "context_k": self.context_k, "scanned": self.scanned, "skipped": self.skipped,
-            "unlabelled": self.unlabelled, "timings": self.timings}), encoding="utf-8")
+            "unlabelled": self.unlabelled, "timings": self.timings, "bytes_read": self.bytes_read}), encoding="utf-8")
         for path in self.rows_paths:  # at most one: this unit's spilled rows
             Path(path).replace(folder / "rows.arrow")
 
@@ -317,6 +319,7 @@ class ScanResult:
         result.images = ImageTable(a["ids"], a["refs"].astype(object), a["labels"], a["predictions"], a["units"],
                                    a["unit_positions"])
         result.scanned, result.skipped = info["scanned"], [tuple(s) for s in info["skipped"]]
+        result.bytes_read = info["bytes_read"]
         result.unlabelled, result.timings = Counter(info["unlabelled"]), defaultdict(float, info["timings"])
         rows = folder / "rows.arrow"
         result.rows_paths = [rows] if rows.is_file() else []
@@ -324,7 +327,7 @@ class ScanResult:
 
     def summary(self) -> dict:
         return {"scanned": self.scanned, "skipped": len(self.skipped), "unlabelled": sum(self.unlabelled.values()),
-                "timings": dict(self.timings)}
+                "bytes_read": self.bytes_read, "timings": dict(self.timings)}
 
 
 def _widen(values: torch.Tensor, like: torch.Tensor, fill) -> torch.Tensor:
@@ -443,6 +446,7 @@ class ScanWorker:
         if self.rows is not None:
             self.rows.open(unit)
         self.source.unlabelled = Counter()  # labels outside 0-999 are a result of the unit (they survive a resume)
+        self.source.io.take()  # bytes read are a result of the unit too
         samples = self.source.unit_samples(unit.spec, self.class_filter, self.limit)
         batches = self.decoder.batches(batched(samples, self.batch_size), self.overlap)
         for decoded in timed_iter(batches, timer, "read+decode"):
@@ -452,6 +456,7 @@ class ScanWorker:
         result = scan.result()
         result.unlabelled = Counter({str(label): n for label, n in self.source.unlabelled.items()})
         result.rows_paths = [self.rows.close()] if self.rows is not None else []
+        result.bytes_read = self.source.io.take()
         result.timings = defaultdict(float, timer.report())
         return result
 

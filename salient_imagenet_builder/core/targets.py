@@ -99,8 +99,12 @@ class Target:
             base = f"datasets/{target}"
             self.files = sorted(f[len(base) + 1:] for f in self.fs.find(base))
 
-    def open(self, path: str):
-        return open(self.root / path, "rb") if self.local else self.fs.open(f"datasets/{self.name}/{path}", "rb")
+    def open(self, path: str, random: bool = False):
+        """A file of the dataset; `random` (parquet): no read-ahead, so a remote reader fetches only the byte ranges
+        it asks for (a footer, one row group's columns) instead of 5 MiB blocks."""
+        if self.local:
+            return open(self.root / path, "rb", buffering=0 if random else -1)
+        return self.fs.open(f"datasets/{self.name}/{path}", "rb", **({"cache_type": "none"} if random else {}))
 
     def read_text(self, path: str) -> str:
         with self.open(path) as f:

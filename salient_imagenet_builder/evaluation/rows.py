@@ -18,7 +18,7 @@ from ..core.constants import (
 )
 from ..core.images import CorruptImage, center_view, decode, to_uint8_tensor
 from ..core.masks import decode_mask
-from ..core.sources import open_source
+from ..core.sources import Sample, open_source
 from ..core.stages import ordered_map
 from .settings import (
     EvaluationError,
@@ -256,13 +256,19 @@ class _ImageNetView:
 
 def read_imagenet(data: EvalData, path: str, split: str, kind: str | None, draft: bool, workers: int,
                   progress: bool) -> None:
-    """Images of an --image-mode none build, read from the user's ImageNet copy by image_id."""
+    """Images of an --image-mode none build, read from the user's ImageNet copy by image_id: the copy is indexed
+    by file name (or id column) first, then only the images the dataset names are read."""
     source = open_source(path, split, kind)
     rows: dict[str, list[int]] = {}
     for row, image_id in enumerate(data.image_ids):
         rows.setdefault(image_id, []).append(row)
-    found = set()
-    samples = (s for s in source.samples(set(data.labels.tolist())) if s.image_id in rows)
+    refs = source.index_ids(set(rows))
+    missing = sorted(set(rows) - set(refs))
+    if missing:
+        raise EvaluationError(f"--imagenet {path} (split {split!r}): {len(missing)} of {len(rows)} image ids not "
+                              f"found, e.g. {missing[:5]}")
+    ids = {ref: image_id for image_id, ref in refs.items()}
+    samples = (Sample(ids[ref], -1, data, ref) for ref, data in source.read_many(list(ids)))
     with tqdm(total=len(rows), unit="img", desc=f"read images from {path}", disable=not progress) as bar, \
             ordered_map(_ImageNetView(draft), workers) as imap:
         for image_id, view, error in imap(samples):
@@ -270,11 +276,4 @@ def read_imagenet(data: EvalData, path: str, split: str, kind: str | None, draft
                 raise EvaluationError(f"--imagenet {path}: {image_id}: {error}")
             for row in rows[image_id]:
                 data.images[row] = torch.from_numpy(view)
-            found.add(image_id)
             bar.update(1)
-    missing = sorted(set(rows) - found)
-    if missing:
-        raise EvaluationError(f"--imagenet {path} (split {split!r}): {len(missing)} of {len(rows)} image ids not "
-                              f"found, e.g. {missing[:5]}")
-
-

@@ -1,6 +1,7 @@
 """The reader interface every layout implements: `Sample`, `Source` (samples, counts, work units), image ids."""
 
 import logging
+import os
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from typing import Iterable, Iterator
 
 from ..constants import NUM_CLASSES
 from ..errors import InputError
+from .io import ReadCounter, open_file
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,20 @@ class Source:
     """Base reader. Subclasses implement `_iter(classes)`, `read_many(refs)` and optionally `count(classes)`."""
 
     kind = "?"
+    fs = None  # an fsspec filesystem for remote files (None: local)
     unlabelled: Counter  # label -> samples skipped for a label outside 0-999 (reset by `samples` and per unit)
     not_images: set[str] = frozenset()  # files a folder source skipped as not images (Thumbs.db, notes.txt)
+
+    @property
+    def io(self) -> ReadCounter:
+        """Bytes read from the source's files by this process (`io.take()`: so far, and reset)."""
+        if "_io" not in self.__dict__:
+            self._io = ReadCounter()
+        return self._io
+
+    def open(self, path: str, sequential: bool = False):
+        """One of the source's files, counted; random access without read-ahead unless `sequential`."""
+        return open_file(path, self.fs, self.io, sequential)
 
     def samples(self, classes: set[int] | None = None, limit_per_class: int | None = None) -> Iterator[Sample]:
         seen: dict[int, int] = defaultdict(int)
@@ -76,6 +90,15 @@ class Source:
     def describe(self) -> str:
         raise NotImplementedError
 
+    def size(self) -> int | None:
+        """Bytes of the source's files (of the split), when the listing tells it without reading them."""
+        files = getattr(self, "files", None)
+        if files is None:
+            return None
+        if self.fs is None:
+            return sum(os.path.getsize(f) for f in files)
+        return sum(int(self.fs.size(f)) for f in files)
+
     # work units (core/units.py): specs fixed by the data, in reader order; `unit_samples` reads one back
     def plan_units(self, classes: set[int] | None, limit_per_class: int | None, unit_size: int) -> list[dict]:
         """Default: the whole source is one unit (resume granularity: the whole pass)."""
@@ -96,6 +119,11 @@ class Source:
 
     def _unit_iter(self, spec: dict, classes: set[int] | None, limit_per_class: int | None) -> Iterator[Sample]:
         raise NotImplementedError
+
+    def index_ids(self, ids: set[str]) -> dict[str, str]:
+        """image id -> ref for the ids this source holds, found without reading image bytes (joins by id read
+        only what they join). Default: a pass over the samples (readers override it)."""
+        return {s.image_id: s.ref for s in self.samples() if s.image_id in ids}
 
     def locate(self, image_id: str) -> list[str]:
         """Where the images with this id live, when the layout can tell cheaply (error messages)."""

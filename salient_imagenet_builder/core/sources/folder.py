@@ -59,11 +59,30 @@ class FolderSource(Source):
                 continue
             for name in self._files(label):
                 ref = f"{self.class_dirs[label].name}/{name}"
-                yield Sample(image_id_from_name(name), label, (self.dir / ref).read_bytes(), ref)
+                yield Sample(image_id_from_name(name), label, self._read(ref), ref)
+
+    def _read(self, ref: str) -> bytes:
+        data = (self.dir / ref).read_bytes()
+        self.io.bytes += len(data)
+        return data
 
     def read_many(self, refs):
         for ref in refs:
-            yield ref, (self.dir / ref).read_bytes()
+            yield ref, self._read(ref)
+
+    def index_ids(self, ids):
+        """By file name alone (no file is opened); an id that starts with a wnid is looked for in that class's
+        folder only, others in every class folder."""
+        by_wnid = {d.name: label for label, d in self.class_dirs.items()}
+        labels = {by_wnid.get(image_id.split("_", 1)[0]) for image_id in ids}
+        search = sorted(self.class_dirs) if None in labels else sorted(labels)
+        found = {}
+        for label in search:
+            for name in self._files(label):
+                image_id = image_id_from_name(name)
+                if image_id in ids:
+                    found.setdefault(image_id, f"{self.class_dirs[label].name}/{name}")
+        return found
 
     def plan_units(self, classes, limit_per_class, unit_size):
         units = []
@@ -77,7 +96,7 @@ class FolderSource(Source):
         label = spec["label"]
         for name in self._files(label)[spec["start"]:spec["stop"]]:
             ref = f"{self.class_dirs[label].name}/{name}"
-            yield Sample(image_id_from_name(name), label, (self.dir / ref).read_bytes(), ref)
+            yield Sample(image_id_from_name(name), label, self._read(ref), ref)
 
     def describe(self):
         return f"ImageNet folder {self.dir}"

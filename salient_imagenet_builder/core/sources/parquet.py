@@ -1,6 +1,6 @@
 """Hugging Face parquet (or arrow) shards with an image struct column and a label column, local or on the Hub."""
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import PurePosixPath
 from typing import Iterator
 
@@ -11,7 +11,11 @@ from .base import Sample, Source, SourceError, image_id_from_name, is_class
 
 
 class ParquetSource(Source):
-    """Parquet (or `datasets` arrow) shards. `fs` is an fsspec filesystem (None = local)."""
+    """Parquet (or `datasets` arrow) shards. `fs` is an fsspec filesystem (None = local).
+
+    Reads what a job needs: each file's footer and label column once (kept: the plan, the counts and every unit use
+    them), then per unit only the image column of one row group; a row group with no wanted row is never read.
+    Refs are `file:group:row`."""
 
     kind = "parquet"
 
@@ -20,105 +24,158 @@ class ParquetSource(Source):
         if not files:
             raise SourceError(f"{where}: no parquet/arrow files")
         self.files, self.fs, self.where = files, fs, where
-        schema = self._schema(files[0])
+        self._footers: dict[int, pq.FileMetaData] = {}
+        self._labels: dict[int, list[list]] = {}  # file -> row group -> labels
+        schema = self._schema(0)
         self.image_column = image_column or _find_image_column(schema, files[0])
         self.label_column = label_column or next((c for c in ("label", "cls", "labels") if c in schema.names), None)
         if self.label_column is None:
             raise SourceError(f"{files[0]}: no label column (looked for label, cls); columns are {schema.names}")
 
-    def _open(self, path):
-        return self.fs.open(path, "rb") if self.fs is not None else open(path, "rb")
+    def _is_arrow(self, file_index: int) -> bool:
+        return self.files[file_index].endswith(".arrow")
 
-    def _schema(self, path) -> pa.Schema:
-        if path.endswith(".arrow"):
-            return self._arrow_table(path).schema
-        with self._open(path) as f:
-            return pq.ParquetFile(f).schema_arrow
+    def _parquet(self, f, file_index: int) -> pq.ParquetFile:
+        """The file's reader; its footer is read once per source and passed in afterwards."""
+        parquet = pq.ParquetFile(f, metadata=self._footers.get(file_index))
+        self._footers[file_index] = parquet.metadata
+        return parquet
 
-    def _arrow_table(self, path) -> pa.Table:
-        if self.fs is not None:
-            with self._open(path) as f:
-                data = pa.py_buffer(f.read())
+    def _schema(self, file_index: int) -> pa.Schema:
+        if self._is_arrow(file_index):
+            return self._arrow_table(file_index).schema
+        with self.open(self.files[file_index]) as f:
+            return self._parquet(f, file_index).schema_arrow
+
+    def _arrow_table(self, file_index: int) -> pa.Table:
+        """A `datasets` arrow file is read whole (it has no row groups to choose from)."""
+        path = self.files[file_index]
+        if self.fs is None:
+            data = pa.memory_map(path)  # no copy; counted as read whole
+            self.io.bytes += data.size()
         else:
-            data = pa.memory_map(path)
+            with self.open(path, sequential=True) as f:
+                data = pa.py_buffer(f.read())
         try:
             return pa.ipc.open_stream(data).read_all()
         except pa.ArrowInvalid:
             return pa.ipc.open_file(data).read_all()
 
-    def _row_groups(self, path, columns, only: int | None = None) -> Iterator[tuple[int, pa.Table]]:
-        if path.endswith(".arrow"):
-            yield 0, self._arrow_table(path).select(columns)
+    def _group_columns(self, file_index: int, groups: list[int], columns: list[str]) -> Iterator[tuple[int, pa.Table]]:
+        if self._is_arrow(file_index):
+            yield 0, self._arrow_table(file_index).select(columns)
             return
-        with self._open(path) as f:
-            parquet = pq.ParquetFile(f)
-            for i in range(parquet.num_row_groups) if only is None else [only]:
-                yield i, parquet.read_row_group(i, columns=columns)
+        with self.open(self.files[file_index]) as f:
+            parquet = self._parquet(f, file_index)
+            for group in groups:
+                yield group, parquet.read_row_group(group, columns=columns)
+
+    def _num_groups(self, file_index: int) -> int:
+        if self._is_arrow(file_index):
+            return 1
+        if file_index not in self._footers:
+            self._schema(file_index)
+        return self._footers[file_index].num_row_groups
+
+    def labels(self, file_index: int) -> list[list]:
+        """The label of every row, by row group: the label column alone, read once."""
+        if file_index not in self._labels:
+            groups = range(self._num_groups(file_index))
+            self._labels[file_index] = [table.column(0).to_pylist()
+                                        for _, table in self._group_columns(file_index, list(groups),
+                                                                            [self.label_column])]
+        return self._labels[file_index]
 
     def _total(self):
-        if any(path.endswith(".arrow") for path in self.files):
+        if any(self._is_arrow(i) for i in range(len(self.files))):
             return None
-        total = 0
-        for path in self.files:  # footers only: one small read per file, even on the Hub
-            with self._open(path) as f:
-                total += pq.ParquetFile(f).metadata.num_rows
-        return total
+        for i in range(len(self.files)):  # footers only: one small read per file, even on the Hub
+            self._num_groups(i)
+        return sum(meta.num_rows for meta in self._footers.values())
 
     def _label_counts(self):
         counts: dict[int, int] = defaultdict(int)
-        for path in self.files:
-            for _, table in self._row_groups(path, [self.label_column]):
-                for label in table.column(0).to_pylist():
+        for file_index in range(len(self.files)):
+            for labels in self.labels(file_index):
+                for label in labels:
                     counts[label] += 1
         return counts
 
     def _iter(self, classes):
-        for file_index, path in enumerate(self.files):
-            for group, table in self._row_groups(path, [self.label_column, self.image_column]):
-                yield from self._table_samples(file_index, path, group, table, classes, None)
-
-    def _table_samples(self, file_index, path, group, table, classes, rows):
-        labels = table.column(self.label_column).to_pylist()
-        images = table.column(self.image_column)
-        for row in range(len(labels)) if rows is None else rows:
-            label = labels[row]
-            if classes is not None and label not in classes and is_class(label):
-                continue  # a label outside 0-999 goes on, to be counted as skipped by the caller's filter
-            image = images[row].as_py()
-            name = image.get("path") or f"{PurePosixPath(path).stem}_{group}_{row}"
-            yield Sample(image_id_from_name(name), label, image["bytes"], f"{file_index}:{group}:{row}")
+        for file_index in range(len(self.files)):
+            for spec in self._file_units(file_index, classes, None, defaultdict(int)):
+                yield from self.unit_samples(spec, classes, None)
 
     def plan_units(self, classes, limit_per_class, unit_size):
-        """One unit per row group (per file for .arrow); with a per-class limit, each unit lists its rows."""
-        units, seen = [], defaultdict(int)
-        for file_index, path in enumerate(self.files):
-            for group, table in self._row_groups(path, [self.label_column]):
-                if limit_per_class is None:
-                    units.append({"file": file_index, "group": group, "rows": None})
-                    continue
-                rows = []
-                for row, label in enumerate(table.column(0).to_pylist()):
-                    if (classes is None or label in classes) and seen[label] < limit_per_class:
-                        seen[label] += 1
-                        rows.append(row)
-                if rows:
-                    units.append({"file": file_index, "group": group, "rows": rows})
-        return units
+        """One unit per row group that holds a wanted row (per file for .arrow). A unit lists its rows when not
+        all of them are wanted, and the labels outside 0-999 it passes over (counted without reading an image)."""
+        seen: dict[int, int] = defaultdict(int)
+        return [spec for file_index in range(len(self.files))
+                for spec in self._file_units(file_index, classes, limit_per_class, seen)]
+
+    def _file_units(self, file_index, classes, limit_per_class, seen) -> Iterator[dict]:
+        for group, labels in enumerate(self.labels(file_index)):
+            rows, unlabelled = [], Counter()
+            for row, label in enumerate(labels):
+                if not is_class(label):
+                    unlabelled[str(label)] += 1
+                elif (classes is None or label in classes) and (limit_per_class is None
+                                                                 or seen[label] < limit_per_class):
+                    seen[label] += 1
+                    rows.append(row)
+            if rows or unlabelled:
+                yield {"file": file_index, "group": group, "rows": None if len(rows) == len(labels) else rows,
+                       **({"unlabelled": dict(unlabelled)} if unlabelled else {})}
+
+    def unit_samples(self, spec, classes, limit_per_class):
+        """The unit's labels outside 0-999 come from its plan: counted, never read."""
+        if not hasattr(self, "unlabelled"):
+            self.unlabelled = Counter()
+        self.unlabelled.update(spec.get("unlabelled", {}))  # as text, the way a unit's result keeps them
+        yield from self._unit_iter(spec, classes, limit_per_class)
 
     def _unit_iter(self, spec, classes, limit_per_class):
-        path = self.files[spec["file"]]
-        for group, table in self._row_groups(path, [self.label_column, self.image_column], only=spec["group"]):
-            yield from self._table_samples(spec["file"], path, group, table, classes, spec["rows"])
+        file_index, group, rows = spec["file"], spec["group"], spec["rows"]
+        labels = self.labels(file_index)[group]
+        if rows is not None and not rows:
+            return
+        for _, table in self._group_columns(file_index, [group], [self.image_column]):
+            images = table.column(0)
+            for row in range(len(labels)) if rows is None else rows:
+                image = images[row].as_py()
+                yield Sample(self._image_id(file_index, group, row, image), labels[row], image["bytes"],
+                             f"{file_index}:{group}:{row}")
+
+    def _image_id(self, file_index, group, row, image) -> str:
+        name = image.get("path") or f"{PurePosixPath(self.files[file_index]).stem}_{group}_{row}"
+        return image_id_from_name(name)
 
     def read_many(self, refs):
-        wanted: dict[tuple[int, int], list[tuple[int, str]]] = defaultdict(list)
+        """Only the row groups that hold the refs, the image column alone."""
+        wanted: dict[int, dict[int, list[tuple[int, str]]]] = defaultdict(lambda: defaultdict(list))
         for ref in refs:
             file_index, group, row = map(int, ref.split(":"))
-            wanted[(file_index, group)].append((row, ref))
-        for file_index in sorted({f for f, _ in wanted}):
-            for group, table in self._row_groups(self.files[file_index], [self.image_column]):
-                for row, ref in wanted.get((file_index, group), ()):
-                    yield ref, table.column(0)[row].as_py()["bytes"]
+            wanted[file_index][group].append((row, ref))
+        for file_index in sorted(wanted):
+            groups = wanted[file_index]
+            for group, table in self._group_columns(file_index, sorted(groups), [self.image_column]):
+                images = table.column(0)
+                for row, ref in groups[group]:
+                    yield ref, images[row].as_py()["bytes"]
+
+    def index_ids(self, ids):
+        """image id -> ref for the ids found, from the image column's `path` field alone (no image bytes)."""
+        found = {}
+        path_field = f"{self.image_column}.path"
+        for file_index in range(len(self.files)):
+            groups = list(range(self._num_groups(file_index)))
+            for group, table in self._group_columns(file_index, groups, [path_field]):
+                paths = table.column(0).combine_chunks().field(0).to_pylist() if table.num_rows else []
+                for row, path in enumerate(paths):
+                    image_id = self._image_id(file_index, group, row, {"path": path})
+                    if image_id in ids:
+                        found.setdefault(image_id, f"{file_index}:{group}:{row}")
+        return found
 
     def describe(self):
         return f"parquet shards {self.where} ({len(self.files)} files)"

@@ -2,22 +2,24 @@
 
 import json
 import tarfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import PurePosixPath
 
-from .base import IMAGE_EXTENSIONS, SPLIT_ALIASES, Sample, Source, SourceError, image_id_from_name
+from .base import IMAGE_EXTENSIONS, SPLIT_ALIASES, Sample, Source, SourceError, image_id_from_name, is_class
 
 
 class WebDatasetSource(Source):
+    """Tars are streamed whole for a full pass. A trial (`--classes`, `--limit`) of local tars first indexes each
+    tar by its headers and small members (labels, json), seeking past the images, then reads only the wanted images
+    by offset; remote tars are streamed (an index there costs a request per member). Refs are
+    `file:offset:size` of the image member."""
+
     kind = "webdataset"
 
     def __init__(self, files: list[str], fs=None, where: str = "", info: dict | None = None, split: str = ""):
         if not files:
             raise SourceError(f"{where}: no tar files")
         self.files, self.fs, self.where, self.info, self.split = files, fs, where, info, split
-
-    def _open(self, path):
-        return self.fs.open(path, "rb") if self.fs is not None else open(path, "rb")
 
     def _label_counts(self):
         return None  # labels live inside the tars; _info.json gives only the total (see count)
@@ -32,10 +34,11 @@ class WebDatasetSource(Source):
 
     def _iter(self, classes):
         for file_index, path in enumerate(self.files):
-            with self._open(path) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+            with self.open(path, sequential=True) as f, tarfile.open(fileobj=f, mode="r|") as tar:
                 yield from self._samples(tar, file_index, path)
 
-    def _samples(self, tar, file_index, path):
+    def _samples(self, tar, file_index, path, images: bool = True):
+        """Samples in member order; without `images`, an image member is recorded by offset and not read."""
         key, parts = None, {}
         for member in tar:
             if not member.isfile():
@@ -49,7 +52,8 @@ class WebDatasetSource(Source):
                     yield self._sample(key, parts, path)
                 key, parts = member_key, {}
             if ext in IMAGE_EXTENSIONS:
-                parts["image"] = (tar.extractfile(member).read(), f"{file_index}:{member.offset_data}:{member.size}")
+                data = tar.extractfile(member).read() if images else None
+                parts["image"] = (data, f"{file_index}:{member.offset_data}:{member.size}")
             elif ext in ("cls", "json"):
                 parts[ext] = tar.extractfile(member).read()
         if key is not None:
@@ -76,30 +80,77 @@ class WebDatasetSource(Source):
         return Sample(image_id, label, data, ref)
 
     def plan_units(self, classes, limit_per_class, unit_size):
-        if limit_per_class is not None:  # labels live inside the tars: a per-class limit needs one ordered pass
-            return [{"all": True}]
-        return [{"file": i} for i in range(len(self.files))]
+        """One unit per tar; a trial of local tars lists each unit's wanted samples from the tars' index."""
+        if classes is None and limit_per_class is None:
+            return [{"file": i} for i in range(len(self.files))]
+        if self.fs is not None:  # labels live inside the tars: a per-class limit needs one ordered pass
+            return [{"all": True}] if limit_per_class is not None else [{"file": i} for i in range(len(self.files))]
+        seen, units = defaultdict(int), []
+        for file_index, path in enumerate(self.files):
+            members, unlabelled = [], Counter()
+            for sample in self._index(file_index, path):
+                if not is_class(sample.label):
+                    unlabelled[str(sample.label)] += 1
+                elif (classes is None or sample.label in classes) and (limit_per_class is None
+                                                                       or seen[sample.label] < limit_per_class):
+                    seen[sample.label] += 1
+                    members.append([sample.image_id, sample.label, sample.ref])
+            if members or unlabelled:
+                units.append({"file": file_index, "members": members,
+                              **({"unlabelled": dict(unlabelled)} if unlabelled else {})})
+        return units
+
+    def _index(self, file_index, path):
+        """The tar's samples without their image bytes: headers and small members only, seeking past the rest."""
+        with self.open(path) as f, tarfile.open(fileobj=f, mode="r:") as tar:
+            yield from self._samples(tar, file_index, path, images=False)
+
+    def unit_samples(self, spec, classes, limit_per_class):
+        if "members" not in spec:
+            yield from super().unit_samples(spec, classes, limit_per_class)
+            return
+        if not hasattr(self, "unlabelled"):
+            self.unlabelled = Counter()
+        self.unlabelled.update(spec.get("unlabelled", {}))  # as text, the way a unit's result keeps them
+        members = {ref: (image_id, label) for image_id, label, ref in spec["members"]}
+        for ref, data in self.read_many(list(members)):
+            image_id, label = members[ref]
+            yield Sample(image_id, label, data, ref)
 
     def _unit_iter(self, spec, classes, limit_per_class):
         if spec.get("all"):
             yield from self.samples(classes, limit_per_class)
             return
         path = self.files[spec["file"]]
-        with self._open(path) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+        with self.open(path, sequential=True) as f, tarfile.open(fileobj=f, mode="r|") as tar:
             for sample in self._samples(tar, spec["file"], path):
                 if classes is None or sample.label in classes:
                     yield sample
 
     def read_many(self, refs):
+        """Each image member by offset, without read-ahead, in file order."""
         by_file: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
         for ref in refs:
             file_index, offset, size = map(int, ref.split(":"))
             by_file[file_index].append((offset, size, ref))
         for file_index in sorted(by_file):
-            with self._open(self.files[file_index]) as f:
+            with self.open(self.files[file_index]) as f:
                 for offset, size, ref in sorted(by_file[file_index]):
                     f.seek(offset)
                     yield ref, f.read(size)
+
+    def index_ids(self, ids):
+        found = {}
+        for file_index, path in enumerate(self.files):
+            samples = self._index(file_index, path) if self.fs is None else self._stream(file_index, path)
+            for sample in samples:
+                if sample.image_id in ids:
+                    found.setdefault(sample.image_id, sample.ref)
+        return found
+
+    def _stream(self, file_index, path):
+        with self.open(path, sequential=True) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+            yield from self._samples(tar, file_index, path, images=False)
 
     def describe(self):
         return f"WebDataset shards {self.where} ({len(self.files)} tar files)"
