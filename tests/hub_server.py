@@ -200,6 +200,7 @@ class LoggedRequest(NamedTuple):
     method: str
     path: str  # raw (still %-encoded) path, without the query string
     status: int  # 0 = connection dropped by an injected fault
+    sent: int = 0  # body bytes sent (what a download costs)
 
 
 class HubError(Exception):
@@ -478,7 +479,7 @@ class _Handler(BaseHTTPRequestHandler):
         if truncate_at is not None:
             self.send_header("Connection", "close")
         self.end_headers()
-        hub._log(method, path, status, handled=handled)
+        hub._log(method, path, status, handled=handled, sent=0 if method == "HEAD" else len(payload))
         if method == "HEAD":
             return
         try:
@@ -742,9 +743,9 @@ class HubServer:
 
     # ------------------------------------------------------------------ internals: bookkeeping
 
-    def _log(self, method: str, path: str, status: int, *, handled: bool) -> None:
+    def _log(self, method: str, path: str, status: int, *, handled: bool, sent: int = 0) -> None:
         with self._lock:
-            self._log_entries.append((LoggedRequest(method, path, status), handled))
+            self._log_entries.append((LoggedRequest(method, path, status, sent), handled))
 
     def _take_fault(self, method: str, path: str) -> _Fault | None:
         with self._lock:
