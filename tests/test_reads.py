@@ -224,3 +224,25 @@ def test_show_on_the_hub_reads_only_the_row_groups_of_the_class(hub_builds, tmp_
                                                               for i in range(meta.num_columns)})
     footers = 2 * min(shard.stat().st_size, FOOTER_READ)
     assert sent <= footers + groups, (sent, footers, groups)
+
+
+def test_discover_reads_its_classes_row_groups_and_the_panels_images(inputs, sorted_parquet, tmp_path):
+    """discover --classes C on a label-sorted parquet file: its scan reads the class's row groups only, its panels
+    the groups holding the images they show; discover_info says so."""
+    from salient_imagenet_builder.cli import main
+
+    out = tmp_path / "study"
+    code = main(["discover", "--source", str(sorted_parquet["path"]), "--model", "resnet18", "--model-checkpoint",
+                 str(inputs["checkpoint"]), "--out", str(out), "--classes", str(TRIAL_CLASS), "--group-by", "label",
+                 "--features-per-class", "2", "--top-images", "2", "--attack-steps", "0", "--workers", "0",
+                 "--batch-size", "8"])
+    assert code == 0
+    info = json.loads((out / "discover_info.json").read_text())
+    path, meta = sorted_parquet["path"], pq.ParquetFile(sorted_parquet["path"]).metadata
+    image_leaves = {"image.bytes", "image.path"}
+    assert info["source_bytes"]["scan"] == column_bytes(meta, groups_of_class(sorted_parquet, TRIAL_CLASS), image_leaves)
+    shown = {sorted_parquet["group_of"][i] for pair in info["pairs"] for i in pair["top_image_ids"]}
+    assert column_bytes(meta, shown, image_leaves) <= info["source_bytes"]["panels"] <= \
+        column_bytes(meta, groups_of_class(sorted_parquet, TRIAL_CLASS), image_leaves)
+    assert info["source_bytes"]["plan"] <= min(path.stat().st_size, FOOTER_READ) + column_bytes(
+        meta, range(meta.num_row_groups), {"label"})

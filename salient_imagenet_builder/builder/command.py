@@ -15,6 +15,7 @@ from ..core.card import BuildStats, read_build_info
 from ..core.constants import DEFAULT_OUT
 from ..core.errors import InputError
 from ..core.output import check_out, interrupted, is_build
+from ..core.sources import describe_reads
 from ..core.targets import resolve
 from .demo import DEMO_CLASSES, make_inputs
 from .pipeline import BuildConfig, build
@@ -106,13 +107,6 @@ def _is_demo(out: Path) -> bool:
         return False
 
 
-def read_line(source_bytes: dict, source_size: int | None) -> str:
-    """What the build read from its source, per pass (in MB), against the source's size where known."""
-    parts = ", ".join(f"{name} {value / 1e6:.1f} MB" for name, value in source_bytes.items() if name != "total")
-    of = f" of the source's {source_size / 1e6:.1f} MB" if source_size else ""
-    return f"Read {source_bytes.get('total', 0) / 1e6:.1f} MB{of} ({parts})."
-
-
 def print_summary(out: str, stats: BuildStats, split: str, demo: bool = False) -> None:
     agreement = stats.top5_agreement
     groups = stats.groups
@@ -123,7 +117,7 @@ def print_summary(out: str, stats: BuildStats, split: str, demo: bool = False) -
           f"skipped {stats.skipped_images} corrupt; {stats.seconds_total} s "
           f"({stats.images_per_second} images/s).")
     print(f"Groups: the images fell into {filled} of the {len(groups)} built classes.")
-    print(read_line(stats.source_bytes, stats.source_size))
+    print(describe_reads(stats.source_bytes, stats.source_size))
     print(f"Top-5 self-check: {agreement['agree']} of {agreement['pairs_with_images']} annotated pairs (of classes "
           "that received images) are among the 5 most important features this build computed for their class. "
           "With the published robust model and a full split this is (nearly) all of them; a low count means "

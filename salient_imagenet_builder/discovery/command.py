@@ -5,6 +5,7 @@ from pathlib import Path
 from ..core import distributed
 from ..core.constants import PAIRS_FILE
 from ..core.output import interrupted
+from ..core.sources import describe_reads
 from .study import DiscoverConfig, check_study_out, discover
 
 
@@ -33,4 +34,5 @@ def run(args) -> int:
               f"{provenance['images_scanned']} images ({provenance['images_skipped']} corrupt skipped). Open "
               f"{out / 'index.html'} in a browser; each annotator exports a CSV, then:\n  salient-imagenet ingest "
               f"answers-*.csv --pairs {out / PAIRS_FILE} --out annotations.csv")
+        print(describe_reads(provenance["source_bytes"], None))
     return 0

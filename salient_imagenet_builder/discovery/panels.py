@@ -80,6 +80,7 @@ class PanelChunk:
     folder until `write_panels` links them into the study."""
 
     pictures: dict
+    bytes_read: int = 0  # from the source, for the chunk's images
 
     def save(self, folder: Path) -> None:
         for name, picture in self.pictures.items():
@@ -90,7 +91,7 @@ class PanelChunk:
         return cls({p.name: None for p in sorted(folder.glob("*.png"))})
 
     def summary(self) -> dict:
-        return {"panels": len(self.pictures)}
+        return {"panels": len(self.pictures), "bytes_read": self.bytes_read}
 
 
 class PanelWorker:
@@ -104,16 +105,19 @@ class PanelWorker:
         classes = set(unit.spec["classes"])
         chunk = [t for t in self.tasks if t.class_index in classes]
         refs = [self.images.refs[i] for t in chunk for i in [*(p for p, _ in t.top), *t.context]]
+        self.source.io.take()
         views = read_views(self.source, refs, self.draft)
+        read = self.source.io.take()
         jobs = [(self.images.refs[i], t.feature_index) for t in chunk for i, _ in t.top]
         computed = compute_jobs(self.model, jobs, views, self.steps, self.batch_size, self.device)
         return PanelChunk({Path(t.panel).name: render_panel(t, self.images, views, computed, self.steps)
-                           for t in chunk})
+                           for t in chunk}, read)
 
 
 def write_panels(out: Path, work: Path, tasks: list[PairTask], scan, source, model, steps: int, batch_size: int,
-                 device, world, draft: bool = True) -> None:
-    """Every rank draws its share of the chunks into the work folder; rank 0 then links them into `out/panels/`."""
+                 device, world, draft: bool = True) -> int:
+    """Every rank draws its share of the chunks into the work folder; rank 0 then links them into `out/panels/`.
+    Returns the bytes the chunks read from the source."""
     classes = sorted({t.class_index for t in tasks})
     plan = [Unit(i, {"classes": classes[first:first + CHUNK_CLASSES]})
             for i, first in enumerate(range(0, len(classes), CHUNK_CLASSES))]
@@ -123,12 +127,14 @@ def write_panels(out: Path, work: Path, tasks: list[PairTask], scan, source, mod
     folder = UnitFolder(work, f"discover-panels-{drawn}")
     run_units(plan, folder, lambda: PanelWorker(tasks, scan, source, model, steps, batch_size, device, draft), world,
               "panels", desc=f"panels: maps and feature attacks, {len(classes)} classes in {len(plan)} units")
+    read = sum(folder.read_marker(unit.index)["bytes_read"] for unit in plan)
     if not world.is_main:
-        return
+        return read
     (out / "panels").mkdir(exist_ok=True)
     for unit in plan:
         for png in folder.result_dir(unit.index).glob("*.png"):
             link_or_copy(png, out / "panels" / png.name)
+    return read
 
 
 def link_or_copy(source: Path, target: Path) -> None:

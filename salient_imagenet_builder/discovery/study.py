@@ -138,8 +138,10 @@ class _Study:
         try:
             scan = self._scan(source, staging)
             tasks = self._rank(scan)
-            write_panels(staging, staging / WORK_DIR, tasks, scan, source, self.runner.model, config.attack_steps,
-                         config.batch_size, self.device, world, config.draft)
+            self.source_bytes["panels"] = write_panels(staging, staging / WORK_DIR, tasks, scan, source,
+                                                       self.runner.model, config.attack_steps, config.batch_size,
+                                                       self.device, world, config.draft)
+            self.source_bytes["total"] = sum(self.source_bytes.values())
             provenance = self._provenance(scan, tasks, start)
             if world.is_main:
                 write_pairs(staging / PAIRS_FILE, tasks)
@@ -161,6 +163,7 @@ class _Study:
         spec = ScanSpec(classes, config.top_images, config.group_by, features=None, context_k=CONTEXT_IMAGES)
         class_filter = None if len(classes) == NUM_CLASSES else set(classes)
         plan = [Unit(i, s) for i, s in enumerate(source.plan_units(class_filter, config.limit, config.unit_size))]
+        self.source_bytes = {"plan": source.io.take()}  # footers, label columns, tar headers (this rank's)
         work = staging / WORK_DIR
         if world.is_main:
             open_work(work, fingerprint(source, config.split, plan, self.info, spec, limit=config.limit,
@@ -173,6 +176,7 @@ class _Study:
                              lambda: ScanWorker(source, self.runner, spec, batch_size=config.batch_size,
                                                 workers=workers, draft=config.draft, limit=config.limit),
                              world, "discover scan", f"scan: robust model over {len(plan)} units")
+        self.source_bytes["scan"] = scan.bytes_read
         return scan
 
     def _rank(self, scan) -> list:
@@ -208,5 +212,6 @@ class _Study:
             "pairs": [{"class_index": t.class_index, "feature_index": t.feature_index, "feature_rank": t.feature_rank,
                        "importance": t.importance, "top_image_ids": [str(scan.images.ids[i]) for i, _ in t.top]}
                       for t in tasks],
+            "source_bytes": self.source_bytes,
             "seconds": round(time.perf_counter() - start, 2),
         }

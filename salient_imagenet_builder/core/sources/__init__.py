@@ -18,11 +18,12 @@ from pathlib import Path, PurePosixPath
 
 from .base import IMAGE_EXTENSIONS, Sample, Source, SourceError, _files_for_split, image_id_from_name, is_class
 from .folder import FolderSource
+from .io import describe_reads
 from .parquet import ParquetSource
 from .webdataset import WebDatasetSource
 
 __all__ = ["IMAGE_EXTENSIONS", "FolderSource", "ParquetSource", "Sample", "Source", "SourceError", "WebDatasetSource",
-           "image_id_from_name", "is_class", "open_source", "ref_location"]
+           "describe_reads", "image_id_from_name", "is_class", "open_source", "ref_location"]
 
 
 def open_source(source: str, split: str = "train", kind: str | None = None) -> Source:

@@ -10,7 +10,7 @@ Every byte a reader returns is counted in the source's `ReadCounter`, so a build
 
 import io
 
-__all__ = ["CountingFile", "ReadCounter", "open_file"]
+__all__ = ["CountingFile", "ReadCounter", "describe_reads", "open_file"]
 
 
 class ReadCounter:
@@ -67,3 +67,10 @@ def open_file(path: str, fs, counter: ReadCounter, sequential: bool = False) -> 
     else:
         raw = fs.open(path, "rb", cache_type="none")
     return CountingFile(raw, counter)
+
+
+def describe_reads(source_bytes: dict, source_size: int | None) -> str:
+    """What a job read from its source, per pass (in MB), against the source's size where known."""
+    parts = ", ".join(f"{name} {value / 1e6:.1f} MB" for name, value in source_bytes.items() if name != "total")
+    of = f" of the source's {source_size / 1e6:.1f} MB" if source_size else ""
+    return f"Read {source_bytes.get('total', 0) / 1e6:.1f} MB{of} ({parts})."
