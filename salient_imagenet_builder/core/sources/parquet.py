@@ -131,7 +131,8 @@ class ParquetSource(Source):
         """The unit's labels outside 0-999 come from its plan: counted, never read."""
         if not hasattr(self, "unlabelled"):
             self.unlabelled = Counter()
-        self.unlabelled.update(spec.get("unlabelled", {}))  # as text, the way a unit's result keeps them
+        for text, n in spec.get("unlabelled", {}).items():
+            self.unlabelled[_label_value(text)] += n
         yield from self._unit_iter(spec, classes, limit_per_class)
 
     def _unit_iter(self, spec, classes, limit_per_class):
@@ -179,6 +180,16 @@ class ParquetSource(Source):
 
     def describe(self):
         return f"parquet shards {self.where} ({len(self.files)} files)"
+
+
+def _label_value(text: str):
+    """A skipped label as a plan keeps it (JSON keys are text) back to the value the file holds."""
+    if text == "None":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _find_image_column(schema: pa.Schema, path: str) -> str:

@@ -111,7 +111,8 @@ class WebDatasetSource(Source):
             return
         if not hasattr(self, "unlabelled"):
             self.unlabelled = Counter()
-        self.unlabelled.update(spec.get("unlabelled", {}))  # as text, the way a unit's result keeps them
+        for text, n in spec.get("unlabelled", {}).items():
+            self.unlabelled[int(text)] += n  # a tar's labels are integers
         members = {ref: (image_id, label) for image_id, label, ref in spec["members"]}
         for ref, data in self.read_many(list(members)):
             image_id, label = members[ref]
