@@ -34,6 +34,8 @@ class DecodeJob:
 
     def __call__(self, job):
         slot, data = job
+        if data is None:  # the sample says why (`Sample.error`)
+            return slot, "no image bytes", None
         try:
             view = center_view(decode(data, self.draft))
         except CorruptImage as e:
@@ -89,7 +91,7 @@ class BatchDecoder:
         good, slots, images, failed = [], [], [], []
         for sample, (slot, error, image) in zip(samples, results):
             if error is not None:
-                failed.append((sample, error))
+                failed.append((sample, sample.error or error))
             else:
                 good.append(sample)
                 slots.append(slot)

@@ -26,6 +26,9 @@ __all__ = ["IMAGE_EXTENSIONS", "FolderSource", "ParquetSource", "Sample", "Sourc
            "describe_reads", "image_id_from_name", "is_class", "open_source", "ref_location"]
 
 
+COMPRESSED_TARS = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")
+
+
 def open_source(source: str, split: str = "train", kind: str | None = None) -> Source:
     """`source` is a local path (folder / parquet / arrow / tar shards, auto-detected) or a Hub dataset id."""
     from ..targets import resolve
@@ -81,11 +84,18 @@ def _group_by_extension(files: list[str]) -> dict[str, list[str]]:
             groups["parquet"].append(f)
         elif name.endswith(".tar"):
             groups["webdataset"].append(f)
+        elif name.endswith(COMPRESSED_TARS):
+            groups["compressed"].append(f)
     return groups
 
 
 def _detect(path: Path | None, by_ext: dict[str, list[str]]) -> str:
     found = [k for k in ("parquet", "webdataset") if by_ext.get(k)]
+    if not found and by_ext.get("compressed"):
+        compressed = by_ext["compressed"]
+        raise SourceError(f"{path or 'the Hub dataset'}: holds {len(compressed)} compressed tar file(s), e.g. "
+                          f"{compressed[0].rsplit('/', 1)[-1]}; WebDataset shards are read by member offset and must "
+                          "be plain .tar files: decompress them first (e.g. gunzip *.tar.gz), then pass the folder")
     if path is not None and path.is_dir() and not found:
         return "folder"
     if path is not None and path.is_file() and not found:

@@ -26,8 +26,9 @@ class SourceError(InputError):
 class Sample:
     image_id: str
     label: int
-    data: bytes
+    data: bytes | None
     ref: str
+    error: str | None = None  # why there are no bytes to decode (a missing file a row names): a counted skip
 
 
 class Source:

@@ -33,18 +33,36 @@ class FolderSource(Source):
 
     @functools.lru_cache(maxsize=None)
     def _files(self, label: int) -> list[str]:
-        """The image files of a class folder, by extension: other files (Thumbs.db, notes.txt) are no corrupt
-        images but no images at all (counted in `not_images`); hidden files, sub-folders and broken or looping
-        symlinks are passed over."""
-        names = []
-        for entry in os.scandir(self.class_dirs[label]):
-            if entry.name.startswith(".") or not _is_file(entry):
+        """The image files of a class folder and its sub-folders (as torchvision's `ImageFolder` finds them), as
+        paths relative to the class folder, by extension: other files (Thumbs.db, notes.txt) are no corrupt images
+        but no images at all (counted in `not_images`); hidden files and folders, and broken or looping symlinks
+        are passed over."""
+        top = self.class_dirs[label]
+        names, seen = [], set()
+        for folder, dirs, files in os.walk(top, followlinks=True, onerror=lambda e: None):
+            real = os.path.realpath(folder)
+            if real in seen or not self._own_folder(real, top):  # a symlink loop, or a link to another class
+                dirs[:] = []
                 continue
-            if "." in entry.name and entry.name.rsplit(".", 1)[1].lower() in IMAGE_EXTENSIONS:
-                names.append(entry.name)
-            else:
-                self.not_images.add(f"{self.class_dirs[label].name}/{entry.name}")
+            seen.add(real)
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            relative = os.path.relpath(folder, top)
+            for name in files:
+                path = name if relative == "." else f"{relative}/{name}".replace(os.sep, "/")
+                if name.startswith(".") or not os.path.isfile(os.path.join(folder, name)):
+                    continue
+                if "." in name and name.rsplit(".", 1)[1].lower() in IMAGE_EXTENSIONS:
+                    names.append(path)
+                else:
+                    self.not_images.add(f"{top.name}/{path}")
         return sorted(names)
+
+    def _own_folder(self, real: str, top: Path) -> bool:
+        """A folder (real path) under a class folder that belongs to it: not a link back to the split folder or
+        into another class's folder (a link to storage elsewhere is followed)."""
+        split, mine = os.path.realpath(self.dir), os.path.realpath(top)
+        inside = os.path.commonpath([real, split]) == split
+        return not inside or os.path.commonpath([real, mine]) == mine
 
     def _label_counts(self):
         return {label: len(self._files(label)) for label in self.class_dirs}
@@ -100,10 +118,3 @@ class FolderSource(Source):
 
     def describe(self):
         return f"ImageNet folder {self.dir}"
-
-
-def _is_file(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_file()
-    except OSError:  # a symlink loop (ELOOP) or a link that vanished
-        return False

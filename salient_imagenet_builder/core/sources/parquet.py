@@ -7,7 +7,9 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..constants import NUM_CLASSES
 from .base import Sample, Source, SourceError, image_id_from_name, is_class
+from .labels import declared_names, label_mapping, normalize_label
 
 
 class ParquetSource(Source):
@@ -26,11 +28,14 @@ class ParquetSource(Source):
         self.files, self.fs, self.where = files, fs, where
         self._footers: dict[int, pq.FileMetaData] = {}
         self._labels: dict[int, list[list]] = {}  # file -> row group -> labels
-        schema = self._schema(0)
+        self.schema = schema = self._schema(0)
         self.image_column = image_column or _find_image_column(schema, files[0])
         self.label_column = label_column or next((c for c in ("label", "cls", "labels") if c in schema.names), None)
         if self.label_column is None:
             raise SourceError(f"{files[0]}: no label column (looked for label, cls); columns are {schema.names}")
+        names = declared_names(schema, self.label_column)
+        self.label_map = label_mapping(names, files[0]) if names else None  # a subset's own class names
+        self.declares_names = names is not None
 
     def _is_arrow(self, file_index: int) -> bool:
         return self.files[file_index].endswith(".arrow")
@@ -81,10 +86,23 @@ class ParquetSource(Source):
         """The label of every row, by row group: the label column alone, read once."""
         if file_index not in self._labels:
             groups = range(self._num_groups(file_index))
-            self._labels[file_index] = [table.column(0).to_pylist()
+            where = f"{self.files[file_index]} (column {self.label_column!r})"
+            self._labels[file_index] = [[normalize_label(v, self.label_map, where) for v in table.column(0).to_pylist()]
                                         for _, table in self._group_columns(file_index, list(groups),
                                                                             [self.label_column])]
+            self._check_range(file_index, where)
         return self._labels[file_index]
+
+    def _check_range(self, file_index: int, where: str) -> None:
+        """Labels beyond 999 without class names are some other label set, not ImageNet's (-1 and null: no label,
+        as in a test split, are skipped and counted)."""
+        if self.declares_names:
+            return
+        beyond = [v for labels in self._labels[file_index] for v in labels if isinstance(v, int) and v >= NUM_CLASSES]
+        if beyond:
+            raise SourceError(f"{where}: holds labels up to {max(beyond)}, beyond ImageNet's 0-{NUM_CLASSES - 1}, and "
+                              "the file declares no class names (a datasets ClassLabel) to map them by: cannot tell "
+                              "which ImageNet class its images show")
 
     def _total(self):
         if any(self._is_arrow(i) for i in range(len(self.files))):
@@ -143,13 +161,30 @@ class ParquetSource(Source):
         for _, table in self._group_columns(file_index, [group], [self.image_column]):
             images = table.column(0)
             for row in range(len(labels)) if rows is None else rows:
-                image = images[row].as_py()
-                yield Sample(self._image_id(file_index, group, row, image), labels[row], image["bytes"],
-                             f"{file_index}:{group}:{row}")
+                image = _as_struct(images[row].as_py())
+                ref = f"{file_index}:{group}:{row}"
+                data, error = self._image_bytes(file_index, image)
+                yield Sample(self._image_id(file_index, group, row, image), labels[row], data, ref, error)
 
     def _image_id(self, file_index, group, row, image) -> str:
-        name = image.get("path") or f"{PurePosixPath(self.files[file_index]).stem}_{group}_{row}"
+        name = (image or {}).get("path") or f"{PurePosixPath(self.files[file_index]).stem}_{group}_{row}"
         return image_id_from_name(name)
+
+    def _image_bytes(self, file_index: int, image: dict | None) -> tuple[bytes | None, str | None]:
+        """The image's bytes, or why there are none: a null cell, or (an `Image()` column of files, as
+        `Dataset.to_parquet` writes it) the file its path names, absolute or relative to the parquet file."""
+        if image is None or (image.get("bytes") is None and not image.get("path")):
+            return None, "the row holds no image (null)"
+        if image.get("bytes") is not None:
+            return image["bytes"], None
+        path = image["path"]
+        if not PurePosixPath(path).is_absolute():
+            path = str(PurePosixPath(self.files[file_index]).parent / path)
+        try:
+            with self.open(path, sequential=True) as f:
+                return f.read(), None
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+            return None, f"the file its row names cannot be read: {path} ({type(e).__name__})"
 
     def read_many(self, refs):
         """Only the row groups that hold the refs, the image column alone."""
@@ -162,21 +197,29 @@ class ParquetSource(Source):
             for group, table in self._group_columns(file_index, sorted(groups), [self.image_column]):
                 images = table.column(0)
                 for row, ref in groups[group]:
-                    yield ref, images[row].as_py()["bytes"]
+                    data, error = self._image_bytes(file_index, _as_struct(images[row].as_py()))
+                    if error is not None:
+                        raise SourceError(f"{self.files[file_index]} (row group {group}, row {row}): {error}")
+                    yield ref, data
 
     def index_ids(self, ids):
         """image id -> ref for the ids found, from the image column's `path` field alone (no image bytes)."""
         found = {}
-        path_field = f"{self.image_column}.path"
+        with_paths = pa.types.is_struct(self.schema.field(self.image_column).type)
         for file_index in range(len(self.files)):
-            groups = list(range(self._num_groups(file_index)))
-            for group, table in self._group_columns(file_index, groups, [path_field]):
-                paths = table.column(0).combine_chunks().field(0).to_pylist() if table.num_rows else []
+            for group, labels in enumerate(self.labels(file_index)):
+                paths = self._paths(file_index, group) if with_paths else [None] * len(labels)
                 for row, path in enumerate(paths):
                     image_id = self._image_id(file_index, group, row, {"path": path})
                     if image_id in ids:
                         found.setdefault(image_id, f"{file_index}:{group}:{row}")
         return found
+
+    def _paths(self, file_index: int, group: int) -> list:
+        """The image column's `path` field of one row group (the whole column of an .arrow file, read anyway)."""
+        column = self.image_column if self._is_arrow(file_index) else f"{self.image_column}.path"
+        table = next(self._group_columns(file_index, [group], [column]))[1]
+        return table.column(0).combine_chunks().field("path").to_pylist() if table.num_rows else []
 
     def describe(self):
         return f"parquet shards {self.where} ({len(self.files)} files)"
@@ -190,6 +233,13 @@ def _label_value(text: str):
         return int(text)
     except ValueError:
         return text
+
+
+def _as_struct(value) -> dict | None:
+    """A cell of the image column as `{"bytes", "path"}`: a plain binary column holds the bytes alone."""
+    if isinstance(value, (bytes, bytearray)):
+        return {"bytes": bytes(value), "path": None}
+    return value
 
 
 def _find_image_column(schema: pa.Schema, path: str) -> str:

@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 from pathlib import PurePosixPath
 
 from .base import IMAGE_EXTENSIONS, SPLIT_ALIASES, Sample, Source, SourceError, image_id_from_name, is_class
+from .labels import normalize_label
 
 
 class WebDatasetSource(Source):
@@ -38,43 +39,42 @@ class WebDatasetSource(Source):
                 yield from self._samples(tar, file_index, path)
 
     def _samples(self, tar, file_index, path, images: bool = True):
-        """Samples in member order; without `images`, an image member is recorded by offset and not read."""
-        key, parts = None, {}
+        """Samples in member order; without `images`, an image member is recorded by offset and not read. A
+        sample's members usually follow each other; one whose members are apart (all images first, then all labels)
+        waits until its label comes."""
+        pending: dict[str, dict] = {}  # key -> parts of a sample not yet complete
+        key = None
         for member in tar:
             if not member.isfile():
                 continue
-            name = member.name
-            base = PurePosixPath(name)
+            base = PurePosixPath(member.name)
             member_key = str(base.parent / base.name.split(".")[0])
             ext = base.name.split(".", 1)[1].lower() if "." in base.name else ""
-            if member_key != key:
-                if key is not None:
-                    yield self._sample(key, parts, path)
-                key, parts = member_key, {}
+            if member_key != key and key in pending and _complete(pending[key]):
+                yield self._sample(key, pending.pop(key), path)
+            key = member_key
+            parts = pending.setdefault(key, {})
             if ext in IMAGE_EXTENSIONS:
                 data = tar.extractfile(member).read() if images else None
                 parts["image"] = (data, f"{file_index}:{member.offset_data}:{member.size}")
             elif ext in ("cls", "json"):
                 parts[ext] = tar.extractfile(member).read()
-        if key is not None:
+        for key, parts in pending.items():
             yield self._sample(key, parts, path)
 
     @staticmethod
     def _sample(key, parts, path) -> Sample:
         if "image" not in parts:
             raise SourceError(f"{path}: sample {key!r} has no image member ({'/'.join(IMAGE_EXTENSIONS)})")
-        meta = json.loads(parts["json"]) if "json" in parts else {}
+        meta = _json(parts, key, path)
         if "cls" in parts:
             text = parts["cls"].decode(errors="replace").strip()
         elif "label" in meta:
             text = str(meta["label"])
         else:
-            raise SourceError(f"{path}: sample {key!r} has neither a .cls member nor a json label")
-        try:
-            label = int(text)
-        except ValueError:
-            raise SourceError(f"{path}: sample {key!r} has the label {text[:40]!r}, "
-                              "not an integer class index") from None
+            raise SourceError(f"{path}: sample {key!r} has an image but no label: neither a {key}.cls member nor a "
+                              f"\"label\" in {key}.json anywhere in the tar")
+        label = normalize_label(text, None, f"{path}: sample {key!r}")
         image_id = image_id_from_name(meta.get("filename") or key)
         data, ref = parts["image"]
         return Sample(image_id, label, data, ref)
@@ -155,3 +155,25 @@ class WebDatasetSource(Source):
 
     def describe(self):
         return f"WebDataset shards {self.where} ({len(self.files)} tar files)"
+
+
+def _complete(parts: dict) -> bool:
+    """An image and a label (a .cls member, or a json member holding one)."""
+    if "image" not in parts:
+        return False
+    if "cls" in parts:
+        return True
+    try:
+        return "label" in json.loads(parts.get("json") or b"{}")
+    except (ValueError, TypeError):
+        return "json" in parts  # a bad json member: `_sample` says so
+
+
+def _json(parts: dict, key: str, path: str) -> dict:
+    if "json" not in parts:
+        return {}
+    try:
+        meta = json.loads(parts["json"])
+    except ValueError:
+        raise SourceError(f"{path}: sample {key!r}: its .json member is not JSON") from None
+    return meta if isinstance(meta, dict) else {}
