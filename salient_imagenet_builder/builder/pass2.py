@@ -40,8 +40,8 @@ class RowsWorker:
         self.scan_folder = scan_folder
         self.decoder = BatchDecoder(workers, config.batch_size, config.draft, image_mode=config.image_mode)
 
-    def close(self) -> None:
-        self.decoder.close()
+    def close(self, abort: bool = False) -> None:
+        self.decoder.close(abort)
 
     def __call__(self, unit: Unit) -> RowsResult:
         timer = StageTimer()

@@ -10,20 +10,14 @@ workers at once, between forward passes (`overlap=False`), which costs decode ti
 
 import io
 import math
-import multiprocessing
 
 import torch
 
 from .constants import CROP_SIZE
 from .images import CorruptImage, center_view, decode, to_uint8_tensor
-from .stages import init_worker
+from .stages import stop_pool, worker_pool
 
 _RING: torch.Tensor | None = None  # the shared ring, inherited by forked workers
-
-
-def _init_worker(ring: torch.Tensor) -> None:
-    _init_worker_in_process(ring)
-    init_worker()
 
 
 class DecodeJob:
@@ -70,9 +64,9 @@ class BatchDecoder:
                                   pin_memory=pin_memory)
         self.pool = None
         if workers > 0:
-            self.pool = multiprocessing.get_context("fork").Pool(workers, _init_worker, (self.ring,))
+            self.pool = worker_pool(workers, _use_ring, (self.ring,))
         else:
-            _init_worker_in_process(self.ring)
+            _use_ring(self.ring)
         self._half = 0
 
     def submit(self, samples: list):
@@ -125,13 +119,13 @@ class BatchDecoder:
             return list(map(fn, items))
         return self.pool.map(fn, items, max(1, math.ceil(len(items) / self.workers)))
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Done: the workers finish and exit; `abort` (an error, Ctrl-C): they are stopped now (`stop_pool`)."""
         if self.pool is not None:
-            self.pool.close()
-            self.pool.join()
-            self.pool = None
+            pool, self.pool = self.pool, None
+            stop_pool(pool, abort)
 
 
-def _init_worker_in_process(ring: torch.Tensor) -> None:
+def _use_ring(ring: torch.Tensor) -> None:
     global _RING
     _RING = ring

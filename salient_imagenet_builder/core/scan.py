@@ -437,8 +437,8 @@ class ScanWorker:
                                     pin_memory=runner.device.type == "cuda")
         self.overlap = runner.device.type != "cpu"  # on a CPU, decoding between forward passes is faster
 
-    def close(self) -> None:
-        self.decoder.close()
+    def close(self, abort: bool = False) -> None:
+        self.decoder.close(abort)
 
     def __call__(self, unit: Unit) -> ScanResult:
         timer = self.runner.timer = StageTimer()

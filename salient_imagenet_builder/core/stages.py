@@ -1,10 +1,11 @@
-"""Small pipeline pieces every pass wires together: the number of decoding workers, a process pool that keeps
-order, a batcher, and a logger that times each stage."""
+"""Small pipeline pieces every pass wires together: the number of decoding workers, worker pools that leave Ctrl-C
+to the main process, a process pool that keeps order, a batcher, and a logger that times each stage."""
 
 import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -24,10 +25,74 @@ def default_workers(device: torch.device | None = None, world=None) -> int:
 
 
 def init_worker() -> None:
-    """Each decoding worker process: one thread (workers must not fight the model for cores), and Ctrl-C left to
-    the parent (one line, not one traceback per worker)."""
+    """Each decoding worker process: one thread (workers must not fight the model for cores)."""
     torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def worker_pool(workers: int, initializer: Callable | None = None, initargs: tuple = ()):
+    """`workers` forked processes that never see Ctrl-C: a terminal sends SIGINT to the whole process group, and the
+    main process alone stops the run (`stop_pool`), so a worker prints no traceback and never dies half-way through
+    a message. A worker is born with SIGINT blocked (see `sigint_deferred`) and ignores it before unblocking it;
+    a Ctrl-C meanwhile reaches the main process once the pool is made."""
+    pool = None
+    try:
+        with sigint_deferred():
+            pool = multiprocessing.get_context("fork").Pool(workers, _start_worker, (initializer, initargs))
+    except BaseException:
+        if pool is not None:
+            stop_pool(pool, abort=True)
+        raise
+    return pool
+
+
+def _start_worker(initializer: Callable | None, initargs: tuple) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a SIGINT pending since the fork is discarded with this
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    init_worker()
+    if initializer is not None:
+        initializer(*initargs)
+
+
+@contextmanager
+def sigint_deferred():
+    """SIGINT held back while processes are forked: blocked in this thread (children inherit the mask) and, in the
+    main thread, recorded instead of raised; afterwards the caller's mask and handler are back and a recorded
+    Ctrl-C is raised again (`signal.raise_signal`), so whatever handler the caller had sees it."""
+    caught = []
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if previous is not None:  # None: not the main thread, or a handler not set from Python (left alone)
+        signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)  # runs a handler still pending first: `caught` is complete
+    if caught:
+        signal.raise_signal(signal.SIGINT)
+
+
+STOP_SECONDS = 5.0  # how long a stopped pool may take to wind down before its workers are killed
+
+
+def stop_pool(pool, abort: bool = False) -> None:
+    """Done: let the workers finish and join them. `abort` (an error or Ctrl-C): terminate them now. A terminated
+    pool can wait forever on a worker killed half-way through a message, so the termination runs beside this thread
+    for at most STOP_SECONDS; then the workers are killed and the pool's stuck threads (daemons) are left behind."""
+    if not abort:
+        pool.close()
+        pool.join()
+        return
+    stopper = threading.Thread(target=pool.terminate, name="stop pool", daemon=True)
+    stopper.start()
+    stopper.join(STOP_SECONDS)
+    if stopper.is_alive():
+        log.debug("a worker pool did not stop within %s s: killing its workers", STOP_SECONDS)
+        for process in list(pool._pool):
+            if process.exitcode is None:
+                process.kill()
+            process.join(1)
 
 
 @contextmanager
@@ -37,8 +102,11 @@ def ordered_map(fn: Callable, workers: int, chunksize: int = 8):
     if workers <= 0:
         yield lambda iterable: map(fn, iterable)
         return
-    with multiprocessing.get_context("fork").Pool(workers, initializer=init_worker) as pool:
+    pool = worker_pool(workers)
+    try:
         yield lambda iterable: pool.imap(fn, iterable, chunksize)
+    finally:
+        stop_pool(pool, abort=True)  # every result was read, or none is wanted any more (an error, Ctrl-C)
 
 
 def batched(items: Iterable, size: int) -> Iterator[list]:

@@ -19,6 +19,9 @@ The seam (for `build` and any other pass over the source, e.g. `discover`):
     run_units(plan, UnitFolder(work, "mypass"), make_worker, world, log_name="my pass")
     for unit, result in load_results(plan, folder, MyResult): total.merge(result)
 
+A worker may have `close(abort: bool)`: called once its units are done (abort=False), or at once when one fails or
+Ctrl-C stops the pass (abort=True), so its processes never outlive the pass.
+
 A result class has `save(folder: Path)` (writes its files into an empty folder), `load(folder) -> result`
 (classmethod) and `summary() -> dict` (JSON-able, kept in the marker). `merge` is the caller's business: the
 runner only guarantees unit order. Ranks take units round-robin (`World.my_share`); under torchrun every rank
@@ -138,19 +141,28 @@ def run_units(plan: list[Unit], folder: UnitFolder, make_worker: Callable[[], Ca
               disable=not world.is_main, dynamic_ncols=True) as bar:  # closed before any error line is printed
         if todo:
             worker = make_worker()
-            for unit in todo:
-                start = time.perf_counter()
-                result = worker(unit)
-                folder.commit(unit, result, time.perf_counter() - start)
-                bar.update()
-            close = getattr(worker, "close", None)
-            if close is not None:
-                close()
+            try:
+                for unit in todo:
+                    start = time.perf_counter()
+                    result = worker(unit)
+                    folder.commit(unit, result, time.perf_counter() - start)
+                    bar.update()
+            except BaseException:  # an error or Ctrl-C: the worker's processes are stopped now, not at exit
+                _close(worker, abort=True)
+                raise
+            _close(worker, abort=False)
     distributed.barrier()
     missing = [u.index for u in plan if not folder.marker(u.index).is_file()]
     if missing:
         raise RuntimeError(f"{log_name}: units {missing[:10]} have no result after every rank finished")
     return {"units": len(plan), "resumed": len(done), "computed_here": len(todo)}
+
+
+def _close(worker, abort: bool) -> None:
+    """A worker's optional `close(abort)`: it owns processes (decoding workers) to finish, or to stop at once."""
+    close = getattr(worker, "close", None)
+    if close is not None:
+        close(abort=abort)
 
 
 def load_results(plan: list[Unit], folder: UnitFolder, result_class) -> Iterator[tuple[Unit, UnitResult]]:

@@ -1,0 +1,203 @@
+"""Ctrl-C the way a terminal sends it: SIGINT to the command's whole process group (its decoding workers too), at
+start-up, in pass 1, in pass 2 and while writing, for build, discover and evaluate; once, and twice in a row (an
+impatient user). Every time: exit 130 within seconds, no traceback, the one interruption line last, no process of the
+group left, and `--out` as it was or its finished work kept in `.X.partial` for a rerun that equals one run.
+
+The real commands run in their own session (a terminal's process group) on the tiny fixtures; each moment is found
+from what the command itself shows on stderr (progress bars, log lines), or, at start-up, from torch's libraries
+appearing in the process's memory map (it is importing the model stack)."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ARCH, STUDY_ARGS, built_once
+from datasets import load_dataset
+
+from salient_imagenet_builder.core.errors import EXIT_INTERRUPTED
+from salient_imagenet_builder.core.output import staging_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+EXIT_SECONDS = 10  # from the signal to the exit of the whole group
+KEPT = "interrupted; the finished work is kept in {}: run the same command again to resume"
+AS_BEFORE = "interrupted; {} is as it was before this run (nothing partial was kept)"
+START_OVER = "interrupted; run the same command again to start over"
+PROGRESS = re.compile(r"\d+%\|")  # a tqdm bar
+
+
+def build_args(inputs) -> list[str]:
+    """Several small units (so pass 1 has finished units to keep), one decoding worker (so the group SIGINT reaches
+    a worker process)."""
+    return ["--source", str(inputs["folder"]), "--model", ARCH, "--model-checkpoint", str(inputs["checkpoint"]),
+            "--annotations", str(inputs["annotations"]), "--workers", "1", "--batch-size", "4", "--unit-size", "4",
+            "--top-k", "2", "--group-by", "label"]
+
+
+def env() -> dict:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "SALIENT_"))}
+    return {**base, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def group(pgid: int) -> list[int]:
+    """The processes of a process group, from /proc."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def importing_torch(pid: int) -> bool:
+    try:
+        return "torch/lib" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+class Interrupted:
+    """A command run in its own process group, Ctrl-C'd when `ready(stderr_so_far)` holds."""
+
+    def __init__(self, command: list[str], cwd: Path, ready, twice: bool = False):
+        self.process = subprocess.Popen(command, cwd=cwd, env=env(), stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, start_new_session=True)
+        chunks = []
+        reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: self.process.stderr.read1(1 << 16), b"")),
+                                  daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 300
+        while not ready(b"".join(chunks).decode(errors="replace"), self.process.pid):
+            assert self.process.poll() is None, f"ended before Ctrl-C:\n{b''.join(chunks).decode()[-3000:]}"
+            assert time.monotonic() < deadline, "the moment to interrupt never came"
+            time.sleep(0.005)
+        self.processes = len(group(self.process.pid))
+        start = time.monotonic()
+        os.killpg(self.process.pid, signal.SIGINT)
+        if twice:
+            time.sleep(0.05)
+            os.killpg(self.process.pid, signal.SIGINT)
+        try:
+            self.returncode = self.process.wait(timeout=EXIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            pytest.fail(f"no exit within {EXIT_SECONDS} s of Ctrl-C:\n{b''.join(chunks).decode()[-3000:]}")
+        self.seconds = time.monotonic() - start
+        reader.join(10)
+        self.stderr = b"".join(chunks).decode(errors="replace")
+        self.left = group(self.process.pid)
+        for _ in range(30):  # a killed worker's exit may trail its parent's by a moment
+            if not self.left:
+                break
+            time.sleep(0.1)
+            self.left = group(self.process.pid)
+
+    def line(self) -> str:
+        """The checks every Ctrl-C passes; returns the last line (what the user reads)."""
+        assert self.returncode == EXIT_INTERRUPTED, self.stderr[-3000:]
+        assert "Traceback" not in self.stderr and "KeyboardInterrupt" not in self.stderr, self.stderr[-3000:]
+        assert not self.left, f"processes left in the group: {self.left}"
+        lines = [line for line in re.split(r"[\r\n]+", self.stderr) if line.strip() and not PROGRESS.search(line)]
+        assert sum("interrupted" in line for line in lines) == 1, self.stderr[-3000:]
+        return lines[-1]
+
+
+def after(marker: str, workers: int = 0):
+    """Once stderr shows `marker` (and `workers` processes besides the command's own run)."""
+    return lambda stderr, pid: marker in stderr and len(group(pid)) > workers
+
+
+def at_start_up(stderr, pid) -> bool:
+    return importing_torch(pid)
+
+
+def command(*args) -> list[str]:
+    return [sys.executable, "-m", "salient_imagenet_builder.cli", *map(str, args)]
+
+
+def build_command(inputs, out: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "build_dataset.py"), *build_args(inputs), "--out", str(out)]
+
+
+@pytest.fixture(scope="module")
+def reference(inputs, tmp_path_factory) -> Path:
+    """One uninterrupted build with the tests' arguments."""
+    from salient_imagenet_builder.cli import build_main
+
+    def make(root):
+        assert build_main([*build_args(inputs), "--workers", "0", "--out", str(root / "out")]) == 0
+        return root / "out"
+
+    return built_once(tmp_path_factory, "test_sigint", make)
+
+
+def rows(folder: Path) -> list[dict]:
+    return sorted(load_dataset(str(folder), split="train").to_list(), key=lambda r: r["image_id"])
+
+
+# --- build ----------------------------------------------------------------------------------------------------------
+
+def test_build_at_start_up_twice(inputs, tmp_path):
+    """Twice in a row while torch is being imported: one line, nothing written."""
+    out = tmp_path / "out"
+    run = Interrupted(build_command(inputs, out), tmp_path, at_start_up, twice=True)
+    assert run.line().endswith(START_OVER) or run.line().endswith(AS_BEFORE.format(out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_build_in_pass_1_hits_the_decoding_worker_too(inputs, tmp_path):
+    out = tmp_path / "out"
+    run = Interrupted(build_command(inputs, out), tmp_path, after("pass 1:", workers=1))
+    assert run.processes >= 2  # the build and its decoding worker both got the SIGINT
+    work = staging_folder(out) / "work"
+    kept = any(work.glob("scan/*.done.json"))
+    assert run.line().endswith(KEPT.format(staging_folder(out)) if kept else AS_BEFORE.format(out))
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([staging_folder(out).name] if kept else [])
+
+
+@pytest.mark.parametrize("moment", ["pass 2:", "skipped corrupt image"])  # pass 2; writing (its first line)
+def test_build_in_pass_2_or_writing_keeps_the_work_and_resumes_to_the_same_rows(moment, inputs, reference, tmp_path):
+    from salient_imagenet_builder.cli import build_main
+
+    out = tmp_path / "out"
+    run = Interrupted(build_command(inputs, out), tmp_path, after(moment), twice=moment == "pass 2:")
+    assert run.line().endswith(KEPT.format(staging_folder(out)))
+    assert not out.exists() and sorted(p.name for p in staging_folder(out).iterdir()) == ["work"]
+    if moment == "pass 2:":  # the rerun: pass 1 is not done again, and the rows are one run's
+        assert build_main([*build_args(inputs), "--workers", "0", "--out", str(out)]) == 0
+        assert rows(out) == rows(reference)
+        assert not staging_folder(out).exists()
+
+
+# --- discover and evaluate ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("moment", ["scan:", "panels:"])
+def test_discover(moment, inputs, tmp_path):
+    out = tmp_path / "study"
+    run = Interrupted(command("discover", "--source", inputs["folder"], "--model", ARCH, "--model-checkpoint",
+                              inputs["checkpoint"], "--out", out, *STUDY_ARGS, "--workers", "1", "--unit-size", "4"),
+                      tmp_path, after(moment))
+    kept = any((staging_folder(out) / "work").glob("*/*.done.json"))
+    assert kept or moment == "scan:"
+    assert run.line().endswith(KEPT.format(staging_folder(out)) if kept else AS_BEFORE.format(out))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("moment", ["decode dataset", "evaluate resnet18"])
+def test_evaluate(moment, inputs, reference, tmp_path):
+    out = tmp_path / "results"
+    run = Interrupted(command("evaluate", "--dataset", reference, "--model", ARCH, "--checkpoint",
+                              inputs["checkpoint"], "--draws", "10", "--workers", "1", "--out", out),
+                      tmp_path, after(moment), twice=moment == "decode dataset")
+    assert run.line().endswith(START_OVER)
+    assert not out.exists()
