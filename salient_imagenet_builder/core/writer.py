@@ -93,11 +93,12 @@ class ShardWriter:
 
     def __init__(self, folder: Path, split: str, features: Features, max_shard_bytes: int = MAX_SHARD_BYTES,
                  max_row_group_bytes: int = MAX_ROW_GROUP_BYTES, row_group_rows: int = ROW_GROUP_ROWS,
-                 group_column: str | None = None, cdc: dict | bool = True):
+                 group_column: str | None = None, cdc: dict | bool = True, page_bytes: int | None = None):
         self.folder, self.split, self.features = Path(folder), split, features
         self.max_shard_bytes, self.max_row_group_bytes = max_shard_bytes, max_row_group_bytes
         self.row_group_rows, self.group_column = row_group_rows, group_column
-        self.cdc = dict(CDC_OPTIONS) if cdc is True else cdc or None
+        self.cdc = dict(CDC_OPTIONS if cdc is True else cdc or {}) or None
+        self.page_bytes = page_bytes  # the data page size where pages are not cut by content (pyarrow's default)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.paths: list[Path] = []
         self._writer = None
@@ -111,7 +112,8 @@ class ShardWriter:
         schema = self.features.arrow_schema
         self._writer = pq.ParquetWriter(str(path), schema, compression=_compression(schema),
                                         write_page_index=True, use_dictionary=False,
-                                        use_content_defined_chunking=self.cdc or False)
+                                        use_content_defined_chunking=self.cdc or False,
+                                        data_page_size=self.page_bytes)
         if self.cdc:  # as `datasets` marks its CDC shards
             self._writer.add_key_value_metadata({"content_defined_chunking": json.dumps(self.cdc)})
         self.paths.append(path)
