@@ -73,7 +73,8 @@ without the query string, status 0 = connection dropped by an injected fault);
 ``unhandled`` (requests that hit no route - handy to spot a client call the fake does not
 know; assert it is empty); ``token_leaks`` (responses whose headers/body contained a
 registered token or the token sent with that request: must stay empty);
-``clear_requests()``; fault injection with ``fail_next()``, ``pending_faults`` and
+``clear_requests()``; ``lfs_uploads`` ((sha256, size) of each LFS PUT stored); ``history()`` (each commit's title
+and paths); fault injection with ``fail_next()``, ``pending_faults`` and
 ``clear_faults()``. ``tree_page_size`` may be lowered (even on a running server) to
 exercise the client's pagination.
 
@@ -286,7 +287,7 @@ class _Fault:
     status: int
     path_contains: str | None
     method: str | None
-    action: str  # "status" | "drop" | "truncate"
+    action: str  # "status" | "drop" | "truncate" | "delay"
     truncate_at: int | None
     delay: float
     headers: dict[str, str]
@@ -523,6 +524,7 @@ class HubServer:
         self._faults: list[_Fault] = []
         self._log_entries: list[tuple[LoggedRequest, bool]] = []
         self._leaks: list[str] = []
+        self._uploads: list[tuple[str, int]] = []  # (oid, size) of each LFS object stored by a PUT
         self._secret = secrets.token_bytes(16)
         self._commit_counter = 0
         self._server: _Server | None = None
@@ -702,10 +704,11 @@ class HubServer:
         ``"drop"`` closes the connection without answering (client sees a protocol/network
         error); ``"truncate"`` processes the request normally but closes the connection after
         ``truncate_at`` body bytes (default: half the body), with the full Content-Length
-        announced - to test download resume. ``delay`` sleeps before answering.
+        announced - to test download resume; ``"delay"`` answers normally, after ``delay`` seconds (a slow Hub,
+        e.g. to kill a client mid-way). ``delay`` sleeps before answering.
         ``path_contains`` is matched against the raw and the %-decoded path.
         """
-        if action not in ("status", "drop", "truncate"):
+        if action not in ("status", "drop", "truncate", "delay"):
             raise ValueError(f"unknown action {action!r}")
         with self._lock:
             self._faults.append(_Fault(n, status, path_contains, method.upper() if method else None, action,
@@ -740,6 +743,19 @@ class HubServer:
     def clear_requests(self) -> None:
         with self._lock:
             self._log_entries.clear()
+            self._uploads.clear()
+
+    @property
+    def lfs_uploads(self) -> list[tuple[str, int]]:
+        """(sha256, size) of each LFS object a client uploaded (PUT), in order: what was sent, in bytes."""
+        with self._lock:
+            return list(self._uploads)
+
+    def history(self, repo_id: str, *, repo_type: str = "dataset", revision: str = "main") -> list[tuple[str, list[str]]]:
+        """(title, paths of the repo after it) of each commit, oldest first."""
+        with self._lock:
+            repo = self._repos[(repo_type, repo_id)]
+            return [(c.title, sorted(c.files)) for c in reversed(self._history(repo, self._resolve_revision(repo, revision)))]
 
     # ------------------------------------------------------------------ internals: bookkeeping
 
@@ -1270,6 +1286,8 @@ class HubServer:
             raise HubError(400, f"Uploaded content does not match oid {oid} / size {size} (got {len(body)} bytes)")
         self._blobs[oid] = body
         repo.lfs_objects.add(oid)
+        with self._lock:
+            self._uploads.append((oid, len(body)))
         return 200, {"ETag": f'"{hashlib.md5(body).hexdigest()}"'}, b""
 
     def _commit(self, repo_type: str, repo_id: str, revision: str, query: dict[str, list[str]],

@@ -120,10 +120,30 @@ def test_missing_page_index_and_compressed_images(copy):
     pq.write_table(pq.read_table(shard), shard, write_page_index=False, compression="zstd")
     problems = check(str(copy), stream=False)
     name = shard.relative_to(copy)
-    assert f"{name}: row group 0 has no page index" in problems
+    assert any(p.startswith(f"{name}: row group 0 column ") and p.endswith(": no page index (the dataset viewer "
+                                                                         "reads single pages through it)")
+               for p in problems), problems
     pq.write_table(pq.read_table(shard), shard, write_page_index=True, compression="zstd")
     assert any(p.startswith(f"{name}: image bytes column image.bytes is ZSTD-compressed")
                for p in check(str(copy), stream=False))
+
+
+def test_a_page_index_that_does_not_match_the_pages_is_named(copy):
+    """The first page's offset in the index moved by one byte: the index no longer tiles the column chunk."""
+    from salient_imagenet_builder.core.pages import _footer
+
+    shard = next((copy / "data").glob("train-*.parquet"))
+    with open(shard, "rb") as f:
+        first = _footer(f)[4][0][1][0]  # row group 0, column 0's ColumnChunk
+    data = bytearray(shard.read_bytes())
+    # OffsetIndex: list field header, list header, PageLocation's field-1 header, then the offset's zigzag varint
+    assert data[first[4]] == 0x19 and data[first[4] + 2] == 0x16
+    data[first[4] + 3] ^= 0x02  # the varint's low bits: offset +- 1, same length
+    shard.write_bytes(bytes(data))
+    name = shard.relative_to(copy)
+    column = pq.ParquetFile(shard).metadata.row_group(0).column(0).path_in_schema
+    assert (f"{name}: row group 0 column {column}: the page index does not match the column chunk's pages"
+            in check(str(copy), stream=False))
 
 
 def test_missing_shards(copy):

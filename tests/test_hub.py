@@ -1,8 +1,11 @@
 """Publishing: the real huggingface_hub client pushes a fixture build to the local Hub server (tests/hub_server.py),
 and the real `datasets` client loads it back; re-push, interrupted push, auth errors, token hygiene."""
 
+import hashlib
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -121,14 +124,17 @@ def test_transient_commit_failure_is_retried(hub, builds, tmp_path):
         str(p.relative_to(builds["many"])) for p in builds["many"].rglob("*") if p.is_file()}
 
 
+PUSH_ONE_FILE_PER_COMMIT = (
+    "import importlib, sys, types; h = importlib.import_module('salient_imagenet_builder.publish.upload')\n"
+    "assert isinstance(h, types.ModuleType) and hasattr(h, 'BACKOFF_SECONDS'), h\n"
+    "h.FILES_PER_COMMIT = 1; h.BACKOFF_SECONDS = 0.01\n"
+    "from salient_imagenet_builder.cli import build_main; sys.exit(build_main(sys.argv[1:]))")
+
+
 def push_in_subprocess(hub, home, folder):
     """`build_dataset.py --push` with one file per commit and a short back-off, so a test sees several commits."""
-    code = ("import importlib, sys, types; h = importlib.import_module('salient_imagenet_builder.publish.upload')\n"
-            "assert isinstance(h, types.ModuleType) and hasattr(h, 'BACKOFF_SECONDS'), h\n"
-            "h.FILES_PER_COMMIT = 1; h.BACKOFF_SECONDS = 0.01\n"
-            "from salient_imagenet_builder.cli import build_main; sys.exit(build_main(sys.argv[1:]))")
-    return subprocess.run([sys.executable, "-c", code, "--push", "--out", str(folder)], env=hub.client_env(home),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", PUSH_ONE_FILE_PER_COMMIT, "--push", "--out", str(folder)],
+                          env=hub.client_env(home), capture_output=True, text=True, timeout=300)
 
 
 def count_lfs_puts(hub):
@@ -151,6 +157,46 @@ def test_interrupted_push_resumes_without_reuploading(hub, builds, tmp_path):
     assert count_lfs_puts(hub) <= len(data) - 1  # the shard already on the Hub is not uploaded again
     assert set(hub.files(REPO)) - {".gitattributes"} == {
         str(p.relative_to(builds["many"])) for p in builds["many"].rglob("*") if p.is_file()}
+
+
+def test_a_killed_push_resumes_sending_only_what_is_missing_and_the_card_last(hub, builds, tmp_path):
+    """SIGKILL a push after two of its data commits (each commit slowed to 0.5 s by the server), push again: only
+    the files not yet on the Hub are uploaded, the card never names shards that are not all there, and the repo
+    ends equal to the folder."""
+    folder = builds["many"]
+    local = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    data = [p for p in local if p.startswith("data/")]
+    assert len(data) >= 4
+    hub.create_repo(REPO, private=True)
+    before = hub.commits(REPO)
+    hub.fail_next(1000, action="delay", delay=0.5, path_contains="/commit/", method="POST")
+    first = subprocess.Popen([sys.executable, "-c", PUSH_ONE_FILE_PER_COMMIT, "--push", "--out", str(folder)],
+                             env=hub.client_env(tmp_path / "hf"), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while hub.commits(REPO) - before < 2 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=60)
+    time.sleep(1.0)  # a commit request already sent may still land
+    committed = {p for p in hub.files(REPO) if p in local}
+    assert 2 <= len(committed) < len(data) and "README.md" not in committed, committed  # killed mid-way
+    first_sent = hub.lfs_uploads
+    hub.clear_faults()
+    hub.clear_requests()
+    second = push_in_subprocess(hub, tmp_path / "hf", folder)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "already on the Hub (skipped)" in second.stderr
+    sha = {p: hashlib.sha256(content).hexdigest() for p, content in local.items()}
+    sent = {oid for oid, _ in hub.lfs_uploads}
+    assert sent and sent <= {sha[p] for p in local if p not in committed}  # nothing committed is sent again
+    assert not sent & {oid for oid, _ in first_sent}  # nor what the killed run uploaded
+    for _, paths in hub.history(REPO):  # the card lands with (after) every file of its build
+        assert "README.md" not in paths or set(local) <= set(paths), paths
+    remote = hub.files(REPO)
+    assert {p: hashlib.sha256(c).hexdigest() for p, c in remote.items() if p != ".gitattributes"} == sha
+    print(f"killed push sent {sum(n for _, n in first_sent)} B, the resumed one {sum(n for _, n in hub.lfs_uploads)} "
+          f"B, of {sum(len(local[p]) for p in data)} B of data")
 
 
 def test_unauthorised_push_is_clear_and_never_prints_the_token(hub, builds, tmp_path):

@@ -252,7 +252,8 @@ class Builder:
                                  "try --group-by label or a larger --limit.")
             check_unique_rows(rows.table, self.source.locate)
             fill = PairRanks(rows.table).apply if config.top_k is None else None
-            shards = ShardWriter(self.staging / "data", config.split, image_features(), config.max_shard_bytes)
+            shards = ShardWriter(self.staging / "data", config.split, image_features(), config.max_shard_bytes,
+                                 group_column="group")
             for table in rows.sorted_batches(["group", "image_id"], fill=fill):
                 shards.write(table)
             stats.default_shards = [p.name for p in shards.close()]

@@ -72,6 +72,11 @@ ANNOTATIONS_CONFIG = "annotations"
 MAX_SHARD_BYTES = 400 * 1024**2  # Hub convention: <= ~500 MB per parquet shard
 MAX_ROW_GROUP_BYTES = 64 * 1024**2  # viewer scan limit ~286 MiB; Hub convention <= ~100 MB
 ROW_GROUP_ROWS = 100  # small row groups: the viewer's first page reads one
+# Content-defined chunking of the shards' data pages (pyarrow >= 21), with the options `datasets` 5.x writes
+# parquet with (`datasets.config.DEFAULT_CDC_OPTIONS`): page boundaries follow the content, not a byte count, so a
+# rebuild that inserts rows leaves the pages of the unchanged rows byte-identical and the Hub's Xet storage
+# deduplicates them (a re-push sends the new pages, not the whole build).
+CDC_OPTIONS = {"min_chunk_size": 256 * 1024, "max_chunk_size": 1024 * 1024, "norm_level": 0}
 
 # Evaluation runs (`salient-imagenet evaluate`).
 DEFAULT_DRAWS = 5  # seeded noise draws, reported as mean and standard deviation

@@ -4,9 +4,11 @@ Everything is written inside a staging folder next to the output; the output app
 so an interrupted build never leaves a shard that `load_dataset` would read.
 """
 
+import json
 import logging
 import mmap
 import os
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasets import Features
 
-from .constants import MAX_ROW_GROUP_BYTES, MAX_SHARD_BYTES, ROW_GROUP_ROWS
+from .constants import CDC_OPTIONS, MAX_ROW_GROUP_BYTES, MAX_SHARD_BYTES, ROW_GROUP_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +85,24 @@ class SpilledRows:
 
 class ShardWriter:
     """Writes `<split>-NNNNN-of-MMMMM.parquet` shards of bounded size with small row groups, the page index, the
-    `huggingface` features metadata, and uncompressed image bytes (they are already compressed)."""
+    `huggingface` features metadata, and uncompressed image bytes (they are already compressed).
+
+    Data pages are cut by content (`cdc`: content-defined chunking, CDC_OPTIONS by default; False: by size), and with
+    `group_column` no row group spans two values of that column: a rebuild that adds or drops a group (a class) then
+    leaves the row groups, and so the pages, of every other group byte-identical, which the Hub deduplicates."""
 
     def __init__(self, folder: Path, split: str, features: Features, max_shard_bytes: int = MAX_SHARD_BYTES,
-                 max_row_group_bytes: int = MAX_ROW_GROUP_BYTES, row_group_rows: int = ROW_GROUP_ROWS):
+                 max_row_group_bytes: int = MAX_ROW_GROUP_BYTES, row_group_rows: int = ROW_GROUP_ROWS,
+                 group_column: str | None = None, cdc: dict | bool = True, page_bytes: int | None = None):
         self.folder, self.split, self.features = Path(folder), split, features
         self.max_shard_bytes, self.max_row_group_bytes = max_shard_bytes, max_row_group_bytes
-        self.row_group_rows = row_group_rows
+        self.row_group_rows, self.group_column = row_group_rows, group_column
+        self.cdc = dict(CDC_OPTIONS if cdc is True else cdc or {}) or None
+        self.page_bytes = page_bytes  # the data page size where pages are not cut by content (pyarrow's default)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.paths: list[Path] = []
         self._writer = None
+        self._held = None  # the last group's rows, which the next table may continue
         self._shard_bytes = 0
         self.rows = 0
         self.bytes = 0
@@ -101,12 +111,30 @@ class ShardWriter:
         path = self.folder / f".{self.split}-{len(self.paths):05d}.parquet.partial"
         schema = self.features.arrow_schema
         self._writer = pq.ParquetWriter(str(path), schema, compression=_compression(schema),
-                                        write_page_index=True, use_dictionary=False)
+                                        write_page_index=True, use_dictionary=False,
+                                        use_content_defined_chunking=self.cdc or False,
+                                        data_page_size=self.page_bytes)
+        if self.cdc:  # as `datasets` marks its CDC shards
+            self._writer.add_key_value_metadata({"content_defined_chunking": json.dumps(self.cdc)})
         self.paths.append(path)
         self._shard_bytes = 0
 
     def write(self, table: pa.Table) -> None:
-        """Append a table, cut into row groups of at most `row_group_rows` rows and about `max_row_group_bytes`."""
+        """Append rows: row groups of at most `row_group_rows` rows and about `max_row_group_bytes`, each within one
+        group of `group_column` (the last group's rows wait for the next table or `close`)."""
+        if self.group_column is None:
+            self._write_rows(table)
+            return
+        if self._held is not None:
+            table = pa.concat_tables([self._held, table])
+        if len(table) == 0:
+            return
+        starts = _run_starts(table.column(self.group_column))
+        for start, stop in pairwise(starts[:-1]):
+            self._write_rows(table.slice(start, stop - start))
+        self._held = table.slice(starts[-2])
+
+    def _write_rows(self, table: pa.Table) -> None:
         limit = min(self.max_row_group_bytes, self.max_shard_bytes)
         start = 0
         while start < len(table):
@@ -130,6 +158,9 @@ class ShardWriter:
 
     def close(self) -> list[Path]:
         """Close and give the shards their final names (the count is known only now)."""
+        if self._held is not None:
+            self._write_rows(self._held)
+            self._held = None
         self._close_current()
         if not self.paths:
             raise ValueError(f"no rows to write for split {self.split!r}")
@@ -139,6 +170,13 @@ class ShardWriter:
             os.replace(path, target)
             final.append(target)
         return final
+
+
+def _run_starts(values: pa.ChunkedArray) -> list[int]:
+    """Where each run of equal values starts, then the length: [0, ..., len]."""
+    array = values.combine_chunks().to_numpy(zero_copy_only=False)
+    changes = np.flatnonzero(array[1:] != array[:-1]) + 1
+    return [0, *changes.tolist(), len(array)]
 
 
 def _compression(schema: pa.Schema) -> dict[str, str]:

@@ -1,8 +1,11 @@
 """Publishing a built folder to the Hugging Face Hub.
 
-Data shards go up first, in several commits for large folders; the last commit adds the card and removes shards
-of an earlier build, so the repo switches from one consistent build to the next. Files already on the Hub with
-the same content are skipped, which makes an interrupted push resumable: run it again. Transient HTTP errors are
+Data shards go up first, in commits of at most FILES_PER_COMMIT files and about BYTES_PER_COMMIT bytes; the last
+commit adds the card and build_info.json and removes shards of an earlier build, so the repo switches from one
+consistent build to the next. Files already on the Hub with the same content (same size, then sha256 hashed in a
+stream) are skipped, and so are LFS objects a killed run uploaded
+without committing them (the Hub answers that it has them): an interrupted push resumes where it stopped when run
+again. Each commit uploads its files in parallel (huggingface_hub's `create_commit`). Transient HTTP errors are
 retried with back-off; a Hub that cannot be reached at all (offline, no route, HF_HUB_OFFLINE=1) is said so at once,
 before anything is uploaded. The token comes from `hf auth login` or HF_TOKEN and is never printed.
 """
@@ -21,7 +24,9 @@ from .validate import check
 
 log = logging.getLogger(__name__)
 
-FILES_PER_COMMIT = 50
+FILES_PER_COMMIT = 50  # the Hub's advice: commits of 50-100 files
+BYTES_PER_COMMIT = 2 * 1000**3  # and a few GB: a commit cut short costs the files it was sending, no more
+HASH_BLOCK = 8 * 1024**2
 RETRIES = 5
 BACKOFF_SECONDS = 1.0  # doubled after each failed try
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
@@ -61,24 +66,51 @@ def push(folder: str | Path, repo_id: str | None = None, private: bool = True, a
     retry(_call, api.create_repo, repo_id, repo_type="dataset", private=private, exist_ok=True,
           what=f"create {repo_id}")
     remote = retry(_remote_files, api, repo_id)
-    local = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    changed = [path for path in local if remote.get(path) not in _local_ids(folder / path)]
+    local = _local_files(folder)
+    changed = _changed(folder, local, remote)
     data = [p for p in changed if p.startswith("data/")]
-    last = [p for p in changed if not p.startswith("data/")]
+    last = [p for p in changed if not p.startswith("data/")]  # the card and build_info.json: after every shard
     stale = [p for p in remote if p.startswith("data/") and p not in local]
-    log.info("pushing to %s: %d file(s) changed, %d unchanged, %d stale to delete", repo_id, len(changed),
-             len(local) - len(changed), len(stale))
+    total = sum((folder / p).stat().st_size for p in changed)
+    log.info("pushing to %s: %d file(s) to send (%s), %d already on the Hub (skipped), %d stale to delete",
+             repo_id, len(changed), _size(total), len(local) - len(changed), len(stale))
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
-    chunks = [data[i:i + FILES_PER_COMMIT] for i in range(0, len(data), FILES_PER_COMMIT)]
-    for n, chunk in enumerate(chunks, start=1):
-        retry(_commit, api, repo_id, [CommitOperationAdd(p, str(folder / p)) for p in chunk],
-              f"Add data shards ({n}/{len(chunks)})")
+    batches = _batches(folder, data)
+    sent = 0
+    for n, batch in enumerate(batches, start=1):
+        retry(_commit, api, repo_id, [CommitOperationAdd(p, str(folder / p)) for p in batch],
+              f"Add data shards ({n}/{len(batches)})")
         progress["commits"] += 1
+        sent += sum((folder / p).stat().st_size for p in batch)
+        log.info("commit %d/%d: %d shard(s); %s of %s sent", n, len(batches), len(batch), _size(sent), _size(total))
     final = [CommitOperationAdd(p, str(folder / p)) for p in last] + [CommitOperationDelete(p) for p in stale]
     if final:
         retry(_commit, api, repo_id, final, "Update dataset card" + (", remove stale shards" if stale else ""))
     return repo_id
+
+
+def _local_files(folder: Path) -> list[str]:
+    """What a push sends: every file but hidden ones and those in hidden folders."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _batches(folder: Path, paths: list[str]) -> list[list[str]]:
+    """Consecutive groups of at most FILES_PER_COMMIT files and about BYTES_PER_COMMIT bytes (at least one file)."""
+    batches, size = [], 0
+    for path in paths:
+        file_size = (folder / path).stat().st_size
+        if not batches or len(batches[-1]) >= FILES_PER_COMMIT or size + file_size > BYTES_PER_COMMIT:
+            batches.append([])
+            size = 0
+        batches[-1].append(path)
+        size += file_size
+    return batches
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
 def check_pushable(folder: Path) -> None:
@@ -113,21 +145,45 @@ def _commit(api, repo_id, operations, message):
                  what=f"commit to {repo_id}")
 
 
-def _remote_files(api, repo_id) -> dict[str, str]:
-    """path -> sha256 (LFS files) or git blob id (regular files)."""
+def _remote_files(api, repo_id) -> dict[str, tuple[int, str, bool]]:
+    """path -> (size, sha256 for LFS files or git blob id for regular ones, is LFS)."""
     files = {}
     for item in _call(api.list_repo_tree, repo_id, repo_type="dataset", recursive=True, what=f"list {repo_id}"):
         if hasattr(item, "blob_id"):  # a file, not a folder
             lfs = getattr(item, "lfs", None)
-            files[item.path] = lfs.sha256 if lfs else item.blob_id
+            files[item.path] = (item.size, lfs.sha256, True) if lfs else (item.size, item.blob_id, False)
     return files
 
 
-def _local_ids(path: Path) -> set[str]:
-    """The ids a remote file with this content could carry: its sha256 (LFS) or git blob sha1 (regular)."""
-    data = path.read_bytes()
-    blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-    return {hashlib.sha256(data).hexdigest(), blob}
+def _changed(folder: Path, local: list[str], remote: dict) -> list[str]:
+    """The local files whose content the Hub does not have at that path. A size that differs says so without
+    reading the file; LFS files are compared by sha256 (cached), regular (small) ones by git blob id."""
+    changed = []
+    for path in local:
+        stat = (folder / path).stat()
+        size, remote_id, lfs = remote.get(path, (None, None, False))
+        if size != stat.st_size or remote_id != (
+                _sha256(folder / path) if lfs else _git_blob_id(folder / path)):
+            changed.append(path)
+    return changed
+
+
+def _sha256(path: Path) -> str:
+    """The file's sha256, read in blocks: a shard is never held in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _git_blob_id(path: Path) -> str:
+    """Git's id of a regular (small, non-LFS) file: sha1 of 'blob <size>\0' and the content, read in blocks."""
+    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _call(fn, *args, what: str, **kwargs):

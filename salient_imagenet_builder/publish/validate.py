@@ -2,7 +2,7 @@
 
 Checks the card's YAML (configs, dataset_info, metadata), that every config's shards exist and share one schema,
 that the schema is the declared `Features` (parquet metadata and card alike), split sizes, shard and row-group
-sizes, the page index, uncompressed image bytes, and that the first rows stream; and what the Hub's dataset viewer
+sizes, the page index (present, and agreeing with the pages' layout), uncompressed image bytes, and that the first rows stream; and what the Hub's dataset viewer
 would reject: a first-rows preview over its byte budget, or a page of rows whose read exceeds its scan limit.
 """
 
@@ -27,6 +27,7 @@ from ..core.constants import (
     VIEWER_SCAN_MAX_BYTES,
 )
 from ..core.errors import UserError
+from ..core.pages import page_index_problems
 from ..core.schema import annotation_features, image_features
 from ..core.targets import Target
 
@@ -88,6 +89,7 @@ def _check_config(where: Target, name: str, config: dict, info: dict | None, dec
                 schemas[path] = parquet.schema_arrow
                 rows += parquet.metadata.num_rows
                 problems += _check_shard(path, parquet, declared)
+                problems += [f"{path}: {problem}" for problem in page_index_problems(f, parquet.metadata)]
                 groups += [(path, i, parquet.metadata.row_group(i).num_rows,
                             parquet.metadata.row_group(i).total_byte_size)
                            for i in range(parquet.metadata.num_row_groups)]
@@ -121,9 +123,6 @@ def _check_shard(path: str, parquet: pq.ParquetFile, declared: Features) -> list
         if group.total_byte_size > HUB_MAX_ROW_GROUP_BYTES:
             problems.append(f"{path}: row group {i} holds {group.total_byte_size / 1e6:.0f} MB uncompressed, above "
                             f"{HUB_MAX_ROW_GROUP_BYTES / 1e6:.0f} MB: the dataset viewer cannot page through it")
-        if group.num_columns and not group.column(0).has_offset_index:
-            problems.append(f"{path}: row group {i} has no page index")
-            break
         for j in range(group.num_columns):
             column = group.column(j)
             if column.path_in_schema.endswith(".bytes") and column.compression != "UNCOMPRESSED":
