@@ -167,7 +167,7 @@ def test_a_refusal_of_kept_work_says_what_differs_in_the_users_words(inputs, tmp
             "prediction, now label); rerun that command to resume it, or pass --restart to discard its units and "
             "start afresh") in log
     first_class = source / "train" / "n01440764"
-    picture = sorted(first_class.iterdir())[0]
+    picture = min(first_class.iterdir())
     shutil.copy(picture, first_class / f"n01440764_99999{picture.suffix}")  # one more image: another plan
     code, log = run_here(args, caplog)
     assert code == 2 and "(the source's files changed); rerun that command" in log and "plan_sha256" not in log
@@ -238,8 +238,8 @@ def test_a_bad_device_is_one_line(inputs, tmp_path, caplog, device, message):
 
 @pytest.mark.parametrize("args, message", [
     (["--classes", "4-"], "--classes '4-': the range '4-' has no end; give both ends, e.g. 4-999"),
-    (["--workers", "-1"], "--workers '-1': expected 0 (decode in this process) or a positive number of decoding "
-                          "processes"),
+    (["--workers", "-1"], ("--workers '-1': expected 0 (decode in this process) or a positive number of decoding "
+                           "processes")),
 ])
 def test_arguments_that_used_to_mean_something_else_are_refused(tmp_path, capsys, args, message):
     """Cases: `--classes 4-` silently meant class 4; `--workers -1` was accepted."""
@@ -349,6 +349,7 @@ def test_evaluate_rerun_with_another_model_keeps_folder_and_comparison_consisten
         assert main([*common, "--checkpoint", str(other)]) == 0
     assert (f"{out}: removed the earlier results of resnet10t-resnet10t (this run evaluates resnet10t-other; the "
             "comparison lists these only)") in caplog.text
-    listed = [row["model"] for row in csv.DictReader(open(out / "comparison.csv"))]
+    with open(out / "comparison.csv", newline="") as f:
+        listed = [row["model"] for row in csv.DictReader(f)]
     assert listed == ["resnet10t-other"] == json.loads((out / "evaluate_info.json").read_text())["models"]
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == listed

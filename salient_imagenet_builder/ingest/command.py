@@ -1,6 +1,7 @@
 """`salient-imagenet ingest`: answer CSVs -> validated, merged annotation CSV + agreement statistics."""
 
 import logging
+import math
 import tempfile
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def print_statistics(per_pair, per_annotator, kappa, majority, answers_per_pair)
     spurious = [p for p in per_pair if p["kind"] == "spurious"]
     print(f"{len(per_pair)} pairs: {len(per_pair) - len(spurious)} core, {len(spurious)} spurious "
           f"(spurious = at least {majority} of {answers_per_pair} answers separate_object or background)")
-    if kappa == kappa:
+    if not math.isnan(kappa):
         shown = f"{kappa:.3f}"
     else:  # NaN: nothing to measure
         shown = "n/a (one answer per pair)" if answers_per_pair < 2 else "n/a (all answers identical)"
