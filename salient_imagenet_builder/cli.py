@@ -60,7 +60,10 @@ def parse_classes(text: str) -> list[int]:
     classes = set()
     try:
         for part in filter(None, (p.strip() for p in text.split(","))):
-            low, _, high = part.partition("-")
+            low, dash, high = part.partition("-")
+            if dash and not high.strip():  # "4-" is not "4": say so rather than guess an end
+                raise argparse.ArgumentTypeError(f"--classes {text!r}: the range {part!r} has no end; give both "
+                                                 f"ends, e.g. {low.strip()}-{NUM_CLASSES - 1}")
             low, high = int(low), int(high or low)
             if high < low:
                 raise argparse.ArgumentTypeError(f"--classes {text!r}: the range {part!r} ends before it starts")
@@ -77,6 +80,14 @@ def parse_classes(text: str) -> list[int]:
 def positive_int(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def workers(text: str) -> int:
+    """--workers: decoding processes, 0 (decode in-process) or more."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"--workers {text!r}: expected 0 (decode in this process) or a positive "
+                                         "number of decoding processes")
     return int(text)
 
 
@@ -139,7 +150,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-mode", choices=("crop", "original", "none"), default="crop",
                         help="image column: the 224 center view aligned with the masks, the original file, or none")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images per model forward pass")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--workers", type=workers, default=None,
                         help="decoding processes, 0: decode in-process (default: CPU count - 1, at most 8)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-draft", action="store_true",
@@ -207,7 +218,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the single-feature test (noise on one (class, feature) mask at a time)")
     parser.add_argument("--top-pairs", type=positive_int, default=DEFAULT_TOP_PAIRS,
                         help="most harmful (class, feature) pairs to list and plot")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--workers", type=workers, default=None,
                         help="decoding processes, 0: decode in-process (default: CPU count - 1, at most 8)")
     parser.add_argument("--out", default=DEFAULT_RESULTS_DIR,
                         help="results folder: <out>/<label>/ per model (the label is the model name, plus the "
@@ -253,7 +264,7 @@ def add_discover_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"feature-attack steps (default: {DEFAULT_ATTACK_STEPS}; fewer for quick runs)")
     parser.add_argument("--title", help="the annotation page's title (default: Salient features of <model>)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per model forward pass")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--workers", type=workers, default=None,
                         help="decoding processes, 0: decode in-process (default: CPU count - 1, at most 8)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-draft", action="store_true", help="decode JPEGs at full size (slower)")

@@ -131,7 +131,7 @@ def test_killed_build_resumes_and_equals_the_one_shot_build(inputs, one_shot, tm
 
     code, log = run_here(cli_args(inputs, out)[:-2] + ["--top-k", "4"], caplog)  # a different build
     assert code == 2  # and no exception escaped: no traceback
-    assert "different top_k" in log and "--restart" in log
+    assert "--top-k was 3, now 4" in log and "--restart" in log
 
     code, log = run_here(cli_args(inputs, out), caplog)
     assert code == 0, log[-3000:]

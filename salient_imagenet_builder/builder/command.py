@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..core import distributed
 from ..core.card import BuildStats, read_build_info
-from ..core.constants import DEFAULT_OUT
+from ..core.constants import ANNOTATIONS_URL, DEFAULT_OUT
 from ..core.errors import InputError
 from ..core.output import check_out, interrupted, is_build
 from ..core.sources import describe_reads
@@ -27,11 +27,23 @@ DEMO_OUT = "salient_imagenet_demo"
 def run(args) -> int:
     """A build, or the demo; with --push and no --source nothing is built (the command line then pushes --out)."""
     if args.demo:
+        refuse_demo_inputs(args)
         args.out = args.out or DEMO_OUT
         _interruptible(run_demo, args)
     elif args.source is not None or not args.push:
         _interruptible(run_build, args)
     return 0
+
+
+def refuse_demo_inputs(args) -> None:
+    """The demo makes its own images, weights and annotations: an input given with it would be silently ignored."""
+    given = [(flag, value) for flag, value in (("--source", args.source), ("--model-checkpoint", args.model_checkpoint),
+                                               ("--annotations", args.annotations))
+             if value is not None and not (flag == "--annotations" and value == ANNOTATIONS_URL)]
+    if given:
+        flag, value = given[0]
+        raise InputError(f"{flag} {value}: --demo builds from generated inputs and would ignore it; drop --demo to "
+                         f"build from your {flag[2:].replace('-', ' ')}, or drop {flag} to run the demo")
 
 
 def _interruptible(fn, args) -> None:

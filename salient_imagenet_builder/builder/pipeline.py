@@ -15,11 +15,13 @@ A run stopped anywhere resumes from the units done (same command); the dataset i
 """
 
 import logging
+import os
 import platform
+import shutil
 import sys
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -47,13 +49,13 @@ from ..core.constants import (
 )
 from ..core.errors import InputError
 from ..core.model import create_feature_model
-from ..core.output import discard_staging, move_into_place, prepare_output, staging_folder
+from ..core.output import check_out, discard_staging, move_into_place, prepare_output, staging_folder
 from ..core.runner import ModelRunner, Numerics
-from ..core.scan import ScanSpec, ScanWorker, fingerprint, scan_units
+from ..core.scan import ScanSpec, ScanWorker, fingerprint, nothing_grouped, scan_units
 from ..core.schema import annotation_features, class_names, image_features
-from ..core.sources import SourceError, open_source, ref_location
+from ..core.sources import open_source, ref_location
 from ..core.stages import StageTimer, default_workers
-from ..core.units import Unit, UnitFolder, open_work, run_units
+from ..core.units import Unit, UnitFolder, WorkLock, open_work, ran_with_counts, run_units
 from ..core.writer import ShardWriter, SpilledRows, encode_rows
 from .gallery import write_gallery
 from .pass2 import RowsWorker
@@ -63,6 +65,10 @@ from .rows import RowSpill
 __all__ = ["BuildConfig", "Builder", "build"]
 
 log = logging.getLogger(__name__)
+
+
+class NothingToWrite(InputError):
+    """Every unit ran, and there is nothing to write: rerunning the same command would end the same way."""
 
 IMAGE_MODES = ("crop", "original", "none")
 GROUP_BY = ("prediction", "label")
@@ -107,6 +113,8 @@ class BuildConfig:
             raise InputError(f"--top-k must be a positive integer or 'all', got {self.top_k}")
         if self.unit_size < 1:
             raise InputError(f"--unit-size must be a positive integer, got {self.unit_size}")
+        if self.workers is not None and self.workers < 0:
+            raise InputError(f"--workers must be 0 (decode in this process) or more, got {self.workers}")
 
     @property
     def numerics(self) -> Numerics:
@@ -149,24 +157,46 @@ class Builder:
         config, world = self.config, self.world
         out = Path(config.out)
         start = time.perf_counter()
-        staging = self._on_main(lambda: prepare_output(out, config.overwrite, config.source))
+        self.lock = None
+        staging = self._on_main(lambda: self._claim(out))
         self.staging = staging or staging_folder(out)
         try:
-            self._setup()
-            self._on_main(lambda: open_work(self.staging / WORK_DIR, self.fingerprint(), config.restart))
-            distributed.barrier()
-            scan, rows_files = self._passes()
+            try:
+                self._setup()
+                self._on_main(lambda: open_work(self.staging / WORK_DIR, self.fingerprint(), config.restart))
+                distributed.barrier()
+                scan, rows_files = self._passes()
+                if world.is_main:
+                    self._write(scan, rows_files, start)
+            except NothingToWrite:
+                if world.is_main:  # the same command would fail the same way, another would be refused: keep nothing
+                    shutil.rmtree(self.staging, ignore_errors=True)
+                raise
+            except BaseException:
+                if world.is_main:
+                    discard_staging(self.staging)  # the previous output is untouched; finished units stay for a resume
+                raise
             if world.is_main:
-                self._write(scan, rows_files, start)
-        except BaseException:
-            if world.is_main:
-                discard_staging(self.staging)  # the previous output is untouched; finished units stay for a resume
-            raise
-        if world.is_main:
-            move_into_place(self.staging, out)  # drops the work folder, then swaps the build into place
-            log.info("stage seconds: %s", self.stats.stage_seconds)
+                move_into_place(self.staging, out)  # drops the work folder, then swaps the build into place
+                log.info("stage seconds: %s", self.stats.stage_seconds)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
         distributed.barrier()
         return self.stats
+
+    def _claim(self, out: Path) -> Path:
+        """Rank 0: check --out, lock its work folder (one build at a time), then prepare the staging folder."""
+        config = self.config
+        check_out(out, config.overwrite, config.source)
+        self.lock = WorkLock(staging_folder(out) / WORK_DIR, f"--out {out}")
+        try:
+            return prepare_output(out, config.overwrite, config.source)
+        except BaseException:
+            discard_staging(staging_folder(out))
+            self.lock.release()
+            self.lock = None
+            raise
 
     def _setup(self) -> None:
         config = self.config
@@ -190,13 +220,28 @@ class Builder:
         self.plan = [Unit(i, spec) for i, spec in enumerate(specs)]
         self.stats.source_bytes = {"plan": self.source.io.take()}  # footers, label columns, tar headers
         self.workers = config.workers if config.workers is not None else default_workers(self.device, self.world)
+        self.batch_size = self._batch_size()
+        self.ran_with = {"--batch-size": self.batch_size, "--workers": self.workers, "--device": str(self.device)}
+
+    def _batch_size(self) -> int:
+        """--batch-size, capped by the most images a unit can hold (a batch never spans units): the decode buffers
+        are sized by what can arrive, not by the flag alone; refused in one line when even that does not fit."""
+        sizes = [_unit_images(unit.spec) for unit in self.plan]
+        bound = max(sizes, default=0) if None not in sizes else self.source.count()
+        size = self.config.batch_size if bound is None else max(1, min(self.config.batch_size, bound))
+        needed = 3 * size * 3 * CROP_SIZE * CROP_SIZE  # the ring's two halves and the pinned batch, uint8
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if needed > memory // 2:
+            raise InputError(f"--batch-size {self.config.batch_size}: its decode buffers would take "
+                             f"{needed / 1e9:.1f} GB, more than half of this machine's memory ({memory / 1e9:.1f} "
+                             "GB); use a smaller --batch-size")
+        return size
 
     def fingerprint(self) -> dict:
         """What makes two runs the same build; the number of ranks and workers is not part of it."""
         config = self.config
         return fingerprint(self.source, config.split, self.plan, self.model_info, self.spec, limit=config.limit,
-                           draft=config.draft, batch_size=config.batch_size, unit_size=config.unit_size,
-                           numerics=config.numerics.describe(), device_type=self.device.type,
+                           draft=config.draft, unit_size=config.unit_size, numerics=config.numerics.describe(),
                            annotations_sha256=self.annotations.sha256, top_k=config.top_k,
                            image_mode=config.image_mode)
 
@@ -207,13 +252,14 @@ class Builder:
 
         def make_scan_worker():
             rows = RowSpill(self.pairs_by_class, scan_folder.path) if all_mode else None
-            return ScanWorker(self.source, self.runner, self.spec, batch_size=config.batch_size,
+            return ScanWorker(self.source, self.runner, self.spec, batch_size=self.batch_size,
                               workers=self.workers, draft=config.draft, limit=config.limit,
                               image_mode=config.image_mode if all_mode else None, rows=rows)
 
         scan, self.stats.pass1_units = scan_units(self.plan, scan_folder, self.spec, self.model.num_features,
                                                   make_scan_worker, world, "pass 1",
-                                                  f"pass 1: robust model over {len(self.plan)} units")
+                                                  f"pass 1: robust model over {len(self.plan)} units", self.ran_with)
+        self.ran_with_units = {"pass 1": ran_with_counts(scan_folder, range(len(self.plan)))}
         self.stats.forward_passes = {"images_forwarded": scan.scanned, "per_image": 1,
                                      "reads_of_source": 1 if all_mode else 2}
         self.stats.source_bytes["pass 1"] = scan.bytes_read
@@ -224,9 +270,11 @@ class Builder:
         plan2 = [unit for unit in self.plan if unit.index in selected]
         rows_folder = UnitFolder(work, "rows")
         self.stats.pass2_units = run_units(
-            plan2, rows_folder, lambda: RowsWorker(self.source, config, self.workers, selected, scan_folder,
-                                                   rows_folder.path),
-            world, "pass 2", desc=f"pass 2: masks for the selected images of {len(plan2)} units")
+            plan2, rows_folder, lambda: RowsWorker(self.source, replace(config, batch_size=self.batch_size),
+                                                   self.workers, selected, scan_folder, rows_folder.path),
+            world, "pass 2", desc=f"pass 2: masks for the selected images of {len(plan2)} units",
+            ran_with=self.ran_with)
+        self.ran_with_units["pass 2"] = ran_with_counts(rows_folder, [unit.index for unit in plan2])
         self.stats.source_bytes["pass 2"] = 0
         for unit in plan2:
             marker = rows_folder.read_marker(unit.index)
@@ -247,9 +295,8 @@ class Builder:
         with self.timer("write shards"):
             rows = SpilledRows(rows_files)
             if rows.table is None or rows.table.num_rows == 0:
-                raise InputError(f"no image was grouped into the built classes {self.classes[:20]} "
-                                 f"({scan.scanned} read): nothing to write. With few images per class, "
-                                 "try --group-by label or a larger --limit.")
+                raise NothingToWrite(nothing_grouped(self.source, f"--source {config.source}", self.classes,
+                                                     scan.scanned, config.group_by) + "; nothing to write")
             check_unique_rows(rows.table, self.source.locate)
             fill = PairRanks(rows.table).apply if config.top_k is None else None
             shards = ShardWriter(self.staging / "data", config.split, image_features(), config.max_shard_bytes,
@@ -291,7 +338,7 @@ class Builder:
             log.warning("skipped %d file(s) that are not images (by extension), e.g. %s", len(not_images),
                         ", ".join(not_images[:5]))
         if scan.scanned == 0 and unlabelled:
-            raise SourceError(f"--source {self.config.source} (split {self.config.split}): none of its images has an "
+            raise NothingToWrite(f"--source {self.config.source} (split {self.config.split}): none of its images has an "
                               f"ImageNet label 0-{NUM_CLASSES - 1} (labels seen: {stats.skipped_label_values});"
                               " a test split carries no labels: build from the train or validation split")
 
@@ -326,6 +373,10 @@ class Builder:
         published = config.annotations == ANNOTATIONS_URL
         annotations = annotations_mod.load(config.annotations, Path(config.cache_dir).expanduser() / "annotations",
                                            num_features=self.model.num_features, expect_published=published)
+        if annotations.pairs and annotations.answers_per_pair == 1 and self.world.is_main:
+            log.warning("--annotations %s: every pair has a single answer, so each pair's kind is that one answer "
+                        "(majority 1 of 1); if this is one annotator's export, merge every annotator's export with "
+                        "`salient-imagenet ingest` first", config.annotations)
         if config.classes is not None:
             annotations = annotations.restrict(config.classes)
         return annotations
@@ -366,7 +417,18 @@ class Builder:
             "demo": config.demo,
             "python": platform.python_version(), "torch": torch.__version__, "device": str(self.device),
             "world_size": self.world.size,
+            # the speed settings each pass's units ran with (a resume may change them): [[settings, units], ...]
+            "units_ran_with": self.ran_with_units,
         }
+
+
+def _unit_images(spec: dict) -> int | None:
+    """The most images a unit's spec can yield, when the spec says (a folder block, a parquet unit's row list)."""
+    if "stop" in spec and "start" in spec:
+        return spec["stop"] - spec["start"]
+    if spec.get("rows") is not None:
+        return len(spec["rows"])
+    return None
 
 
 def build(config: BuildConfig) -> BuildStats:

@@ -167,19 +167,43 @@ def read_pairs(path: str | os.PathLike) -> dict[tuple[int, int], dict]:
         path = path / PAIRS_FILE
     if not path.exists():
         raise InputError(f"pairs file not found: {path} (discover writes it into its --out folder)")
+    wnids = wordnet_ids()
     with csv_reader(path) as reader:
         missing = [c for c in STUDY_PAIR_COLUMNS[:4] if c not in (reader.fieldnames or [])]
         if missing:
-            raise InputError(f"{path}: not a pairs.csv: missing column(s) {', '.join(missing)}")
+            raise InputError(f"{path}: not a pairs.csv: missing column(s) {', '.join(missing)}"
+                             f"{separator_hint(reader.fieldnames)}")
         pairs = {}
-        for row in reader:
+        for number, row in enumerate(reader, start=2):  # a spreadsheet's row numbers: the header is row 1
+            if is_blank(row):
+                continue
+            where = f"{path} (the study's pairs), row {number}"
             try:
                 key = (int(row["Input.class_index"]), int(row["Input.feature_index"]))
                 row["Input.feature_rank"] = int(row["Input.feature_rank"])
             except (TypeError, ValueError):
-                raise InputError(f"{path}, row {reader.line_num}: class, feature and rank must be integers") from None
+                raise InputError(f"{where}: class, feature and rank must be integers") from None
+            if not 0 <= key[0] < NUM_CLASSES or not 1 <= row["Input.feature_rank"] <= FEATURES_PER_CLASS:
+                raise InputError(f"{where}: class {key[0]} rank {row['Input.feature_rank']}: classes are 0-"
+                                 f"{NUM_CLASSES - 1}, ranks 1-{FEATURES_PER_CLASS}")
+            row["Input.wordnet_id"] = (row["Input.wordnet_id"] or "").strip()
+            if row["Input.wordnet_id"] != wnids[key[0]]:
+                raise InputError(f"{where}: Input.wordnet_id {row['Input.wordnet_id']} is not class {key[0]} "
+                                 f"({wnids[key[0]]})")
             pairs[key] = row
     return pairs
+
+
+def is_blank(row: dict) -> bool:
+    """A blank line, or one of separators only (",,,,"), as spreadsheets leave at the end."""
+    return not any((v or "").strip() for v in row.values() if isinstance(v, str))
+
+
+def separator_hint(fieldnames) -> str:
+    """For a header that is one field holding ';' or tabs: the file was saved with another separator."""
+    if fieldnames and len(fieldnames) == 1 and any(sep in fieldnames[0] for sep in ";\t"):
+        return " (it seems to use ';' or tabs between columns: save it as comma-separated CSV UTF-8)"
+    return ""
 
 
 def parse(path: str | os.PathLike, num_features: int = 2048) -> Annotations:
@@ -196,14 +220,12 @@ def _parse_rows(path: Path, reader: csv.DictReader, num_features: int) -> Annota
         raise AnnotationError(f"{path}: empty file, expected a CSV with the header {','.join(COLUMNS)}")
     missing = [c for c in COLUMNS if c not in reader.fieldnames]
     if missing:
-        hint = ""
-        if len(reader.fieldnames) == 1 and any(sep in reader.fieldnames[0] for sep in ";\t"):
-            hint = " (it seems to use ';' or tabs between columns: save it as comma-separated CSV UTF-8)"
-        raise AnnotationError(f"{path}: missing column(s) {', '.join(missing)}; header is {reader.fieldnames}{hint}")
-    for row in reader:
-        where = f"{path}, row {reader.line_num}"
-        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
-            continue  # a blank line, or one of separators only (",,,,"), as spreadsheets leave at the end
+        raise AnnotationError(f"{path}: missing column(s) {', '.join(missing)}; header is {reader.fieldnames}"
+                              f"{separator_hint(reader.fieldnames)}")
+    for number, row in enumerate(reader, start=2):  # a spreadsheet's row numbers: a two-line reason is one row
+        where = f"{path}, row {number}"
+        if is_blank(row):
+            continue
         if None in row or None in row.values():
             fields = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])
             raise AnnotationError(f"{where}: {fields} fields, the header has {len(reader.fieldnames)}")

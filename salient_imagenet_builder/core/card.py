@@ -164,7 +164,8 @@ def render(provenance: dict, stats: BuildStats, split: str, repo_id: str = "path
                           f"mean {tuple(constants['mean'])}, std {tuple(constants['std'])}; "
                           f"JPEG draft decoding: {constants['jpeg_draft']}"),
         ("grouping / top-k / majority", f"{constants['group_by']} / {constants['top_k']} / "
-                                        f"{constants['majority']} of 5"),
+                                        f"{constants['majority']} of "
+                                        f"{constants.get('answers_per_pair', ANSWERS_PER_PAIR)}"),
         ("software", f"python {provenance['python']}, torch {provenance['torch']}, device {provenance['device']}"),
         ("opt-in numerics", ", ".join(k for k, v in provenance.get("numerics", {}).items() if v) or "none (fp32)"),
         ("processes (torchrun world size)", provenance.get("world_size", 1)),

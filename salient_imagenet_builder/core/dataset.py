@@ -4,6 +4,7 @@ read, on the Hub by byte range).
 """
 
 import json
+import re
 from dataclasses import dataclass
 from fnmatch import fnmatch
 
@@ -50,9 +51,18 @@ class DatasetView:
                 else "train"
         self.image_files = self._files(f"data/{split}-*.parquet")
         self.annotation_files = self._files(f"data/{ANNOTATIONS_CONFIG}-*.parquet")
+        splits = self._splits()
+        if self.annotation_files and splits and not self.image_files:
+            raise InputError(f"{dataset}: has no split {split!r}; its image split(s): {', '.join(splits)} (pass "
+                             f"--split {splits[0]})")
         if not self.image_files or not self.annotation_files:
             raise InputError(f"{dataset}: not a Salient ImageNet build (no data/{split}-*.parquet or "
                              f"data/{ANNOTATIONS_CONFIG}-*.parquet)")
+
+    def _splits(self) -> list[str]:
+        """The image splits of the build (data/<split>-*.parquet besides the annotations config)."""
+        shards = (re.fullmatch(r"data/(.+)-\d+-of-\d+\.parquet", f) for f in self.target.files)
+        return sorted({m.group(1) for m in shards if m} - {ANNOTATIONS_CONFIG})
 
     def _files(self, pattern: str) -> list[str]:
         return sorted(f for f in self.target.files if fnmatch(f, pattern))

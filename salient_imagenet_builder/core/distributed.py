@@ -11,6 +11,7 @@ from datetime import timedelta
 import torch
 
 from .constants import DISTRIBUTED_TIMEOUT_S
+from .model import pick_device
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,9 @@ def broadcast_object(obj, src: int = 0):
 
 
 def device_for(world: World, requested: str | None) -> torch.device:
-    """Each rank on its own GPU (LOCAL_RANK); a requested device is taken as given."""
+    """Each rank on its own GPU (LOCAL_RANK); a requested device is taken as given, once checked (`pick_device`)."""
     if requested:
-        return torch.device(requested)
+        return pick_device(requested)
     if torch.cuda.is_available():
         return torch.device("cuda", world.local_rank % torch.cuda.device_count())
     return torch.device("cpu")

@@ -27,12 +27,33 @@ def decode(data: bytes, draft: bool = True) -> Image.Image:
         image = Image.open(io.BytesIO(data))
         if draft and image.format == "JPEG":
             w, h = image.size
-            scale = RESIZE_SIZE / min(w, h)
+            scale = RESIZE_SIZE / max(1, min(w, h))
             image.draft("RGB", (max(1, int(w * scale) + 1), max(1, int(h * scale) + 1)))
+        check_size(*image.size)  # from the header, before any pixel is decoded
         image.load()
         return to_rgb(ImageOps.exif_transpose(image))
+    except CorruptImage:
+        raise
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError...)
         raise CorruptImage(f"{type(e).__name__}: {e}") from None
+
+
+MAX_PIXELS = 89_478_485  # Pillow's default MAX_IMAGE_PIXELS (its decompression-bomb warning), fixed here: the
+# library never reads or changes that process-wide setting of its caller
+MAX_ASPECT = 64  # longer side / shorter side: beyond it the 256 resize of the shorter side alone is a huge image
+
+
+def check_size(width: int, height: int) -> None:
+    """Refuse (as a corrupt image: skipped and counted) what would cost far more than an ImageNet photo to view:
+    more pixels than Pillow's decompression-bomb limit, or so elongated that resizing the shorter side to 256 makes
+    a giant (a 1x20000 PNG of 162 bytes would become 256 x 5,120,000 pixels)."""
+    if width < 1 or height < 1:
+        raise CorruptImage(f"{width}x{height} pixels: an empty image")
+    if width * height > MAX_PIXELS:
+        raise CorruptImage(f"{width}x{height} pixels: more than {MAX_PIXELS:,} (a decompression bomb?), not decoded")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise CorruptImage(f"{width}x{height} pixels: too elongated to view (sides more than {MAX_ASPECT}:1 apart), "
+                           "not decoded")
 
 
 WHITE = (255, 255, 255, 255)  # what transparent pixels become: a page's usual background

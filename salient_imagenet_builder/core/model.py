@@ -270,6 +270,22 @@ def download_robust(name: str) -> str:
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The requested device, checked here (one line when it is not a device or not on this machine), or cuda when
+    there is one, else cpu."""
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {device}: not a torch device; use cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise InputError(f"--device {device}: no CUDA device is available here; use --device cpu")
+        if chosen.index is not None and chosen.index >= count:
+            raise InputError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0-cuda:{count - 1}")
+    elif chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"--device {device}: no Apple MPS device is available here; use --device cpu")
+    elif chosen.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"--device {device}: not supported here; use cpu or cuda")
+    return chosen

@@ -474,25 +474,26 @@ class ScanWorker:
 
 
 def fingerprint(source, split: str, plan: list[Unit], model_info, spec: ScanSpec, *, limit, draft: bool,
-                batch_size: int, unit_size: int, numerics: dict, device_type: str, **settings) -> dict:
-    """What makes two scans the same (the number of ranks and workers is not part of it); `settings` adds what
-    else the caller's output depends on, named in its own words (e.g. the build's `top_k`)."""
+                unit_size: int, numerics: dict, **settings) -> dict:
+    """What makes two scans the same; `settings` adds what else the caller's output depends on, named in its own
+    words (e.g. the build's `top_k`). The speed knobs (batch size, workers, device, ranks) are not part of it: a
+    resume may change them (e.g. a smaller --batch-size after running out of GPU memory); each unit's marker
+    records the ones it ran with (`units.run_units`' `ran_with`)."""
     from .. import __version__
 
     return {
         "package_version": __version__, "source": source.describe(), "split": split,
         "plan_sha256": fingerprint_hash({"plan": [u.spec for u in plan]}), "model": model_info.name,
         "arch": model_info.arch, "checkpoint_sha256": model_info.sha256 or model_info.checkpoint, "limit": limit,
-        "draft": draft, "batch_size": batch_size, "unit_size": unit_size, "numerics": numerics,
-        "device_type": device_type, **spec.describe(), **settings,
+        "draft": draft, "unit_size": unit_size, "numerics": numerics, **spec.describe(), **settings,
     }
 
 
 def scan_units(plan: list[Unit], folder: UnitFolder, spec: ScanSpec, num_features: int, make_worker, world,
-               log_name: str, desc: str) -> tuple[ScanResult, dict]:
+               log_name: str, desc: str, ran_with: dict | None = None) -> tuple[ScanResult, dict]:
     """Run (or resume) this rank's share of the plan's units, then merge every unit's result in unit order (every
     rank gets the same result). Returns the result and the unit runner's counts."""
-    counts = run_units(plan, folder, make_worker, world, log_name, desc=desc)
+    counts = run_units(plan, folder, make_worker, world, log_name, desc=desc, ran_with=ran_with)
     start = time.perf_counter()
     total = ScanResult.empty(spec, num_features)
     # Units are merged MERGE_GROUP at a time before they meet the total: a unit touches few slots, the total many,
@@ -507,3 +508,23 @@ def scan_units(plan: list[Unit], folder: UnitFolder, spec: ScanSpec, num_feature
     total.timings["merge"] += time.perf_counter() - start
     distributed.barrier()
     return total, counts
+
+
+def nothing_grouped(source, where: str, classes: list[int], scanned: int, group_by: str) -> str:
+    """Why no image fell into the requested classes, in words that point the right way: no image of them in the
+    source (--group-by would not help), or images of them the model predicted as other classes (it would)."""
+    wanted = _classes_text(classes)
+    if scanned == 0:
+        counts = source._label_counts() or {}
+        present = sorted(c for c, n in counts.items() if n and 0 <= c < NUM_CLASSES)
+        has = f" (it holds images of the classes {_classes_text(present)})" if present else ""
+        return f"{where} has no image of the classes {wanted}{has}; check --classes"
+    if group_by == "prediction":
+        return (f"the model predicted none of the {scanned} images read as one of the classes {wanted}; "
+                "--group-by label groups them by their true label")
+    return f"none of the {scanned} images read is labelled with one of the classes {wanted}"
+
+
+def _classes_text(classes: list[int]) -> str:
+    shown = ", ".join(map(str, classes[:20]))
+    return shown + (f", ... ({len(classes)} classes)" if len(classes) > 20 else "")

@@ -41,10 +41,10 @@ from ..core.output import (
     write_text_atomic,
 )
 from ..core.runner import ModelRunner, Numerics
-from ..core.scan import ScanSpec, ScanWorker, fingerprint, scan_units
+from ..core.scan import ScanSpec, ScanWorker, fingerprint, nothing_grouped, scan_units
 from ..core.sources import open_source
 from ..core.stages import StageTimer, default_workers
-from ..core.units import Unit, UnitFolder, open_work
+from ..core.units import Unit, UnitFolder, WorkLock, open_work
 from .page import write_page
 from .panels import write_panels
 from .ranking import rank_pairs, write_pairs
@@ -131,9 +131,22 @@ class _Study:
         start = time.perf_counter()
         model, self.info = create_feature_model(config.model, config.model_checkpoint, config.arch)
         self.runner = ModelRunner(model, self.device, config.numerics, StageTimer())
-        source = open_source(config.source, config.split, config.source_type)
-        staging = (prepare_output(self.out, config.overwrite, config.source, kind="study") if world.is_main
-                   else staging_folder(self.out))
+        source = self.source = open_source(config.source, config.split, config.source_type)
+        lock = WorkLock(staging_folder(self.out) / WORK_DIR, f"--out {self.out}") if world.is_main else None
+        try:
+            return self._run(source, start)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run(self, source, start) -> dict:
+        config, world = self.config, self.world
+        try:
+            staging = (prepare_output(self.out, config.overwrite, config.source, kind="study") if world.is_main
+                       else staging_folder(self.out))
+        except BaseException:
+            discard_staging(staging_folder(self.out))
+            raise
         distributed.barrier()
         try:
             scan = self._scan(source, staging)
@@ -167,9 +180,9 @@ class _Study:
         work = staging / WORK_DIR
         if world.is_main:
             open_work(work, fingerprint(source, config.split, plan, self.info, spec, limit=config.limit,
-                                        draft=config.draft, batch_size=config.batch_size, unit_size=config.unit_size,
-                                        numerics=config.numerics.describe(), device_type=self.device.type,
-                                        top_images=config.top_images), config.restart)
+                                        draft=config.draft, unit_size=config.unit_size,
+                                        numerics=config.numerics.describe(), top_images=config.top_images),
+                      config.restart)
         distributed.barrier()
         workers = default_workers(self.device, world) if config.workers is None else config.workers
         scan, _ = scan_units(plan, UnitFolder(work, "discover-scan"), spec, self.runner.model.num_features,
@@ -192,8 +205,8 @@ class _Study:
                              "discover on the train or validation split")
         tasks = rank_pairs(scan, self.runner.model.classifier_weight, config.features_per_class)
         if not tasks:
-            raise InputError(f"--source {config.source}: no image was grouped into the requested classes "
-                             f"({scan.scanned} read); try --group-by label or more images")
+            raise InputError(nothing_grouped(self.source, f"--source {config.source}", scan.classes, scan.scanned,
+                                             config.group_by) + "; nothing to rank")
         return tasks
 
     def _provenance(self, scan, tasks, start) -> dict:

@@ -3,8 +3,10 @@
 import csv
 import io
 import json
+import logging
 import math
 import os
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from ..core.schema import class_names, wordnet_ids
 from .metrics import mean_std
 from .rows import Pairs
 from .runner import ModelResult
+
+log = logging.getLogger(__name__)
 
 CLASS_COLUMNS = ["class", "wordnet_id", "class_name", "core_feature_images", "spurious_feature_images",
                  "clean_acc_core_images", "spurious_acc", "spurious_acc_std", "clean_acc_spurious_images", "core_acc",
@@ -171,13 +175,33 @@ def write_model_outputs(folder: Path, result: ModelResult, summary: dict, pairs:
 
 
 def write_comparison(folder: Path, results: list[ModelResult]) -> None:
-    """comparison.csv and .png, then the marker that makes `folder` a results folder `evaluate` may write again."""
+    """comparison.csv and .png, then the marker that makes `folder` a results folder `evaluate` may write again.
+    The folders of models an earlier run into `folder` evaluated and this one did not are removed first, so the
+    folder holds exactly the models its comparison lists."""
     folder.mkdir(parents=True, exist_ok=True)
+    drop_earlier_models(folder, [r.label for r in results])
     rows = [table_row(r) for r in results]
     write_csv(folder / "comparison.csv", rows, list(rows[0]))
     plot_comparison(folder / "comparison.png", results)
     write_json(folder / EVALUATE_INFO, {"package": PACKAGE_NAME, "package_version": __version__,
                                         "models": [r.label for r in results]})
+
+
+def drop_earlier_models(folder: Path, labels: list[str]) -> list[str]:
+    """Remove the per-model folders an earlier evaluate run wrote into `folder` (listed in its marker) that are not
+    among `labels`; returns their labels, and says so in one line."""
+    try:
+        earlier = json.loads((folder / EVALUATE_INFO).read_text(encoding="utf-8")).get("models", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    dropped = [label for label in earlier if isinstance(label, str) and label not in labels and label
+               and "/" not in label and label not in (".", "..") and (folder / label / "summary.json").is_file()]
+    for label in dropped:
+        shutil.rmtree(folder / label)
+    if dropped:
+        log.info("%s: removed the earlier results of %s (this run evaluates %s; the comparison lists these only)",
+                 folder, ", ".join(dropped), ", ".join(labels))
+    return dropped
 
 
 def table_row(result: ModelResult) -> dict:

@@ -7,12 +7,12 @@ The stages, in order:
 2. `answers.check_quorum`: every pair needs its answers (default 5; fewer is a problem naming the pair);
 3. `agreement`: labels by the majority rule (`annotations.classify`, default 3 of 5), agreement per pair and per
    annotator, Fleiss' kappa;
-4. `command`: the handler of `salient-imagenet ingest`: prints the statistics and writes the CSV atomically,
-   then reads it back with the builder's own parser.
+4. `command`: the handler of `salient-imagenet ingest`: prints the statistics, reads the CSV it is about to write
+   with the builder's own parser, and only then writes it (atomically).
 """
 
 from .agreement import annotator_agreement, fleiss_kappa, pair_agreement
-from .answers import IngestError, check_quorum, read_answers, write_answers
+from .answers import IngestError, answers_text, check_quorum, read_answers
 
-__all__ = ["IngestError", "annotator_agreement", "check_quorum", "fleiss_kappa", "pair_agreement", "read_answers",
-           "write_answers"]
+__all__ = ["IngestError", "annotator_agreement", "answers_text", "check_quorum", "fleiss_kappa", "pair_agreement",
+           "read_answers"]

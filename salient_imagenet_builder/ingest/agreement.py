@@ -59,4 +59,7 @@ def annotator_agreement(grouped: dict, majority: int) -> list[dict]:
 
 
 def kappa_of(grouped: dict) -> float:
+    """Fleiss' kappa of the answers; NaN (printed "n/a") when a pair has a single answer: no agreement to measure."""
+    if any(len(rows) < 2 for rows in grouped.values()):
+        return float("nan")
     return fleiss_kappa([[sum(r.answer == c for r in rows) for c in ANSWER_CHOICES] for rows in grouped.values()])

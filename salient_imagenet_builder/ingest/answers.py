@@ -6,10 +6,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.annotations import COLUMNS, csv_reader
+from ..core.annotations import COLUMNS, csv_reader, is_blank, separator_hint
 from ..core.constants import ANSWER_CHOICES, CONFIDENCE_RANGE
 from ..core.errors import InputError
-from ..core.output import write_text_atomic
 
 
 class IngestError(InputError):
@@ -38,7 +37,8 @@ def unreadable(paths: list[str]) -> list[str]:
             continue
         try:
             with csv_reader(path, IngestError) as reader:
-                missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+                fieldnames = reader.fieldnames
+                missing = [c for c in COLUMNS if c not in (fieldnames or [])]
                 for _ in reader:  # decode it all: a bad byte may come late
                     pass
         except IngestError as e:
@@ -46,7 +46,7 @@ def unreadable(paths: list[str]) -> list[str]:
             continue
         if missing:
             problems.append(f"{path}: missing column(s) {', '.join(missing)}; expected the header "
-                            f"{','.join(COLUMNS)}")
+                            f"{','.join(COLUMNS)}{separator_hint(fieldnames)}")
     return problems
 
 
@@ -56,8 +56,10 @@ def read_answers(paths: list[str], pairs: dict[tuple[int, int], dict]) -> tuple[
     rows, problems, seen = [], [], {}
     for path in map(Path, paths):
         with csv_reader(path, IngestError) as reader:
-            for record in reader:
-                where = f"{path}, row {reader.line_num}"
+            for number, record in enumerate(reader, start=2):  # a spreadsheet's rows: the header is row 1
+                if is_blank(record):
+                    continue  # padding rows (",,,,,,,") a spreadsheet leaves, as the build's parser skips them
+                where = f"{path}, row {number}"
                 try:
                     row = parse_row(record, pairs, where)
                 except IngestError as e:
@@ -125,8 +127,8 @@ def check_quorum(grouped: dict, pairs: dict, answers_per_pair: int) -> list[str]
     return problems
 
 
-def write_answers(path: Path, grouped: dict, pairs: dict) -> None:
-    """The build's annotation CSV: the published header, rows by (class, feature rank, annotator); atomic."""
+def answers_text(grouped: dict, pairs: dict) -> str:
+    """The build's annotation CSV: the published header, rows by (class, feature rank, annotator)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
@@ -135,4 +137,4 @@ def write_answers(path: Path, grouped: dict, pairs: dict) -> None:
         for row in sorted(grouped[key], key=lambda r: r.worker_id):
             writer.writerow([row.worker_id, pair["Input.wordnet_id"], key[0], key[1], pair["Input.feature_rank"],
                              row.answer, f"{row.confidence:.1f}", row.reason])
-    write_text_atomic(path, buffer.getvalue())
+    return buffer.getvalue()

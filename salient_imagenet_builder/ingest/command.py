@@ -1,14 +1,16 @@
 """`salient-imagenet ingest`: answer CSVs -> validated, merged annotation CSV + agreement statistics."""
 
 import logging
+import math
+import tempfile
 from pathlib import Path
 
 from ..core import annotations as annotations_mod
 from ..core.annotations import read_pairs
 from ..core.constants import PAIRS_FILE, majority_of
-from ..core.output import check_out_file
+from ..core.output import check_out_file, write_text_atomic
 from .agreement import annotator_agreement, kappa_of, pair_agreement
-from .answers import IngestError, by_pair, check_quorum, read_answers, unreadable, write_answers
+from .answers import IngestError, answers_text, by_pair, check_quorum, read_answers, unreadable
 
 log = logging.getLogger(__name__)
 MAX_PRINTED_PAIRS = 30
@@ -29,9 +31,10 @@ def run(args) -> int:
     report(problems + check_quorum(grouped, pairs, args.answers_per_pair), out)
     per_pair, per_annotator = pair_agreement(grouped, args.majority), annotator_agreement(grouped, args.majority)
     print_statistics(per_pair, per_annotator, kappa_of(grouped), args.majority, args.answers_per_pair)
+    text = answers_text(grouped, pairs)
+    check_text(text, per_pair, args, pairs_path)  # everything validated before anything is written
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_answers(out, grouped, pairs)
-    check_written(out, per_pair, args)
+    write_text_atomic(out, text)
     print(f"\nWrote {out}: {len(rows)} answers to {len(grouped)} pairs from {len(per_annotator)} annotators. Build "
           f"with it:\n  python build_dataset.py --source ... --annotations {out} --out my_salient_dataset")
     return 0
@@ -61,25 +64,35 @@ def report(problems: list[str], out: Path) -> None:
     raise IngestError(f"{len(problems)} problem(s) in the answers{more}; {out} not written")
 
 
-def check_written(out: Path, per_pair: list[dict], args) -> None:
-    """Read the file back with the build's parser: what ingest wrote is what the build will read."""
+def check_text(text: str, per_pair: list[dict], args, pairs_path: Path) -> None:
+    """Read the CSV to be written with the build's parser first: what ingest writes is what the build will read."""
     if args.majority != majority_of(args.answers_per_pair):
         log.warning("the build labels a pair by a majority of its answers (%d of %d); these labels used %d of %d, so "
                     "the build will label some pairs differently", majority_of(args.answers_per_pair),
                     args.answers_per_pair, args.majority, args.answers_per_pair)
         return
     num_features = max(p["feature_index"] for p in per_pair) + 1
-    parsed = annotations_mod.parse(out, num_features=num_features)
+    with tempfile.TemporaryDirectory(prefix="salient_ingest_") as tmp:
+        draft = Path(tmp) / "annotations.csv"
+        draft.write_text(text, encoding="utf-8")
+        try:
+            parsed = annotations_mod.parse(draft, num_features=num_features)
+        except annotations_mod.AnnotationError as e:  # cannot happen unless the two readers drift apart
+            raise IngestError(f"the merged answers would not build ({str(e).replace(str(draft), 'the output')}); "
+                              f"check {pairs_path}; nothing written") from None
     mismatched = [p for p in per_pair if parsed.pairs[(p["class_index"], p["feature_index"])].kind != p["kind"]]
     if mismatched:  # cannot happen unless the two readers drift apart
-        raise IngestError(f"{out}: the build's parser labels {len(mismatched)} pair(s) differently")
+        raise IngestError(f"the build's parser labels {len(mismatched)} pair(s) differently; nothing written")
 
 
 def print_statistics(per_pair, per_annotator, kappa, majority, answers_per_pair) -> None:
     spurious = [p for p in per_pair if p["kind"] == "spurious"]
     print(f"{len(per_pair)} pairs: {len(per_pair) - len(spurious)} core, {len(spurious)} spurious "
           f"(spurious = at least {majority} of {answers_per_pair} answers separate_object or background)")
-    shown = "n/a (all answers identical)" if kappa != kappa else f"{kappa:.3f}"  # NaN: no disagreement possible
+    if not math.isnan(kappa):
+        shown = f"{kappa:.3f}"
+    else:  # NaN: nothing to measure
+        shown = "n/a (one answer per pair)" if answers_per_pair < 2 else "n/a (all answers identical)"
     print(f"Fleiss' kappa over the three answers: {shown}")
     shown = sorted(per_pair, key=lambda p: (p["agreement"], p["class_index"], p["feature_index"]))
     title = "Per pair" if len(shown) <= MAX_PRINTED_PAIRS else f"Per pair (the {MAX_PRINTED_PAIRS} least agreed)"
