@@ -179,6 +179,7 @@ class ScanResult:
     unlabelled: Counter = field(default_factory=Counter)  # label (as text) -> samples without an ImageNet label
     timings: dict = field(default_factory=lambda: defaultdict(float))  # stage -> seconds
     rows_paths: list = field(default_factory=list)  # rows spilled on the way (`--top-k all`), in unit order
+    decode_fallbacks: Counter = field(default_factory=Counter)  # `--decode gpu`: reason -> files decoded by Pillow
 
     @classmethod
     def empty(cls, spec: ScanSpec, num_features: int) -> "ScanResult":
@@ -211,6 +212,7 @@ class ScanResult:
         self.scanned += other.scanned
         self.skipped += other.skipped
         self.unlabelled.update(other.unlabelled)
+        self.decode_fallbacks.update(other.decode_fallbacks)
         for stage, seconds in other.timings.items():
             self.timings[stage] = self.timings.get(stage, 0.0) + seconds
         self.rows_paths += other.rows_paths
@@ -292,7 +294,8 @@ class ScanResult:
             np.savez(f, **arrays)
         (folder / "scan.json").write_text(json.dumps({
             "k": self.k, "context_k": self.context_k, "scanned": self.scanned, "skipped": self.skipped,
-            "unlabelled": self.unlabelled, "timings": self.timings}), encoding="utf-8")
+            "unlabelled": self.unlabelled, "timings": self.timings, "decode_fallbacks": self.decode_fallbacks}),
+            encoding="utf-8")
         for path in self.rows_paths:  # at most one: this unit's spilled rows
             Path(path).replace(folder / "rows.arrow")
 
@@ -318,6 +321,7 @@ class ScanResult:
                                    a["unit_positions"])
         result.scanned, result.skipped = info["scanned"], [tuple(s) for s in info["skipped"]]
         result.unlabelled, result.timings = Counter(info["unlabelled"]), defaultdict(float, info["timings"])
+        result.decode_fallbacks = Counter(info.get("decode_fallbacks", {}))
         rows = folder / "rows.arrow"
         result.rows_paths = [rows] if rows.is_file() else []
         return result
@@ -426,12 +430,14 @@ class ScanWorker:
     pooled, predictions, groups, decoder)` per batch, and `rows.close()` returns the unit's spilled rows file."""
 
     def __init__(self, source, runner, spec: ScanSpec, *, batch_size: int, workers: int, draft: bool = True,
-                 limit: int | None = None, image_mode: str | None = None, rows=None):
+                 limit: int | None = None, image_mode: str | None = None, rows=None, device_decode: bool = False):
         self.source, self.runner, self.spec, self.rows = source, runner, spec, rows
         self.batch_size, self.limit = batch_size, limit
         self.class_filter = None if len(spec.classes) == NUM_CLASSES else set(spec.classes)
+        # `device_decode` (`--decode gpu`): JPEGs decoded on the model's device, in this process
         self.decoder = BatchDecoder(workers, batch_size, draft, image_mode=image_mode,
-                                    pin_memory=runner.device.type == "cuda")
+                                    pin_memory=runner.device.type == "cuda" and not device_decode,
+                                    decode_device=runner.device if device_decode else None)
         self.overlap = runner.device.type != "cpu"  # on a CPU, decoding between forward passes is faster
 
     def close(self) -> None:
@@ -452,6 +458,7 @@ class ScanWorker:
         result = scan.result()
         result.unlabelled = Counter({str(label): n for label, n in self.source.unlabelled.items()})
         result.rows_paths = [self.rows.close()] if self.rows is not None else []
+        result.decode_fallbacks, self.decoder.fallbacks = self.decoder.fallbacks, Counter()
         result.timings = defaultdict(float, timer.report())
         return result
 
