@@ -188,5 +188,5 @@ def test_decode_gpu_build_on_cuda_is_close_to_the_default(config, tmp_path):
 def test_bf16_and_tf32_builds_on_cuda_run_and_stay_close(config, tmp_path):
     exact, _ = all_rows(config, tmp_path, "fp32", device="cuda")
     fast, _ = all_rows(config, tmp_path, "fast", device="cuda", bf16=True, tf32=True)
-    assert_close_builds(fast, exact, activation_tol=0.05, map_tol=0.25, view_levels=0)
+    assert_close_builds(fast, exact, activation_tol=0.1, map_tol=0.25, view_levels=0)
     assert read_build_info(fast)["provenance"]["numerics"] == {"tf32": True, "bf16": True, "compile": False}
