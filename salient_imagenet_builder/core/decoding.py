@@ -4,8 +4,9 @@ Forked workers write each decoded 224 view straight into a slot of a shared uint
 each: one being consumed by the model, one being filled) and send back only a small tuple. On CUDA the next batch
 decodes while the GPU runs the current one (`overlap`), the batch is copied into pinned host memory and moved with
 `non_blocking=True`. On CPU the model already uses every core, so decoding overlapped with it only preempts the
-model's OpenMP threads (each parallel region waits for its slowest thread); there the batch is decoded by all
-workers at once, between forward passes (`overlap=False`), which costs decode time / workers and nothing more.
+model's OpenMP threads (each parallel region waits for its slowest thread); there the next batch starts decoding
+once a forward pass is over, beside the caller's serial work on its outputs (`batches_with_next`), and whatever
+is left of it is decoded by all workers at once before the next forward pass.
 
 With a `decode_device` (`--decode gpu`), the main process decodes each batch itself with
 `torchvision.io.decode_jpeg` on that device (nvjpeg on CUDA, batched; libjpeg-turbo on a CPU, which is how the
@@ -193,6 +194,28 @@ class BatchDecoder:
             pending = following
         if pending is not None:
             yield self.collect(pending)
+
+    def batches_with_next(self, sample_batches):
+        """(decoded batch, `start_next`) in order, for a caller whose own work on a batch is a parallel phase (a CPU
+        forward pass, every core) then a serial one (selection, bookkeeping): it calls `start_next()` between the
+        two, so batch i+1 decodes on the cores the serial phase leaves idle, never beside the forward pass. A batch
+        whose caller did not call it starts when the next one is asked for."""
+        upcoming = iter(sample_batches)
+        pending = self._submit_next(upcoming)
+        while pending is not None:
+            started = []
+
+            def start_next():
+                if not started:
+                    started.append(self._submit_next(upcoming))
+
+            yield self.collect(pending), start_next
+            start_next()
+            pending = started[0]
+
+    def _submit_next(self, upcoming):
+        samples = next(upcoming, None)
+        return None if samples is None else self.submit(samples)
 
     def map(self, fn, items: list) -> list:
         """`fn` over `items` in the same workers (e.g. masks and PNG encoding), results in order."""

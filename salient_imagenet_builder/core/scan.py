@@ -449,12 +449,15 @@ class ScanWorker:
         if self.rows is not None:
             self.rows.open(unit)
         self.source.unlabelled = Counter()  # labels outside 0-999 are a result of the unit (they survive a resume)
-        samples = self.source.unit_samples(unit.spec, self.class_filter, self.limit)
-        batches = self.decoder.batches(batched(samples, self.batch_size), self.overlap)
-        for decoded in timed_iter(batches, timer, "read+decode"):
+        samples = batched(self.source.unit_samples(unit.spec, self.class_filter, self.limit), self.batch_size)
+        if self.overlap:  # a GPU: the next batch decodes while the device runs this one
+            batches = ((decoded, None) for decoded in self.decoder.batches(samples, overlap=True))
+        else:  # a CPU: the next batch decodes once this one's forward pass is over (`batches_with_next`)
+            batches = self.decoder.batches_with_next(samples)
+        for decoded, start_next in timed_iter(batches, timer, "read+decode"):
             scan.skip(decoded.failed)
             if decoded.good:
-                self._batch(decoded, scan, timer)
+                self._batch(decoded, scan, timer, start_next)
         result = scan.result()
         result.unlabelled = Counter({str(label): n for label, n in self.source.unlabelled.items()})
         result.rows_paths = [self.rows.close()] if self.rows is not None else []
@@ -462,8 +465,10 @@ class ScanWorker:
         result.timings = defaultdict(float, timer.report())
         return result
 
-    def _batch(self, decoded, scan: UnitScan, timer: StageTimer) -> None:
+    def _batch(self, decoded, scan: UnitScan, timer: StageTimer, start_next=None) -> None:
         spatial, pooled, logits = self.runner(decoded.views)
+        if start_next is not None:
+            start_next()
         with timer("select"):
             pooled, logits = pooled.cpu(), logits.cpu()
             predictions = logits.argmax(1)
