@@ -190,3 +190,31 @@ def test_bf16_and_tf32_builds_on_cuda_run_and_stay_close(config, tmp_path):
     fast, _ = all_rows(config, tmp_path, "fast", device="cuda", bf16=True, tf32=True)
     assert_close_builds(fast, exact, activation_tol=0.1, map_tol=0.25, view_levels=0)
     assert read_build_info(fast)["provenance"]["numerics"] == {"tf32": True, "bf16": True, "compile": False}
+
+
+# --- the CPU scan's decode schedule (not GPU-specific; beside the decoder's other tests) ----------------------
+
+@pytest.mark.parametrize("call_start_next", [True, False])
+def test_batches_with_next_gives_the_same_batches_and_keeps_the_callers_views(call_start_next):
+    """Batch i+1 decoding (started by `start_next`, or by asking for it) never changes the views of batch i the
+    caller holds, and the batches, their order and their failures are those of the plain schedule."""
+    samples, _ = samples_with_quirks()
+    samples = [Sample(f"{s.image_id}{n}", 0, s.data, s.ref) for n in range(3) for s in samples]  # 21: 6 batches
+    plain = BatchDecoder(0, 4, draft=True)
+    expected = [(d.views.clone(), [s.image_id for s in d.good], len(d.failed))
+                for d in plain.batches([samples[i:i + 4] for i in range(0, len(samples), 4)], overlap=False)]
+    decoder = BatchDecoder(2, 4, draft=True)
+    got = []
+    try:
+        for decoded, start_next in decoder.batches_with_next(samples[i:i + 4] for i in range(0, len(samples), 4)):
+            held = decoded.views.clone()
+            if call_start_next:
+                start_next()
+                decoder.map(abs, [0, 0])  # the pool has done the next batch's decoding by now
+            assert torch.equal(decoded.views, held)
+            got.append((held, [s.image_id for s in decoded.good], len(decoded.failed)))
+    finally:
+        decoder.close()
+    assert len(got) == len(expected) == 6
+    for (views, ids, failed), (want_views, want_ids, want_failed) in zip(got, expected):
+        assert ids == want_ids and failed == want_failed and torch.equal(views, want_views)

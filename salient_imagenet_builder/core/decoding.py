@@ -53,19 +53,22 @@ class DecodeJob:
 
     def _image_column(self, view, data):
         if self.image_mode == "crop":
-            buffer = io.BytesIO()
-            view.save(buffer, format="PNG", compress_level=6)
-            return {"bytes": buffer.getvalue(), "path": None}
+            return {"bytes": view_png(view), "path": None}
         if self.image_mode == "original":
             return {"bytes": data, "path": None}
         return None
 
 
-def encode_slot_png(slot: int) -> bytes:
-    """A view already in ring slot `slot` -> the `crop` image column's PNG (what `DecodeJob` stores)."""
+def view_png(view: Image.Image) -> bytes:
+    """The `crop` image column: the view as PNG."""
     buffer = io.BytesIO()
-    Image.fromarray(_RING[slot].permute(1, 2, 0).numpy()).save(buffer, format="PNG", compress_level=6)
+    view.save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()
+
+
+def encode_slot_png(slot: int) -> bytes:
+    """A view already in ring slot `slot` (a device-decoded one) -> its `view_png`."""
+    return view_png(Image.fromarray(_RING[slot].permute(1, 2, 0).numpy()))
 
 
 def decode_jpegs(datas: list[bytes], device: torch.device) -> list[torch.Tensor | None]:
@@ -205,7 +208,7 @@ class BatchDecoder:
         while pending is not None:
             started = []
 
-            def start_next():
+            def start_next(started=started):  # this batch's list, not a later one's
                 if not started:
                     started.append(self._submit_next(upcoming))
 
