@@ -92,7 +92,7 @@ def test_device_decoder_on_cpu_falls_back_to_pillow_and_counts(workers):
             assert (view.int() - reference.int()).abs().max() <= 1, sample.image_id
         else:  # Pillow decoded it, at full size
             assert torch.equal(view, reference), sample.image_id
-        stored = torch.from_numpy(np.asarray(Image.open(io.BytesIO(image["bytes"])))).permute(2, 0, 1)
+        stored = torch.from_numpy(np.array(Image.open(io.BytesIO(image["bytes"])))).permute(2, 0, 1)
         assert torch.equal(stored, view), sample.image_id
     assert decoded.views[4].shape == (3, 224, 224)  # the rotated 320x256 file stood up: 256x320, cropped
 
