@@ -144,7 +144,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode", choices=("cpu", "gpu"), default="cpu",
                         help="where JPEGs are decoded: cpu (Pillow in the --workers processes) or gpu "
                              "(torchvision.io.decode_jpeg, batched, on the --device; Pillow for files it cannot "
-                             "take; opt-in: views differ by at most a level or two of 255, recorded in the output)")
+                             "take; opt-in: the views differ slightly from Pillow's, so it is recorded in the output)")
     parser.add_argument("--cache-dir", default=None, metavar="PATH",
                         help=f"where the annotation download is kept (default: {DEFAULT_CACHE_DIR}; the model is "
                              "cached by huggingface_hub in its own cache, HF_HOME)")
