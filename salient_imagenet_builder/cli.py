@@ -155,6 +155,10 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-draft", action="store_true",
                         help="decode JPEGs at full size (slower; default: JPEG draft decoding)")
+    parser.add_argument("--decode", choices=("cpu", "gpu"), default="cpu",
+                        help="where JPEGs are decoded: cpu (Pillow in the --workers processes) or gpu "
+                             "(torchvision.io.decode_jpeg, batched, on the --device; Pillow for files it cannot "
+                             "take; opt-in: the views differ slightly from Pillow's, so it is recorded in the output)")
     parser.add_argument("--cache-dir", default=None, metavar="PATH",
                         help=f"where the annotation download is kept (default: {DEFAULT_CACHE_DIR}; the model is "
                              "cached by huggingface_hub in its own cache, HF_HOME)")

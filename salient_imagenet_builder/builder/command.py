@@ -61,7 +61,7 @@ def config_from_args(args, **overrides) -> BuildConfig:
         limit=args.limit, top_k=args.top_k, group_by=args.group_by, image_mode=args.image_mode,
         batch_size=args.batch_size, device=args.device, overwrite=args.overwrite, source_type=args.source_type,
         draft=not args.no_draft, unit_size=args.unit_size, restart=args.restart, tf32=args.tf32, bf16=args.bf16,
-        compile=args.compile, command=shlex.join(["python", "build_dataset.py", *sys.argv[1:]]),
+        compile=args.compile, decode=args.decode, command=shlex.join(["python", "build_dataset.py", *sys.argv[1:]]),
     )
     if args.workers is not None:
         fields["workers"] = args.workers

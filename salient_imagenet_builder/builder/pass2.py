@@ -35,10 +35,13 @@ class RowsWorker:
     """`worker(unit)`: rows of the unit's selected images (`selected[unit] = {row: (meta, entries)}`, the row of
     each image in the unit's pass-1 result in `scan_folder` (a `UnitFolder`), whose `image_maps` hold its maps)."""
 
-    def __init__(self, source, config, workers: int, selected: dict, scan_folder, spill_dir: Path):
+    def __init__(self, source, config, workers: int, selected: dict, scan_folder, spill_dir: Path,
+                 decode_device=None):
         self.source, self.config, self.selected, self.spill_dir = source, config, selected, spill_dir
         self.scan_folder = scan_folder
-        self.decoder = BatchDecoder(workers, config.batch_size, config.draft, image_mode=config.image_mode)
+        # the image column is cut as pass 1 saw the image (`--decode gpu`: on the same device)
+        self.decoder = BatchDecoder(workers, config.batch_size, config.draft, image_mode=config.image_mode,
+                                    decode_device=decode_device)
 
     def close(self, abort: bool = False) -> None:
         self.decoder.close(abort)

@@ -71,6 +71,7 @@ class NothingToWrite(InputError):
     """Every unit ran, and there is nothing to write: rerunning the same command would end the same way."""
 
 IMAGE_MODES = ("crop", "original", "none")
+DECODE = ("cpu", "gpu")
 GROUP_BY = ("prediction", "label")
 
 
@@ -103,12 +104,15 @@ class BuildConfig:
     tf32: bool = False
     bf16: bool = False
     compile: bool = False
+    decode: str = "cpu"  # "gpu": torchvision.io.decode_jpeg on the model's device (`core.decoding`)
 
     def __post_init__(self):
         if self.group_by not in GROUP_BY:
             raise InputError(f"--group-by must be one of {GROUP_BY}, got {self.group_by!r}")
         if self.image_mode not in IMAGE_MODES:
             raise InputError(f"--image-mode must be one of {IMAGE_MODES}, got {self.image_mode!r}")
+        if self.decode not in DECODE:
+            raise InputError(f"--decode must be one of {DECODE}, got {self.decode!r}")
         if self.top_k is not None and self.top_k < 1:
             raise InputError(f"--top-k must be a positive integer or 'all', got {self.top_k}")
         if self.unit_size < 1:
@@ -220,6 +224,10 @@ class Builder:
         self.plan = [Unit(i, spec) for i, spec in enumerate(specs)]
         self.stats.source_bytes = {"plan": self.source.io.take()}  # footers, label columns, tar headers
         self.workers = config.workers if config.workers is not None else default_workers(self.device, self.world)
+        self.decode_device = self.device if config.decode == "gpu" else None
+        if self.decode_device is not None and self.device.type != "cuda" and self.world.is_main:
+            log.warning("--decode gpu on device %s: torchvision's JPEG decoder runs on the CPU, in this process "
+                        "(the GPU path's logic, not its speed; --decode cpu is faster here)", self.device)
         self.batch_size = self._batch_size()
         self.ran_with = {"--batch-size": self.batch_size, "--workers": self.workers, "--device": str(self.device)}
 
@@ -243,7 +251,7 @@ class Builder:
         return fingerprint(self.source, config.split, self.plan, self.model_info, self.spec, limit=config.limit,
                            draft=config.draft, unit_size=config.unit_size, numerics=config.numerics.describe(),
                            annotations_sha256=self.annotations.sha256, top_k=config.top_k,
-                           image_mode=config.image_mode)
+                           image_mode=config.image_mode, decode=config.decode)
 
     def _passes(self):
         config, world, work = self.config, self.world, self.staging / WORK_DIR
@@ -254,7 +262,8 @@ class Builder:
             rows = RowSpill(self.pairs_by_class, scan_folder.path) if all_mode else None
             return ScanWorker(self.source, self.runner, self.spec, batch_size=self.batch_size,
                               workers=self.workers, draft=config.draft, limit=config.limit,
-                              image_mode=config.image_mode if all_mode else None, rows=rows)
+                              image_mode=config.image_mode if all_mode else None, rows=rows,
+                              device_decode=config.decode == "gpu")
 
         scan, self.stats.pass1_units = scan_units(self.plan, scan_folder, self.spec, self.model.num_features,
                                                   make_scan_worker, world, "pass 1",
@@ -271,7 +280,8 @@ class Builder:
         rows_folder = UnitFolder(work, "rows")
         self.stats.pass2_units = run_units(
             plan2, rows_folder, lambda: RowsWorker(self.source, replace(config, batch_size=self.batch_size),
-                                                   self.workers, selected, scan_folder, rows_folder.path),
+                                                   self.workers, selected, scan_folder, rows_folder.path,
+                                                   self.decode_device),
             world, "pass 2", desc=f"pass 2: masks for the selected images of {len(plan2)} units",
             ran_with=self.ran_with)
         self.ran_with_units["pass 2"] = ran_with_counts(rows_folder, [unit.index for unit in plan2])
@@ -291,6 +301,10 @@ class Builder:
             log.warning("skipped corrupt image %s (%s): %s", image_id, ref, error)
         stats.images_scanned, stats.skipped_images = scan.scanned, len(scan.skipped)
         stats.skipped_ids = [image_id for image_id, _, _ in scan.skipped[:100]]
+        stats.decode_fallbacks = dict(sorted(scan.decode_fallbacks.items()))
+        if scan.decode_fallbacks:
+            log.info("--decode gpu: %d image(s) decoded by Pillow instead (reason: count %s)",
+                     sum(scan.decode_fallbacks.values()), stats.decode_fallbacks)
         self._count_unusable(scan)
         with self.timer("write shards"):
             rows = SpilledRows(rows_files)
@@ -410,7 +424,8 @@ class Builder:
                 "resize": RESIZE_SIZE, "crop": CROP_SIZE, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
                 "top_k": config.top_k if config.top_k is not None else "all", "group_by": config.group_by,
                 "majority": self.annotations.majority, "answers_per_pair": self.annotations.answers_per_pair,
-                "image_mode": config.image_mode, "jpeg_draft": config.draft,
+                "image_mode": config.image_mode, "jpeg_draft": config.draft and config.decode == "cpu",
+                "decode": config.decode,
             },
             "numerics": config.numerics.describe(),
             "classes": self.classes,

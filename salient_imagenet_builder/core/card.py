@@ -36,6 +36,7 @@ class BuildStats:
     skipped_labels: int = 0  # images whose label is not an ImageNet class 0-999
     skipped_label_values: dict = field(default_factory=dict)  # label (as text) -> count
     skipped_non_image_files: int = 0
+    decode_fallbacks: dict = field(default_factory=dict)  # `--decode gpu`: reason -> images Pillow decoded instead
     classes_without_annotations: list = field(default_factory=list)
     groups: dict = field(default_factory=dict)  # class -> images grouped into it
     annotation_stats: dict = field(default_factory=dict)  # `core.annotations.Annotations.stats()`
@@ -145,6 +146,13 @@ def _counts(total: int, by_value: dict | None) -> str:
     return f"{total} (label: count {md_text(', '.join(f'{k}: {n}' for k, n in (by_value or {}).items()))})"
 
 
+def _decoding(constants: dict) -> str:
+    if constants.get("decode", "cpu") == "gpu":
+        return ("JPEGs decoded on the model's device (`--decode gpu`: torchvision decode_jpeg, full size, "
+                "antialiased bilinear resize)")
+    return f"JPEG draft decoding: {constants['jpeg_draft']}"
+
+
 def render(provenance: dict, stats: BuildStats, split: str, repo_id: str = "path/to/salient_imagenet") -> str:
     repo_id = re.sub(r"[^\w./-]", "_", repo_id)  # it lands in code blocks: no quote, backtick or newline
     ann = stats.annotation_stats
@@ -162,7 +170,7 @@ def render(provenance: dict, stats: BuildStats, split: str, repo_id: str = "path
         ("annotations sha256", f"`{provenance['annotations_sha256']}`"),
         ("preprocessing", f"resize {constants['resize']} (bilinear), center-crop {constants['crop']}, [0, 1], "
                           f"mean {tuple(constants['mean'])}, std {tuple(constants['std'])}; "
-                          f"JPEG draft decoding: {constants['jpeg_draft']}"),
+                          f"{_decoding(constants)}"),
         ("grouping / top-k / majority", f"{constants['group_by']} / {constants['top_k']} / "
                                         f"{constants['majority']} of "
                                         f"{constants.get('answers_per_pair', ANSWERS_PER_PAIR)}"),
@@ -187,6 +195,9 @@ def render(provenance: dict, stats: BuildStats, split: str, repo_id: str = "path
         ("images without an ImageNet label 0-999 (skipped; e.g. -1 in test splits)",
          _counts(stats.skipped_labels, stats.skipped_label_values)),
         ("files that are not images (skipped)", stats.skipped_non_image_files),
+        *([("images decoded by Pillow instead of the device (`--decode gpu`)",
+            _counts(sum(stats.decode_fallbacks.values()), stats.decode_fallbacks).replace("label: ", "reason: "))]
+          if constants.get("decode") == "gpu" else []),
         ("requested classes without annotations (skipped)", len(stats.classes_without_annotations)),
         ("model forward passes", _forward_passes(stats)),
         ("build time", f"{stats.seconds_total} s ({stats.images_per_second} images/s)"),

@@ -93,16 +93,53 @@ def _grey_to_uint8(image: Image.Image) -> np.ndarray:
     return np.rint(np.nan_to_num(pixels * scale).clip(0, 255)).astype(np.uint8)
 
 
-def center_view(image: Image.Image) -> Image.Image:
-    """Resize the shorter side to RESIZE_SIZE, then center-crop CROP_SIZE (torchvision's Resize + CenterCrop)."""
-    w, h = image.size
+def view_geometry(w: int, h: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The one definition of the center view's geometry for a w x h image: the resized (width, height), shorter
+    side RESIZE_SIZE, and the crop's (left, top) (torchvision's Resize + CenterCrop)."""
     short, long = (w, h) if w <= h else (h, w)
     new_long = int(RESIZE_SIZE * long / short)
     size = (RESIZE_SIZE, new_long) if w <= h else (new_long, RESIZE_SIZE)
+    return size, (int(round((size[0] - CROP_SIZE) / 2.0)), int(round((size[1] - CROP_SIZE) / 2.0)))
+
+
+def center_view(image: Image.Image) -> Image.Image:
+    """Resize the shorter side to RESIZE_SIZE (bilinear), then center-crop CROP_SIZE."""
+    size, (left, top) = view_geometry(*image.size)
     image = image.resize(size, Image.BILINEAR)
-    left = int(round((size[0] - CROP_SIZE) / 2.0))
-    top = int(round((size[1] - CROP_SIZE) / 2.0))
     return image.crop((left, top, left + CROP_SIZE, top + CROP_SIZE))
+
+
+def center_view_tensor(image: torch.Tensor) -> torch.Tensor:
+    """`center_view` of a CHW uint8 tensor on any device: antialiased bilinear resize (Pillow's BILINEAR filter
+    when shrinking; the two agree within 1 level of 255), rounded back to uint8, then the same crop."""
+    (width, height), (left, top) = view_geometry(image.shape[2], image.shape[1])
+    resized = torch.nn.functional.interpolate(image[None].float(), size=(height, width), mode="bilinear",
+                                              antialias=True, align_corners=False)[0]
+    view = resized[:, top:top + CROP_SIZE, left:left + CROP_SIZE]
+    return view.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def device_decode_refusal(data: bytes) -> str | None:
+    """Why a file goes to the CPU fallback of `--decode gpu` rather than to `torchvision.io.decode_jpeg` (None: it
+    does not). Only the header is read: not a JPEG (e.g. the PNG named .JPEG), not 3-component (CMYK, greyscale:
+    Pillow's conversions are the reference), an EXIF orientation to apply (the device decoder ignores it), or no
+    end-of-image marker near the end (a truncated file, which nvjpeg may fill in where Pillow refuses it)."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.format != "JPEG":
+            return f"not a JPEG ({image.format})"
+        if image.mode != "RGB":
+            return f"JPEG mode {image.mode}"
+        if END_OF_IMAGE not in data[-TAIL:]:
+            return "no JPEG end marker"
+        orientation = image.getexif().get(ORIENTATION, 1)
+    except Exception as e:  # a header Pillow cannot read: the fallback reports the error
+        return f"unreadable header ({type(e).__name__})"
+    return None if orientation == 1 else f"EXIF orientation {orientation}"
+
+
+ORIENTATION = 0x0112  # the EXIF tag
+END_OF_IMAGE, TAIL = b"\xff\xd9", 1024  # a JPEG's EOI marker, looked for in its last TAIL bytes (data may follow)
 
 
 def to_uint8_tensor(image: Image.Image) -> torch.Tensor:

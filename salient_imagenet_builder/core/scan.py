@@ -180,6 +180,7 @@ class ScanResult:
     timings: dict = field(default_factory=lambda: defaultdict(float))  # stage -> seconds
     bytes_read: int = 0  # from the source's files
     rows_paths: list = field(default_factory=list)  # rows spilled on the way (`--top-k all`), in unit order
+    decode_fallbacks: Counter = field(default_factory=Counter)  # `--decode gpu`: reason -> files decoded by Pillow
 
     @classmethod
     def empty(cls, spec: ScanSpec, num_features: int) -> "ScanResult":
@@ -213,6 +214,7 @@ class ScanResult:
         self.bytes_read += other.bytes_read
         self.skipped += other.skipped
         self.unlabelled.update(other.unlabelled)
+        self.decode_fallbacks.update(other.decode_fallbacks)
         for stage, seconds in other.timings.items():
             self.timings[stage] = self.timings.get(stage, 0.0) + seconds
         self.rows_paths += other.rows_paths
@@ -294,7 +296,8 @@ class ScanResult:
             np.savez(f, **arrays)
         (folder / "scan.json").write_text(json.dumps({
             "k": self.k, "context_k": self.context_k, "scanned": self.scanned, "skipped": self.skipped,
-            "unlabelled": self.unlabelled, "timings": self.timings, "bytes_read": self.bytes_read}), encoding="utf-8")
+            "unlabelled": self.unlabelled, "timings": self.timings, "bytes_read": self.bytes_read,
+            "decode_fallbacks": self.decode_fallbacks}), encoding="utf-8")
         for path in self.rows_paths:  # at most one: this unit's spilled rows
             Path(path).replace(folder / "rows.arrow")
 
@@ -321,6 +324,7 @@ class ScanResult:
         result.scanned, result.skipped = info["scanned"], [tuple(s) for s in info["skipped"]]
         result.bytes_read = info["bytes_read"]
         result.unlabelled, result.timings = Counter(info["unlabelled"]), defaultdict(float, info["timings"])
+        result.decode_fallbacks = Counter(info.get("decode_fallbacks", {}))
         rows = folder / "rows.arrow"
         result.rows_paths = [rows] if rows.is_file() else []
         return result
@@ -429,12 +433,14 @@ class ScanWorker:
     pooled, predictions, groups, decoder)` per batch, and `rows.close()` returns the unit's spilled rows file."""
 
     def __init__(self, source, runner, spec: ScanSpec, *, batch_size: int, workers: int, draft: bool = True,
-                 limit: int | None = None, image_mode: str | None = None, rows=None):
+                 limit: int | None = None, image_mode: str | None = None, rows=None, device_decode: bool = False):
         self.source, self.runner, self.spec, self.rows = source, runner, spec, rows
         self.batch_size, self.limit = batch_size, limit
         self.class_filter = None if len(spec.classes) == NUM_CLASSES else set(spec.classes)
+        # `device_decode` (`--decode gpu`): JPEGs decoded on the model's device, in this process
         self.decoder = BatchDecoder(workers, batch_size, draft, image_mode=image_mode,
-                                    pin_memory=runner.device.type == "cuda")
+                                    pin_memory=runner.device.type == "cuda" and not device_decode,
+                                    decode_device=runner.device if device_decode else None)
         self.overlap = runner.device.type != "cpu"  # on a CPU, decoding between forward passes is faster
 
     def close(self, abort: bool = False) -> None:
@@ -447,21 +453,27 @@ class ScanWorker:
             self.rows.open(unit)
         self.source.unlabelled = Counter()  # labels outside 0-999 are a result of the unit (they survive a resume)
         self.source.io.take()  # bytes read are a result of the unit too
-        samples = self.source.unit_samples(unit.spec, self.class_filter, self.limit)
-        batches = self.decoder.batches(batched(samples, self.batch_size), self.overlap)
-        for decoded in timed_iter(batches, timer, "read+decode"):
+        samples = batched(self.source.unit_samples(unit.spec, self.class_filter, self.limit), self.batch_size)
+        if self.overlap:  # a GPU: the next batch decodes while the device runs this one
+            batches = ((decoded, None) for decoded in self.decoder.batches(samples, overlap=True))
+        else:  # a CPU: the next batch decodes once this one's forward pass is over (`batches_with_next`)
+            batches = self.decoder.batches_with_next(samples)
+        for decoded, start_next in timed_iter(batches, timer, "read+decode"):
             scan.skip(decoded.failed)
             if decoded.good:
-                self._batch(decoded, scan, timer)
+                self._batch(decoded, scan, timer, start_next)
         result = scan.result()
         result.unlabelled = Counter({str(label): n for label, n in self.source.unlabelled.items()})
         result.rows_paths = [self.rows.close()] if self.rows is not None else []
         result.bytes_read = self.source.io.take()
+        result.decode_fallbacks, self.decoder.fallbacks = self.decoder.fallbacks, Counter()
         result.timings = defaultdict(float, timer.report())
         return result
 
-    def _batch(self, decoded, scan: UnitScan, timer: StageTimer) -> None:
+    def _batch(self, decoded, scan: UnitScan, timer: StageTimer, start_next=None) -> None:
         spatial, pooled, logits = self.runner(decoded.views)
+        if start_next is not None:
+            start_next()
         with timer("select"):
             pooled, logits = pooled.cpu(), logits.cpu()
             predictions = logits.argmax(1)
