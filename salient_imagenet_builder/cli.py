@@ -363,12 +363,14 @@ def dispatch(command: str, args: argparse.Namespace, owns_process: bool = False)
     `owns_process`: the command line of this very process (not a caller's in-process call), which ends after it."""
     setup_logging(getattr(args, "verbose", False))
     quiet_library_warnings()
-    previous = stop_on_first_ctrl_c()
+    previous, unraisable = stop_on_first_ctrl_c(), sys.unraisablehook
     try:
         code = _dispatch(command, args)
     finally:
         if previous is not None and not (owns_process and signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
             signal.signal(signal.SIGINT, previous)  # a caller's process as it was; ours ends ignoring Ctrl-C
+        if not owns_process:
+            sys.unraisablehook = unraisable
     if owns_process and code == EXIT_INTERRUPTED:
         exit_now(code)
     return code
@@ -405,7 +407,14 @@ def stop_on_first_ctrl_c():
 
 def _first_ctrl_c(signum, frame):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # an object the Ctrl-C cut off half-made may fail in its destructor (tqdm 4.66's __del__ raises AttributeError
+    # when its __init__ was interrupted): "Exception ignored in ..." with a traceback, after the command has stopped
+    sys.unraisablehook = _ignore_unraisable
     raise KeyboardInterrupt
+
+
+def _ignore_unraisable(unraisable) -> None:
+    log.debug("ignored while stopping: %s in %r", unraisable.exc_value, unraisable.object)
 
 
 def exit_now(code: int) -> None:
