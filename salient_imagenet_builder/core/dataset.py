@@ -87,13 +87,17 @@ class DatasetView:
         rows = self._read(self.annotation_files, None, None if class_index is None else ("class_index", class_index))
         return sorted(rows, key=lambda r: (r["class_index"], r["feature_rank"]))
 
+    def group_rows(self, class_index: int, columns: list[str]) -> list[dict]:
+        """The image rows grouped into `class_index` (their `features` are that class's pairs), `columns` only."""
+        return self._read(self.image_files, columns, ("group", class_index))
+
     def pair_images(self, class_index: int, feature_index: int, n: int) -> list[Shown]:
         """The pair's top `n` images of the `group` it belongs to, best first."""
         return self.class_images(class_index, n).get(feature_index, [])
 
     def class_images(self, class_index: int, n: int) -> dict[int, list[Shown]]:
         """feature index -> its top `n` images in the class's rows, best first."""
-        rows = self._read(self.image_files, ["image", "image_id", "features"], ("group", class_index))
+        rows = self.group_rows(class_index, ["image", "image_id", "features"])
         found: dict[int, list[tuple]] = {}
         for row in rows:
             for entry in row["features"]:
