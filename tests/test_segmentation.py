@@ -183,3 +183,26 @@ def test_masks_of_a_build_without_original_images_are_taken_as_upright(tmp_path)
     human, counted = HumanMasks(str(folder), "imagenet-s").view(folder / "n0" / "x.png", None)
     np.testing.assert_array_equal(human, hand_view((ids != 0) & (ids != 1000)).astype(bool))
     np.testing.assert_array_equal(counted, hand_view(ids != 1000).astype(bool))
+
+
+@pytest.mark.parametrize("orientation, turn", [(6, lambda a: np.rot90(a, -1)), (3, lambda a: np.rot90(a, 2)),
+                                               (2, np.fliplr)])
+def test_a_mask_drawn_on_the_stored_pixels_turns_with_the_images_exif_orientation(tmp_path, orientation, turn):
+    """The build sees the image upright (EXIF applied); a mask of the stored size is turned the same way, and a
+    mask already drawn on the upright image is kept when its size tells them apart (a quarter turn)."""
+    from salient_imagenet_builder.segmentation.human import HumanMasks
+
+    picture = Image.new("RGB", (300, 200), "grey")
+    exif = picture.getexif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    picture.save(buffer, "JPEG", exif=exif.tobytes())
+    ids = imagenet_s_ids(np.random.default_rng(3), 300, 200)
+    humans = HumanMasks(str(tmp_path), "imagenet-s")
+    drawings = (ids, turn(ids)) if orientation in (5, 6, 7, 8) else (ids,)  # the stored pixels, the upright picture
+    for drawn in drawings:
+        write_imagenet_s(tmp_path / "n0" / "x.png", np.ascontiguousarray(drawn))
+        human, counted = humans.view(tmp_path / "n0" / "x.png", buffer.getvalue())
+        upright = np.ascontiguousarray(turn(ids))
+        np.testing.assert_array_equal(human, hand_view((upright != 0) & (upright != 1000)).astype(bool))
+        np.testing.assert_array_equal(counted, hand_view(upright != 1000).astype(bool))
