@@ -38,13 +38,13 @@ class Shown:
 
 
 class DatasetView:
-    def __init__(self, dataset: str, split: str | None = None):
+    def __init__(self, dataset: str, split: str | None = None, command: str = "show"):
         try:
-            self.target = Target(dataset, "show")
+            self.target = Target(dataset, command)  # `command`: the one its messages name
         except UserError:
             raise  # already one line, with its exit code (a Hub that cannot be reached is a network error)
         except Exception as e:
-            raise InputError(f"show {dataset}: cannot open the dataset ({type(e).__name__}: {e})") from None
+            raise InputError(f"{command} {dataset}: cannot open the dataset ({type(e).__name__}: {e})") from None
         self.name = dataset
         if split is None:
             split = json.loads(self.target.read_text(BUILD_INFO))["split"] if BUILD_INFO in self.target.files \

@@ -14,7 +14,7 @@ def run(args) -> int:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder (validate writes a report folder)")
     humans = HumanMasks(args.human_masks, args.format)
-    view = DatasetView(args.dataset, args.split)
+    view = DatasetView(args.dataset, args.split, command="validate")
     scores = score_dataset(view, humans)
     if scores.images and scores.without_mask == scores.images:
         raise InputError(f"--human-masks {args.human_masks}: no mask for any of the build's {scores.images} images "

@@ -47,6 +47,7 @@ def plot(path: Path, scores: Scores) -> None:
     """Histograms of the pairs' energy_inside, core and spurious on one axis."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(6, 4), layout="constrained")
     FigureCanvasAgg(figure)
@@ -58,7 +59,8 @@ def plot(path: Path, scores: Scores) -> None:
         ax.hist(values, bins=bins, alpha=0.6, color=colour, label=label)
     ax.set(xlim=(0, 1), xlabel="energy inside the human mask: sum(m * H) / sum(m)", ylabel="pairs",
            title="Soft masks against human segmentations")
-    ax.legend(loc="upper center")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of pairs
+    ax.legend(loc="best")
     tmp = path.with_name(f".{path.name}.partial")
     figure.savefig(tmp, format="png", dpi=120)
     os.replace(tmp, path)
