@@ -33,6 +33,7 @@ from .core.constants import (
     DEFAULT_TOP_PAIRS,
     DEFAULT_UNIT_SIZE,
     FEATURES_PER_CLASS,
+    HUMAN_MASK_FORMATS,
     MAJORITY,
     NUM_CLASSES,
     ROBUST_MODELS,
@@ -50,6 +51,7 @@ HANDLERS = {
     "discover": "salient_imagenet_builder.discovery.command",
     "ingest": "salient_imagenet_builder.ingest.command",
     "show": "salient_imagenet_builder.show.command",
+    "validate": "salient_imagenet_builder.segmentation.command",
 }
 
 
@@ -309,6 +311,19 @@ def add_show_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
+def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="a built Salient ImageNet folder or a Hub dataset repo id")
+    parser.add_argument("--human-masks", required=True, metavar="DIR",
+                        help="human segmentations: DIR/<wnid>/<image_id>.png (binary also DIR/<image_id>.png)")
+    parser.add_argument("--format", required=True, choices=HUMAN_MASK_FORMATS,
+                        help="imagenet-s: RGB, class id = R + 256*G, 0 = other, 1000 = ignore; binary: non-zero = "
+                             "object")
+    parser.add_argument("--split", default=None, help="image split (default: the build's)")
+    parser.add_argument("--out", required=True, metavar="REPORT",
+                        help="report folder: validation.csv, summary.json, energy_inside.png (replaced if there)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
 # --- parsers and dispatch ----------------------------------------------------------------------------------------
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -355,6 +370,8 @@ def main_parser() -> argparse.ArgumentParser:
         commands, name="ingest", help="merge annotators' answer CSVs into the annotation CSV the build reads"))
     add_show_arguments(_parser(
         commands, name="show", help="render one (class, feature) pair or a class summary of a built dataset as PNG"))
+    add_validate_arguments(_parser(
+        commands, name="validate", help="score a build's soft masks against human segmentations of its images"))
     return parser
 
 

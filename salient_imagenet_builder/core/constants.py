@@ -7,6 +7,9 @@ Everything else imports these; nothing re-types a number.
 # normalise with the ImageNet mean/std.
 RESIZE_SIZE = 256
 CROP_SIZE = 224
+
+# `validate`: the layouts of human segmentations it reads (ImageNet-S ids R + 256 * G, or non-zero = object)
+HUMAN_MASK_FORMATS = ("imagenet-s", "binary")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

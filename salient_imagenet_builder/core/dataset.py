@@ -38,13 +38,13 @@ class Shown:
 
 
 class DatasetView:
-    def __init__(self, dataset: str, split: str | None = None):
+    def __init__(self, dataset: str, split: str | None = None, command: str = "show"):
         try:
-            self.target = Target(dataset, "show")
+            self.target = Target(dataset, command)  # `command`: the one its messages name
         except UserError:
             raise  # already one line, with its exit code (a Hub that cannot be reached is a network error)
         except Exception as e:
-            raise InputError(f"show {dataset}: cannot open the dataset ({type(e).__name__}: {e})") from None
+            raise InputError(f"{command} {dataset}: cannot open the dataset ({type(e).__name__}: {e})") from None
         self.name = dataset
         if split is None:
             split = json.loads(self.target.read_text(BUILD_INFO))["split"] if BUILD_INFO in self.target.files \
@@ -87,13 +87,17 @@ class DatasetView:
         rows = self._read(self.annotation_files, None, None if class_index is None else ("class_index", class_index))
         return sorted(rows, key=lambda r: (r["class_index"], r["feature_rank"]))
 
+    def group_rows(self, class_index: int, columns: list[str]) -> list[dict]:
+        """The image rows grouped into `class_index` (their `features` are that class's pairs), `columns` only."""
+        return self._read(self.image_files, columns, ("group", class_index))
+
     def pair_images(self, class_index: int, feature_index: int, n: int) -> list[Shown]:
         """The pair's top `n` images of the `group` it belongs to, best first."""
         return self.class_images(class_index, n).get(feature_index, [])
 
     def class_images(self, class_index: int, n: int) -> dict[int, list[Shown]]:
         """feature index -> its top `n` images in the class's rows, best first."""
-        rows = self._read(self.image_files, ["image", "image_id", "features"], ("group", class_index))
+        rows = self.group_rows(class_index, ["image", "image_id", "features"])
         found: dict[int, list[tuple]] = {}
         for row in rows:
             for entry in row["features"]:

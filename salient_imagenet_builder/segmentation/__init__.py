@@ -1,0 +1,15 @@
+"""Validate a built dataset's soft masks against human segmentations of the same images.
+
+The stages, in order:
+1. `human`: a human mask file (ImageNet-S ids or a binary mask) -> its object map H and ignore map, taken through
+   the dataset's view (shorter side to 256 by nearest neighbour, centre crop 224);
+2. `scoring`: per image and feature, energy_inside = sum(m * H) / sum(m) over the pixels not ignored; per pair the
+   mean over its images with a human mask; per kind the mean over pairs;
+3. `report`: REPORT/validation.csv, REPORT/summary.json and the core vs spurious plot;
+4. `command`: the handler of `salient-imagenet validate`.
+"""
+
+from .human import FORMATS, HumanMasks
+from .scoring import energy_inside, score_dataset
+
+__all__ = ["FORMATS", "HumanMasks", "energy_inside", "score_dataset"]
