@@ -50,6 +50,7 @@ HANDLERS = {
     "discover": "salient_imagenet_builder.discovery.command",
     "ingest": "salient_imagenet_builder.ingest.command",
     "show": "salient_imagenet_builder.show.command",
+    "update": "salient_imagenet_builder.update.command",
 }
 
 
@@ -224,6 +225,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="most harmful (class, feature) pairs to list and plot")
     parser.add_argument("--workers", type=workers, default=None,
                         help="decoding processes, 0: decode in-process (default: CPU count - 1, at most 8)")
+    parser.add_argument("--generalized-only", action="store_true",
+                        help="use a pair's masks only up to its generalizes_to_rank (recorded by update "
+                             "--generalization); pairs not studied are left out")
     parser.add_argument("--out", default=DEFAULT_RESULTS_DIR,
                         help="results folder: <out>/<label>/ per model (the label is the model name, plus the "
                              "checkpoint's name when given), comparison in <out>")
@@ -298,6 +302,12 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
+def add_update_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="a local build to record the study in")
+    parser.add_argument("--generalization", help="the generalization CSV `ingest` wrote from a generalization study")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
 def add_show_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help="a built Salient ImageNet folder or a Hub dataset repo id")
     parser.add_argument("--class", dest="class_index", type=class_index, required=True, help="class index (0-999)")
@@ -355,6 +365,8 @@ def main_parser() -> argparse.ArgumentParser:
         commands, name="ingest", help="merge annotators' answer CSVs into the annotation CSV the build reads"))
     add_show_arguments(_parser(
         commands, name="show", help="render one (class, feature) pair or a class summary of a built dataset as PNG"))
+    add_update_arguments(_parser(
+        commands, name="update", help="record a study (--generalization) in a local build without recomputing it"))
     return parser
 
 
