@@ -304,7 +304,8 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_update_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help="a local build to record the study in")
-    parser.add_argument("--generalization", help="the generalization CSV `ingest` wrote from a generalization study")
+    parser.add_argument("--generalization", help="the generalization CSV `ingest` wrote from a generalization study (default: none; give at least one "
+                             "study to record)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
