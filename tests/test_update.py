@@ -4,6 +4,7 @@ evaluate --generalized-only (only the allowed masks, against an independent coun
 
 import csv
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -14,8 +15,10 @@ from datasets import load_dataset
 
 from salient_imagenet_builder.builder import BuildConfig, build
 from salient_imagenet_builder.cli import main
+from salient_imagenet_builder.core.card import BuildStats, read_build_info, write_card
 from salient_imagenet_builder.core.constants import GENERALIZE_ANSWER_COLUMNS
-from salient_imagenet_builder.core.schema import wordnet_ids
+from salient_imagenet_builder.core.schema import legacy_annotation_features, wordnet_ids
+from salient_imagenet_builder.core.writer import ShardWriter, encode_rows
 from salient_imagenet_builder.evaluation.generalized import keep_generalized
 from salient_imagenet_builder.evaluation.rows import load_eval_data, mask_uint8
 from salient_imagenet_builder.publish.validate import check
@@ -203,3 +206,55 @@ def _png(image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_evaluate_generalized_only_on_the_command_line(updated, built, tmp_path, capsys, caplog):
+    from salient_imagenet_builder.builder.demo import make_checkpoint
+
+    checkpoint = make_checkpoint(tmp_path / "resnet10t.ckpt", arch="resnet10t", classes=CLASSES)
+    args = ["evaluate", "--model", "resnet10t", "--checkpoint", str(checkpoint), "--draws", "1", "--workers", "0",
+            "--generalized-only"]
+    assert main([*args, "--dataset", str(updated["dataset"]), "--out", str(tmp_path / "results")]) == 0
+    summary = json.loads((tmp_path / "results" / "resnet10t-resnet10t" / "summary.json").read_text())
+    counts = summary["dataset"]["generalized_only"]
+    assert f"--generalized-only: {counts['feature_masks_used']} of {counts['feature_masks']} feature masks used" in \
+        capsys.readouterr().out
+    assert counts["pairs"] - counts["pairs_not_studied"] == 3
+    # a build with no study recorded: one line that says what to run
+    assert main([*args, "--dataset", str(built), "--out", str(tmp_path / "results2")]) == 2
+    assert "no pair has a generalizes_to_rank; run salient-imagenet update DATASET --generalization" in caplog.text
+
+
+def make_legacy(built: Path, folder: Path) -> Path:
+    """The build as builds were before the generalization columns: annotation shards, card and build_info
+    without them."""
+    shutil.copytree(built, folder)
+    info = read_build_info(folder)
+    stats = BuildStats.from_dict(info["stats"])
+    stats.generalization_columns = False
+    rows = load_dataset(str(folder), "annotations", split="train").to_list()
+    for path in (folder / "data").glob("annotations-*.parquet"):
+        path.unlink()
+    legacy = legacy_annotation_features()
+    writer = ShardWriter(folder / "data", "annotations", legacy)
+    writer.write(encode_rows([{k: r[k] for k in legacy} for r in rows], legacy))
+    writer.close()
+    info["stats"] = {k: v for k, v in stats.to_dict().items() if k not in ("generalization_columns", "updates")}
+    (folder / "build_info.json").write_text(json.dumps(info))
+    write_card(folder, info["provenance"], stats, info["split"])
+    return folder
+
+
+def test_builds_without_the_columns_still_load_check_and_update(built, studied_pairs, tmp_path):
+    legacy = make_legacy(built, tmp_path / "legacy")
+    assert check(str(legacy)) == []
+    assert "generalizes_to_rank" not in load_dataset(str(legacy), "annotations", split="train").column_names
+    files = write_study(tmp_path / "study", studied_pairs)
+    csv_path = tmp_path / "generalization.csv"
+    assert main(["ingest", *map(str, files), "--pairs", str(tmp_path / "study"), "--out", str(csv_path)]) == 0
+    before = sha256_tree(legacy)
+    assert main(["update", str(legacy), "--generalization", str(csv_path)]) == 0
+    assert sha256_tree(legacy) == before and check(str(legacy)) == []
+    rows = load_dataset(str(legacy), "annotations", split="train")
+    ranks = {(r["class_index"], r["feature_index"]): r["generalizes_to_rank"] for r in rows}
+    assert [ranks[p] for p in studied_pairs] == [EXPECTED_RANK[i] for i in range(3)]
