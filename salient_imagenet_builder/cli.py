@@ -52,6 +52,7 @@ HANDLERS = {
     "ingest": "salient_imagenet_builder.ingest.command",
     "show": "salient_imagenet_builder.show.command",
     "validate": "salient_imagenet_builder.segmentation.command",
+    "update": "salient_imagenet_builder.update.command",
 }
 
 
@@ -226,6 +227,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="most harmful (class, feature) pairs to list and plot")
     parser.add_argument("--workers", type=workers, default=None,
                         help="decoding processes, 0: decode in-process (default: CPU count - 1, at most 8)")
+    parser.add_argument("--generalized-only", action="store_true",
+                        help="use a pair's masks only up to its generalizes_to_rank (recorded by update "
+                             "--generalization); pairs not studied are left out")
     parser.add_argument("--out", default=DEFAULT_RESULTS_DIR,
                         help="results folder: <out>/<label>/ per model (the label is the model name, plus the "
                              "checkpoint's name when given), comparison in <out>")
@@ -297,6 +301,13 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True,
                         help="the annotation CSV to write (what the build's --annotations reads)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def add_update_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="a local build to record the study in")
+    parser.add_argument("--generalization", help="the generalization CSV `ingest` wrote from a generalization study (default: none; give at least one "
+                             "study to record)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -372,6 +383,8 @@ def main_parser() -> argparse.ArgumentParser:
         commands, name="show", help="render one (class, feature) pair or a class summary of a built dataset as PNG"))
     add_validate_arguments(_parser(
         commands, name="validate", help="score a build's soft masks against human segmentations of its images"))
+    add_update_arguments(_parser(
+        commands, name="update", help="record a study (--generalization) in a local build without recomputing it"))
     return parser
 
 

@@ -74,7 +74,7 @@ def test_no_import_cycles_between_modules():
     assert cycles == []
 
 
-CAPABILITIES = {"builder", "publish", "evaluation", "discovery", "ingest", "show", "segmentation"}  # what a user does
+CAPABILITIES = {"builder", "publish", "evaluation", "discovery", "ingest", "show", "segmentation", "update"}  # what a user does
 ENGINE = "core"  # what every capability runs on
 
 

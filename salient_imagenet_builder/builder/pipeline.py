@@ -325,6 +325,7 @@ class Builder:
             ann_writer.write(encode_rows(self.annotation_rows(scan), annotation_features()))
             stats.annotation_shards = [p.name for p in ann_writer.close()]
             stats.annotation_bytes = ann_writer.bytes
+            stats.generalization_columns = True
             del rows
         stats.seconds_total = round(time.perf_counter() - start, 2)
         seconds = defaultdict(float, scan.timings)
@@ -375,6 +376,7 @@ class Builder:
                 "votes_background": votes["background"], "mean_confidence": pair.mean_confidence,
                 "answers": [asdict(a) for a in pair.answers], "group_size": int(fi.counts[c]),
                 "top_image_ids": top_image_ids(scan, (c, j), ANNOTATOR_TOP_IMAGES),
+                "generalization": None, "generalizes_to_rank": None,  # filled by `update --generalization`
             })
         self.stats.annotation_stats = self.annotations.stats()
         self.stats.top5_agreement = {"agree": agree, "pairs": len(rows),

@@ -13,11 +13,11 @@ from pathlib import Path, PureWindowsPath
 from string import Template
 
 import yaml
-from datasets import DatasetInfo, SplitDict, SplitInfo
+from datasets import DatasetInfo, Features, SplitDict, SplitInfo
 
 from .constants import ANNOTATIONS_CONFIG, ANSWERS_PER_PAIR, BUILD_INFO, CROP_SIZE, PACKAGE_NAME, RESIZE_SIZE
 from .output import write_text_atomic
-from .schema import annotation_features, image_features
+from .schema import annotation_features, image_features, legacy_annotation_features
 
 TEMPLATE = Path(__file__).parent.parent / "dataset_card.md"  # the package root holds the one template
 
@@ -54,6 +54,8 @@ class BuildStats:
     stage_seconds: dict = field(default_factory=dict)
     source_bytes: dict = field(default_factory=dict)  # bytes read from the source: plan, pass 1, pass 2, total
     source_size: int | None = None  # bytes of the source's files, where the listing tells it
+    generalization_columns: bool = False  # the annotations config has the generalization columns (newer builds)
+    updates: dict = field(default_factory=dict)  # what `update` recorded: study name -> its summary
 
     @classmethod
     def from_dict(cls, values: dict) -> "BuildStats":
@@ -75,6 +77,12 @@ def config_layout(split: str) -> list[dict]:
     ]
 
 
+def annotations_schema(stats: BuildStats) -> Features:
+    """The annotations config's features as its shards have them (builds from before the generalization columns
+    lack them)."""
+    return annotation_features() if stats.generalization_columns else legacy_annotation_features()
+
+
 def size_category(rows: int) -> str:
     for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
                         (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
@@ -87,7 +95,7 @@ def front_matter(split: str, stats: BuildStats) -> dict:
     infos = []
     for name, features, split_name, rows, size in (
         ("default", image_features(), split, stats.images_written, stats.default_bytes),
-        (ANNOTATIONS_CONFIG, annotation_features(), "train", stats.annotation_stats["pairs"],
+        (ANNOTATIONS_CONFIG, annotations_schema(stats), "train", stats.annotation_stats["pairs"],
          stats.annotation_bytes),
     ):
         splits = SplitDict()
@@ -228,10 +236,24 @@ def render(provenance: dict, stats: BuildStats, split: str, repo_id: str = "path
         "provenance_table": _table(provenance_rows), "statistics_table": _table(statistics_rows),
         "agreement_sentence": agreement_sentence, "repo_id": repo_id, "annotations_config": ANNOTATIONS_CONFIG,
         "image_mode": constants["image_mode"], "join_section": join,
+        "studies_section": _generalization_section(stats.updates.get("generalization")),
         "gallery": f"![Top images of annotated pairs with their masks]({stats.gallery})\n"
                    if stats.gallery else "",
     }
     return Template(TEMPLATE.read_text(encoding="utf-8")).substitute(values)
+
+
+def _generalization_section(summary: dict | None) -> str:
+    """The generalization study `update` recorded: a table per band (pairs studied, share judged same)."""
+    if not summary:
+        return ""
+    rows = "\n".join(f"| {b['band']} | {b['pairs']} | {b['same']} | {b['share_same']:.2f} |" for b in summary["bands"])
+    return ("\n## Generalization study\n\nDo a pair's lower-ranked images show the same visual attribute as its top "
+            f"{summary['top_images']}? Annotators compared the top images with a band of lower ranks; a band's verdict "
+            f"is `same` when a majority of its answers is `same` (file {md_text(summary['file'])}, sha256 "
+            f"`{summary['sha256']}`). The `annotations` config has each pair's bands (`generalization`) and "
+            "`generalizes_to_rank`; `salient-imagenet evaluate --generalized-only` uses only those masks.\n\n"
+            f"| band (ranks) | pairs studied | judged same | share judged same |\n|---|---|---|---|\n{rows}\n")
 
 
 def write_card(folder: Path, provenance: dict, stats: BuildStats, split: str, repo_id: str | None = None) -> None:

@@ -20,6 +20,12 @@ FEATURES_PER_CLASS = 5
 ANSWERS_PER_PAIR = 5
 ANSWER_CHOICES = ("main_object", "separate_object", "background")
 SPURIOUS_ANSWERS = ("separate_object", "background")
+# The generalization study (the paper's Section 3.4): do the pair's lower-ranked images (a band, e.g. ranks 61-65)
+# show the same visual attribute as its top 5?
+GENERALIZE_CHOICES = ("same", "different", "A_unclear", "B_unclear")
+GENERALIZE_ANSWER_COLUMNS = ("WorkerId", "Input.class_index", "Input.feature_index", "Input.band",
+                             "Answer.main_question", "Answer.confidence", "Answer.reasons")
+GENERALIZATION_COLUMNS = ("class_index", "feature_index", "band", "answers", *GENERALIZE_CHOICES, "verdict")
 # A pair is spurious when a majority of its answers are spurious answers (3 of the paper's 5; 2 of 3 in a study
 # with 3 annotators); the same count decides the spurious sub-type (background / separate_object, else mixed).
 

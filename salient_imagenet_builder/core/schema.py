@@ -87,6 +87,17 @@ def image_features() -> Features:
     )
 
 
+# Columns `salient-imagenet update --generalization` fills (null until then): the generalization study's bands,
+# and how far down the pair's ranking its masks were judged to show the annotated attribute.
+GENERALIZATION_FIELDS = ("generalization", "generalizes_to_rank")
+
+
+def legacy_annotation_features() -> Features:
+    """`annotations` config of builds from before the generalization columns: still valid, still loads."""
+    features = annotation_features()
+    return Features({k: v for k, v in features.items() if k not in GENERALIZATION_FIELDS})
+
+
 def annotation_features() -> Features:
     """`annotations` config: one row per annotated (class, feature) pair."""
     answer = {
@@ -113,5 +124,8 @@ def annotation_features() -> Features:
             "answers": List(answer),
             "group_size": Value("int32"),  # images grouped into this class in this build
             "top_image_ids": List(Value("string")),
+            "generalization": List({"band": Value("string"), "answers": Value("int32"), "same": Value("int32"),
+                                    "verdict": Value("string")}),  # null: the pair was not studied
+            "generalizes_to_rank": Value("int32"),
         }
     )

@@ -23,6 +23,7 @@ from ..core.model import pick_device
 from ..core.output import check_out
 from ..core.stages import StageTimer, default_workers
 from ..core.targets import resolve
+from .generalized import generalization_limits, keep_generalized
 from .models import check_model_name, load_classifier
 from .outputs import format_table, format_top_pairs, write_comparison, write_model_outputs
 from .rows import load_eval_data
@@ -52,6 +53,7 @@ class EvaluateConfig:
     top_pairs: int = DEFAULT_TOP_PAIRS
     workers: int | None = None
     out: str = DEFAULT_RESULTS_DIR
+    generalized_only: bool = False  # masks only up to each pair's generalizes_to_rank (see `generalized`)
 
     def __post_init__(self):
         if isinstance(self.model, str):
@@ -100,6 +102,7 @@ def evaluate(config: EvaluateConfig) -> list:
     check_inputs(config)
     specs = model_specs(config.model, config.checkpoint)
     settings = config.settings
+    limits = generalization_limits(config.dataset) if config.generalized_only else None
     timer, out = StageTimer(), Path(config.out)
     classifiers = []
     for name, checkpoint, label in specs:  # every model first: a missing download fails before the long decode
@@ -108,7 +111,9 @@ def evaluate(config: EvaluateConfig) -> list:
     with timer("decode dataset"):
         data = load_eval_data(config.dataset, config.split, config.imagenet, config.imagenet_type,
                               default_workers() if config.workers is None else config.workers,
-                              settings.single_feature)
+                              settings.single_feature or config.generalized_only)
+        if config.generalized_only:
+            data.source["generalized_only"] = keep_generalized(data, limits)
     data = place(data, pick_device(settings.device))
     results = []
     while classifiers:
@@ -124,6 +129,11 @@ def evaluate(config: EvaluateConfig) -> list:
     print("\n" + format_table(results))
     for result in results:
         print("\n" + format_top_pairs(result, data.pairs, min(5, settings.top_pairs)))
+    if config.generalized_only:
+        used = data.source["generalized_only"]
+        print(f"\n--generalized-only: {used['feature_masks_used']} of {used['feature_masks']} feature masks used "
+              f"(up to each pair's generalizes_to_rank); {used['pairs_not_studied']} of {used['pairs']} pairs not "
+              "studied, left out")
     print(f"\nResults in {out}/ ({', '.join(r.label for r in results)}; comparison.csv, comparison.png)")
     return results
 

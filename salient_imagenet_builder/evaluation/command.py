@@ -8,7 +8,8 @@ def config_from_args(args) -> EvaluateConfig:
         dataset=args.dataset, model=args.model, checkpoint=args.checkpoint, split=args.split, imagenet=args.imagenet,
         imagenet_type=args.imagenet_type, noise_std=args.noise_std, draws=args.draws, seed=args.seed,
         batch_size=args.batch_size, device=args.device, amp=not args.no_amp,
-        single_feature=not args.no_single_feature, top_pairs=args.top_pairs, workers=args.workers, out=args.out)
+        single_feature=not args.no_single_feature, top_pairs=args.top_pairs, workers=args.workers, out=args.out,
+        generalized_only=args.generalized_only)
 
 
 def run(args) -> int:

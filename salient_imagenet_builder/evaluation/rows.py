@@ -53,6 +53,7 @@ class EvalData:
     feature_pair: np.ndarray  # the pair (index into `pairs`)
     feature_mask: np.ndarray  # and the feature's mask (index into masks)
     pairs: Pairs
+    feature_image_rank: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # [F] `rank`
     source: dict = field(default_factory=dict)  # dataset, split, rows, the build's provenance
     spill: object = None  # keeps the temporary folder of memory-mapped tensors alive
 
@@ -146,6 +147,8 @@ def layout(table, single_feature: bool) -> tuple[EvalData, np.ndarray]:
     position = np.arange(len(feature_row)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
     groups = table.column("group").to_numpy().astype(np.int64)
     pairs, feature_pair = _pairs(flat, groups[feature_row])
+    image_rank = (np.zeros(0, dtype=np.int64) if flat is None else
+                  pc.struct_field(flat, "rank").to_numpy(zero_copy_only=False).astype(np.int64))
     images, masks, spill = allocate(n, int(counts.sum()))
     data = EvalData(
         image_ids=table.column("image_id").to_pylist(), labels=table.column("label").to_numpy().astype(np.int64),
@@ -153,7 +156,7 @@ def layout(table, single_feature: bool) -> tuple[EvalData, np.ndarray]:
         core_mask=np.where(has_core > 0, offsets, -1), spurious_mask=np.where(has_spurious > 0, offsets + has_core, -1),
         feature_row=feature_row, feature_pair=feature_pair,
         feature_mask=offsets[feature_row] + has_core[feature_row] + has_spurious[feature_row] + position,
-        pairs=pairs, spill=spill,
+        pairs=pairs, feature_image_rank=image_rank, spill=spill,
     )
     return data, offsets
 

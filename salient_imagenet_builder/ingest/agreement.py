@@ -6,8 +6,8 @@ P_i = (sum_j n_ij^2 - n) / (n (n - 1)), p_j = sum_i n_ij / (N n), kappa = (mean 
 
 from collections import Counter, defaultdict
 
-from ..core.annotations import classify
-from ..core.constants import ANSWER_CHOICES, SPURIOUS_ANSWERS
+from ..core.annotations import classify, parse_band
+from ..core.constants import ANSWER_CHOICES, GENERALIZE_CHOICES, SPURIOUS_ANSWERS, majority_of
 
 
 def fleiss_kappa(counts: list[list[int]]) -> float:
@@ -63,3 +63,33 @@ def kappa_of(grouped: dict) -> float:
     if any(len(rows) < 2 for rows in grouped.values()):
         return float("nan")
     return fleiss_kappa([[sum(r.answer == c for r in rows) for c in ANSWER_CHOICES] for rows in grouped.values()])
+
+
+# --- a generalization study -----------------------------------------------------------------------------------
+
+def band_verdicts(grouped: dict) -> list[dict]:
+    """Per (pair, band), sorted by class, feature, band: the answers per choice and the verdict, `same` when a
+    majority (`majority_of`) of the band's answers is `same`, else `not_same`."""
+    table = []
+    for key in sorted(grouped, key=lambda k: (k[0], k[1], parse_band(k[2]))):
+        votes = Counter(r.answer for r in grouped[key])
+        answers = len(grouped[key])
+        table.append({"class_index": key[0], "feature_index": key[1], "band": key[2], "answers": answers,
+                      **{c: votes[c] for c in GENERALIZE_CHOICES},
+                      "verdict": "same" if votes["same"] >= majority_of(answers) else "not_same"})
+    return table
+
+
+def band_statistics(grouped: dict, verdicts: list[dict]) -> list[dict]:
+    """Per band: pairs, the share judged `same` (the paper's figure), the mean share of answers agreeing with the
+    pair's most common answer, and Fleiss' kappa over the four choices (NaN when undefined)."""
+    stats = []
+    for band in sorted({v["band"] for v in verdicts}, key=parse_band):
+        keys = [k for k in grouped if k[2] == band]
+        counts = [[sum(r.answer == c for r in grouped[k]) for c in GENERALIZE_CHOICES] for k in keys]
+        same = sum(v["verdict"] == "same" for v in verdicts if v["band"] == band)
+        sizes = {sum(c) for c in counts}
+        stats.append({"band": band, "pairs": len(keys), "same": same, "share_same": same / len(keys),
+                      "agreement": sum(max(c) / sum(c) for c in counts) / len(keys),
+                      "kappa": fleiss_kappa(counts) if len(sizes) == 1 and min(sizes) >= 2 else float("nan")})
+    return stats

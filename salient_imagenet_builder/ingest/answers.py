@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.annotations import COLUMNS, csv_reader, is_blank, separator_hint
-from ..core.constants import ANSWER_CHOICES, CONFIDENCE_RANGE
+from ..core.constants import ANSWER_CHOICES, CONFIDENCE_RANGE, GENERALIZE_ANSWER_COLUMNS, GENERALIZE_CHOICES
 from ..core.errors import InputError
 
 
@@ -24,9 +24,23 @@ class Row:
     confidence: float
     reason: str
     where: str  # "file, row N": every message about this answer names it
+    band: str | None = None  # a generalization study's band ("61-65"); None in a discovery study
+
+    @property
+    def key(self) -> tuple:
+        """The study's unit: (class, feature), or (class, feature, band) in a generalization study."""
+        return (self.class_index, self.feature_index) + ((self.band,) if self.band is not None else ())
 
 
-def unreadable(paths: list[str]) -> list[str]:
+def describe(key: tuple) -> str:
+    return f"class {key[0]} feature {key[1]}" + (f" band {key[2]}" if len(key) > 2 else "")
+
+
+def header_of(kind: str) -> tuple:
+    return GENERALIZE_ANSWER_COLUMNS if kind == "generalization" else COLUMNS
+
+
+def unreadable(paths: list[str], kind: str = "discovery") -> list[str]:
     """File-level problems (missing, a folder, not UTF-8 CSV, not the results header), reported before any row:
     a file that cannot be read would otherwise show up only as every pair's missing answers."""
     problems = []
@@ -38,19 +52,21 @@ def unreadable(paths: list[str]) -> list[str]:
         try:
             with csv_reader(path, IngestError) as reader:
                 fieldnames = reader.fieldnames
-                missing = [c for c in COLUMNS if c not in (fieldnames or [])]
+                missing = [c for c in header_of(kind) if c not in (fieldnames or [])]
                 for _ in reader:  # decode it all: a bad byte may come late
                     pass
         except IngestError as e:
             problems.append(str(e))
             continue
-        if missing:
-            problems.append(f"{path}: missing column(s) {', '.join(missing)}; expected the header "
-                            f"{','.join(COLUMNS)}{separator_hint(fieldnames)}")
+        extra = kind == "generalization" and not missing and tuple(fieldnames) != header_of(kind)
+        if missing or extra:
+            problems.append(f"{path}: {'missing column(s) ' + ', '.join(missing) if missing else 'other columns'}; "
+                            f"expected the header "
+                            f"{','.join(header_of(kind))}{separator_hint(fieldnames)}")
     return problems
 
 
-def read_answers(paths: list[str], pairs: dict[tuple[int, int], dict]) -> tuple[list[Row], list[str]]:
+def read_answers(paths: list[str], pairs: dict[tuple, dict], kind: str = "discovery") -> tuple[list[Row], list[str]]:
     """Every valid answer of files `unreadable` passed, and one message per problem (file and row named); nothing
     raises on a bad row, so the user sees all the problems at once."""
     rows, problems, seen = [], [], {}
@@ -61,14 +77,14 @@ def read_answers(paths: list[str], pairs: dict[tuple[int, int], dict]) -> tuple[
                     continue  # padding rows (",,,,,,,") a spreadsheet leaves, as the build's parser skips them
                 where = f"{path}, row {number}"
                 try:
-                    row = parse_row(record, pairs, where)
+                    row = (parse_band_row if kind == "generalization" else parse_row)(record, pairs, where)
                 except IngestError as e:
                     problems.append(f"{where}: {e}")
                     continue
-                key = (row.worker_id, row.class_index, row.feature_index)
+                key = (row.worker_id, *row.key)
                 if key in seen:
-                    problems.append(f"{where}: annotator {row.worker_id!r} already answered class {row.class_index} "
-                                    f"feature {row.feature_index} ({seen[key]})")
+                    problems.append(f"{where}: annotator {row.worker_id!r} already answered {describe(row.key)} "
+                                    f"({seen[key]})")
                     continue
                 seen[key] = where
                 rows.append(row)
@@ -91,9 +107,38 @@ def parse_row(record: dict, pairs: dict, where: str) -> Row:
         raise IngestError(f"class {class_index} feature {feature_index}: wordnet id / rank "
                           f"{record['Input.wordnet_id']} / {rank} differ from the study's "
                           f"{pair['Input.wordnet_id']} / {pair['Input.feature_rank']}")
-    answer = (record["Answer.main"] or "").strip()
-    if answer not in ANSWER_CHOICES:
-        raise IngestError(f"bad answer {answer!r}: Answer.main must be one of {', '.join(ANSWER_CHOICES)}")
+    answer = _choice(record, "Answer.main", ANSWER_CHOICES)
+    return Row(worker, class_index, feature_index, answer, _confidence(record), record["Answer.reasons"] or "",
+               where)
+
+
+def parse_band_row(record: dict, pairs: dict, where: str) -> Row:
+    """One answer of a generalization study: (class, feature, band) must be one of the study's pairs.csv rows."""
+    worker = (record["WorkerId"] or "").strip()
+    if not worker:
+        raise IngestError("empty WorkerId")
+    try:
+        class_index, feature_index = int(record["Input.class_index"]), int(record["Input.feature_index"])
+    except (TypeError, ValueError):
+        raise IngestError("Input.class_index and Input.feature_index must be integers") from None
+    band = (record["Input.band"] or "").strip()
+    if (class_index, feature_index, band) not in pairs:
+        raise IngestError(f"unknown pair: {describe((class_index, feature_index, band))} is not in the study's pairs")
+    answer = _choice(record, "Answer.main_question", GENERALIZE_CHOICES)
+    reason = (record["Answer.reasons"] or "").strip()
+    if not reason:
+        raise IngestError("empty Answer.reasons (the study's question 3 is required)")
+    return Row(worker, class_index, feature_index, answer, _confidence(record), reason, where, band)
+
+
+def _choice(record: dict, column: str, choices: tuple) -> str:
+    answer = (record[column] or "").strip()
+    if answer not in choices:
+        raise IngestError(f"bad answer {answer!r}: {column} must be one of {', '.join(choices)}")
+    return answer
+
+
+def _confidence(record: dict) -> float:
     try:
         confidence = float(record["Answer.confidence"])
     except (TypeError, ValueError):
@@ -102,13 +147,13 @@ def parse_row(record: dict, pairs: dict, where: str) -> Row:
     if not low <= confidence <= high:
         raise IngestError(f"confidence {record['Answer.confidence']!r} out of range: Answer.confidence must be "
                           f"a number from {low:g} to {high:g}")
-    return Row(worker, class_index, feature_index, answer, confidence, record["Answer.reasons"] or "", where)
+    return confidence
 
 
 def by_pair(rows: list[Row]) -> dict[tuple[int, int], list[Row]]:
     grouped = defaultdict(list)
     for row in rows:
-        grouped[(row.class_index, row.feature_index)].append(row)
+        grouped[row.key].append(row)
     return grouped
 
 
@@ -118,10 +163,10 @@ def check_quorum(grouped: dict, pairs: dict, answers_per_pair: int) -> list[str]
     for key in sorted(pairs):
         count = len(grouped.get(key, ()))
         if count < answers_per_pair:
-            problems.append(f"class {key[0]} feature {key[1]}: {count} answer(s), fewer than the quorum of "
+            problems.append(f"{describe(key)}: {count} answer(s), fewer than the quorum of "
                             f"{answers_per_pair}")
         elif count > answers_per_pair:
-            problems.append(f"class {key[0]} feature {key[1]}: {count} answers, more than {answers_per_pair} "
+            problems.append(f"{describe(key)}: {count} answers, more than {answers_per_pair} "
                             f"(from {', '.join(r.where for r in grouped[key][answers_per_pair:])}); drop the extra "
                             "answers or raise --answers-per-pair")
     return problems

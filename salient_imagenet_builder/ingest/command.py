@@ -1,15 +1,17 @@
 """`salient-imagenet ingest`: answer CSVs -> validated, merged annotation CSV + agreement statistics."""
 
+import csv
+import io
 import logging
 import math
 import tempfile
 from pathlib import Path
 
 from ..core import annotations as annotations_mod
-from ..core.annotations import read_pairs
-from ..core.constants import PAIRS_FILE, majority_of
+from ..core.annotations import read_generalization, read_pairs, study_kind
+from ..core.constants import GENERALIZATION_COLUMNS, PAIRS_FILE, majority_of
 from ..core.output import check_out_file, write_text_atomic
-from .agreement import annotator_agreement, kappa_of, pair_agreement
+from .agreement import annotator_agreement, band_statistics, band_verdicts, kappa_of, pair_agreement
 from .answers import IngestError, answers_text, by_pair, check_quorum, read_answers, unreadable
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,8 @@ def run(args) -> int:
         raise IngestError(f"--majority {args.majority} is more than --answers-per-pair {args.answers_per_pair}")
     pairs_path = Path(args.pairs) if args.pairs else Path(args.answers[0]).parent / PAIRS_FILE
     check_out(out, args.overwrite, [*args.answers, pairs_path])
+    if study_kind(pairs_path) == "generalization":
+        return run_generalization(args, out, pairs_path)
     report(unreadable(args.answers), out)
     pairs = read_pairs(pairs_path)
     rows, problems = read_answers(args.answers, pairs)
@@ -40,10 +44,53 @@ def run(args) -> int:
     return 0
 
 
-def is_annotation_csv(path: Path) -> bool:
+def run_generalization(args, out: Path, pairs_path: Path) -> int:
+    """A generalization study: one row per (pair, band) with its answers per choice and verdict."""
+    report(unreadable(args.answers, "generalization"), out)
+    pairs = read_pairs(pairs_path)
+    rows, problems = read_answers(args.answers, pairs, "generalization")
+    grouped = by_pair(rows)
+    report(problems + check_quorum(grouped, pairs, args.answers_per_pair), out)
+    verdicts = band_verdicts(grouped)
+    print_band_statistics(band_statistics(grouped, verdicts), args.answers_per_pair)
+    text = generalization_text(verdicts)
+    with tempfile.TemporaryDirectory(prefix="salient_ingest_") as tmp:  # what update will read, read first
+        draft = Path(tmp) / "generalization.csv"
+        draft.write_text(text, encoding="utf-8")
+        read_generalization(draft)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, text)
+    print(f"\nWrote {out}: {len(rows)} answers to {len(verdicts)} (pair, band) rows. Record it in a build with:\n"
+          f"  salient-imagenet update DATASET --generalization {out}")
+    return 0
+
+
+def generalization_text(verdicts: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, GENERALIZATION_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(verdicts)
+    return buffer.getvalue()
+
+
+def print_band_statistics(stats: list[dict], answers_per_pair: int) -> None:
+    print(f"Generalization study: verdict same = at least {majority_of(answers_per_pair)} of {answers_per_pair} "
+          "answers same")
+    print("band | pairs | judged same | share same | agreement with the most common answer | Fleiss' kappa")
+    for s in stats:
+        kappa = "n/a" if math.isnan(s["kappa"]) else f"{s['kappa']:.3f}"
+        print(f"  {s['band']:>7} | {s['pairs']:>5} | {s['same']:>5} | {s['share_same']:.2f} | {s['agreement']:.2f} | "
+              f"{kappa}")
+
+
+def first_line(path: Path) -> list[str]:
     with open(path, "rb") as f:
-        header = f.readline().decode("utf-8-sig", "replace").strip()
-    return header.split(",") == list(annotations_mod.COLUMNS)
+        return f.readline().decode("utf-8-sig", "replace").strip().split(",")
+
+
+def is_annotation_csv(path: Path) -> bool:
+    """An annotation CSV or a generalization CSV (what ingest writes, for either kind of study)."""
+    return first_line(path) in (list(annotations_mod.COLUMNS), list(GENERALIZATION_COLUMNS))
 
 
 def check_out(out: Path, overwrite: bool, inputs: list) -> None:

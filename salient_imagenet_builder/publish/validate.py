@@ -28,7 +28,7 @@ from ..core.constants import (
 )
 from ..core.errors import UserError
 from ..core.pages import page_index_problems
-from ..core.schema import annotation_features, image_features
+from ..core.schema import annotation_features, image_features, legacy_annotation_features
 from ..core.targets import Target
 
 DECLARED = {"default": image_features, ANNOTATIONS_CONFIG: annotation_features}
@@ -64,8 +64,18 @@ def check(target: str, stream: bool = True) -> list[str]:
         if name not in configs:
             problems.append(f"README.md: no config `{name}` in `configs`")
             continue
-        problems += _check_config(where, name, configs[name], infos.get(name), declared(), stream)
+        problems += _check_config(where, name, configs[name], infos.get(name), _declared(name, declared,
+                                                                                       infos.get(name)), stream)
     return problems
+
+
+def _declared(name: str, declared, info: dict | None) -> Features:
+    """The config's schema; a build from before the generalization columns declares (and holds) the older
+    annotations schema, which stays valid."""
+    legacy = legacy_annotation_features()
+    if name == ANNOTATIONS_CONFIG and info and Features._from_yaml_list(info.get("features", [])) == legacy:
+        return legacy
+    return declared()
 
 
 def _check_config(where: Target, name: str, config: dict, info: dict | None, declared: Features,

@@ -1,0 +1,19 @@
+"""Record a study in a local build without recomputing it: new columns of the `annotations` config and a section
+of the card; the default config's shards are kept byte for byte.
+
+The stages, in order:
+1. `apply.update`: check the build, stage a copy of it beside it (`.X.partial`, its files hard-linked, so the
+   image shards are the same bytes), let each `Recording` fill its columns of the annotations rows and its entry in
+   the card's `updates`, write the annotation shards and the card into the staging folder, then rename it into place
+   as a build does (`core.output.move_into_place`);
+2. `generalization`: the recording of `--generalization generalization.csv` (the pair's bands and
+   `generalizes_to_rank`);
+3. `command`: the handler of `salient-imagenet update`: one recording per flag.
+
+Another study (e.g. `--validation REPORT/validation.csv`) is one more `Recording` and one more flag.
+"""
+
+from .apply import Recording, update
+from .generalization import GeneralizationRecording
+
+__all__ = ["GeneralizationRecording", "Recording", "update"]
