@@ -91,10 +91,15 @@ def read_answers(paths: list[str], pairs: dict[tuple, dict], kind: str = "discov
     return rows, problems
 
 
-def parse_row(record: dict, pairs: dict, where: str) -> Row:
+def _worker(record: dict) -> str:
     worker = (record["WorkerId"] or "").strip()
     if not worker:
         raise IngestError("empty WorkerId")
+    return worker
+
+
+def parse_row(record: dict, pairs: dict, where: str) -> Row:
+    worker = _worker(record)
     try:
         class_index, feature_index = int(record["Input.class_index"]), int(record["Input.feature_index"])
         rank = int(float(record["Input.feature_rank"]))
@@ -114,9 +119,7 @@ def parse_row(record: dict, pairs: dict, where: str) -> Row:
 
 def parse_band_row(record: dict, pairs: dict, where: str) -> Row:
     """One answer of a generalization study: (class, feature, band) must be one of the study's pairs.csv rows."""
-    worker = (record["WorkerId"] or "").strip()
-    if not worker:
-        raise IngestError("empty WorkerId")
+    worker = _worker(record)
     try:
         class_index, feature_index = int(record["Input.class_index"]), int(record["Input.feature_index"])
     except (TypeError, ValueError):

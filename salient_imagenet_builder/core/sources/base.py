@@ -112,6 +112,8 @@ class Source:
             return
         if not hasattr(self, "unlabelled"):  # a caller that never reset it (discover) still gets a count
             self.unlabelled = Counter()
+        for text, n in spec.get("unlabelled", {}).items():  # a plan that knew the labels counted them unread
+            self.unlabelled[_label_value(text)] += n
         for sample in self._unit_iter(spec, classes, limit_per_class):
             if is_class(sample.label):
                 yield sample
@@ -129,6 +131,16 @@ class Source:
     def locate(self, image_id: str) -> list[str]:
         """Where the images with this id live, when the layout can tell cheaply (error messages)."""
         return []
+
+
+def _label_value(text: str):
+    """A skipped label as a plan keeps it (JSON keys are text) back to the value the source holds (-1, 1000, None)."""
+    if text == "None":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def is_class(label) -> bool:

@@ -145,14 +145,6 @@ class ParquetSource(Source):
                 yield {"file": file_index, "group": group, "rows": None if len(rows) == len(labels) else rows,
                        **({"unlabelled": dict(unlabelled)} if unlabelled else {})}
 
-    def unit_samples(self, spec, classes, limit_per_class):
-        """The unit's labels outside 0-999 come from its plan: counted, never read."""
-        if not hasattr(self, "unlabelled"):
-            self.unlabelled = Counter()
-        for text, n in spec.get("unlabelled", {}).items():
-            self.unlabelled[_label_value(text)] += n
-        yield from self._unit_iter(spec, classes, limit_per_class)
-
     def _unit_iter(self, spec, classes, limit_per_class):
         file_index, group, rows = spec["file"], spec["group"], spec["rows"]
         labels = self.labels(file_index)[group]
@@ -223,16 +215,6 @@ class ParquetSource(Source):
 
     def describe(self):
         return f"parquet shards {self.where} ({len(self.files)} files)"
-
-
-def _label_value(text: str):
-    """A skipped label as a plan keeps it (JSON keys are text) back to the value the file holds."""
-    if text == "None":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        return text
 
 
 def _as_struct(value) -> dict | None:

@@ -105,20 +105,12 @@ class WebDatasetSource(Source):
         with self.open(path) as f, tarfile.open(fileobj=f, mode="r:") as tar:
             yield from self._samples(tar, file_index, path, images=False)
 
-    def unit_samples(self, spec, classes, limit_per_class):
-        if "members" not in spec:
-            yield from super().unit_samples(spec, classes, limit_per_class)
-            return
-        if not hasattr(self, "unlabelled"):
-            self.unlabelled = Counter()
-        for text, n in spec.get("unlabelled", {}).items():
-            self.unlabelled[int(text)] += n  # a tar's labels are integers
-        members = {ref: (image_id, label) for image_id, label, ref in spec["members"]}
-        for ref, data in self.read_many(list(members)):
-            image_id, label = members[ref]
-            yield Sample(image_id, label, data, ref)
-
     def _unit_iter(self, spec, classes, limit_per_class):
+        if "members" in spec:  # a trial's wanted samples, read by offset (see `plan_units`)
+            members = {ref: (image_id, label) for image_id, label, ref in spec["members"]}
+            for ref, data in self.read_many(list(members)):
+                yield Sample(*members[ref], data, ref)
+            return
         if spec.get("all"):
             yield from self.samples(classes, limit_per_class)
             return
