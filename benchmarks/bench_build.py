@@ -84,7 +84,7 @@ def forward_only(model, files, batch_size, device) -> tuple[float, float]:
     batch = torch.stack([to_uint8_tensor(center_view(decode(d))) for d in files[:batch_size]])
     x = to_unit_float(batch.to(device)).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), backend_flags(device, Numerics()):
-        model(x)  # warm-up (cuDNN's autotuner on CUDA)
+        model(x)  # warm-up (CUDA context, cuDNN handles)
         synchronize(device)
         start, cpu, seen = time.perf_counter(), time.process_time(), 0
         while seen < max(len(files), 4 * len(x)):

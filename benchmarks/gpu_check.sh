@@ -67,7 +67,7 @@ step "pytest -m cuda" 150 "$PY" -m pytest -p no:cacheprovider -o addopts="" -m c
 step "bench_build (--decode cpu)" 150 "$PY" benchmarks/bench_build.py --device cuda --classes 4 \
   --images-per-class 256 --batch-size 128
 # the same with the GPU decoder, bounded top-k
-step "bench_build (--decode gpu)" 90 "$PY" benchmarks/bench_build.py --device cuda --decode gpu --modes bounded \
+step "bench_build (--decode gpu)" 130 "$PY" benchmarks/bench_build.py --device cuda --decode gpu --modes bounded \
   --classes 4 --images-per-class 256 --batch-size 128
 step "bench_evaluate" 75 "$PY" benchmarks/bench_evaluate.py --device cuda --model resnet50 --classes 10 \
   --per-class 40 --batch-size 256
