@@ -20,9 +20,11 @@ from .core.constants import (
     ANNOTATOR_TOP_IMAGES,
     ANSWERS_PER_PAIR,
     DEFAULT_ATTACK_STEPS,
+    DEFAULT_BANDS,
     DEFAULT_CACHE_DIR,
     DEFAULT_DRAWS,
     DEFAULT_EVAL_BATCH_SIZE,
+    DEFAULT_GENERALIZE_DIR,
     DEFAULT_MODEL,
     DEFAULT_NOISE_STD,
     DEFAULT_OUT,
@@ -53,6 +55,7 @@ HANDLERS = {
     "show": "salient_imagenet_builder.show.command",
     "validate": "salient_imagenet_builder.segmentation.command",
     "update": "salient_imagenet_builder.update.command",
+    "generalize": "salient_imagenet_builder.generalize.command",
 }
 
 
@@ -306,8 +309,28 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_update_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help="a local build to record the study in")
-    parser.add_argument("--generalization", help="the generalization CSV `ingest` wrote from a generalization study (default: none; give at least one "
-                             "study to record)")
+    parser.add_argument("--generalization", help="the generalization CSV `ingest` wrote from a generalization study")
+    parser.add_argument("--validation", metavar="REPORT/validation.csv",
+                        help="the scores `validate` wrote: their summary goes into the card (give at least one of "
+                             "--generalization and --validation)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def add_generalize_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="a built Salient ImageNet folder or a Hub dataset repo id")
+    parser.add_argument("--bands", default=",".join(DEFAULT_BANDS),
+                        help="Section B's ranks within each pair's top-k, comma-separated FIRST-LAST ranges")
+    parser.add_argument("--classes", type=parse_classes, help="only these classes, e.g. 0-49 (default: all)")
+    parser.add_argument("--imagenet", metavar="DIR_OR_ID",
+                        help="your ImageNet copy (folder, parquet or WebDataset; path or Hub id), read by image_id: "
+                             "the images of an --image-mode none build (default: the build's own images)")
+    parser.add_argument("--imagenet-type", choices=("folder", "parquet", "webdataset"),
+                        help="layout of --imagenet when auto-detection cannot tell (default: detected)")
+    parser.add_argument("--split", default=None, help="image split (default: the build's)")
+    parser.add_argument("--title", help="the annotation page's title (default: Do the features of DATASET generalize?)")
+    parser.add_argument("--out", default=DEFAULT_GENERALIZE_DIR,
+                        help=f"study folder (default: ./{DEFAULT_GENERALIZE_DIR})")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier generalization study there")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -377,6 +400,9 @@ def main_parser() -> argparse.ArgumentParser:
         commands, name="evaluate", help="evaluate classifiers: core / spurious accuracy, RCS"))
     add_discover_arguments(_parser(
         commands, name="discover", help="rank features per class and make panels and an annotation page for a study"))
+    add_generalize_arguments(_parser(
+        commands, name="generalize", help="make the generalization study of a build: panels of top-5 vs lower-ranked "
+                                          "images, pairs.csv and an annotation page"))
     add_ingest_arguments(_parser(
         commands, name="ingest", help="merge annotators' answer CSVs into the annotation CSV the build reads"))
     add_show_arguments(_parser(
@@ -384,7 +410,7 @@ def main_parser() -> argparse.ArgumentParser:
     add_validate_arguments(_parser(
         commands, name="validate", help="score a build's soft masks against human segmentations of its images"))
     add_update_arguments(_parser(
-        commands, name="update", help="record a study (--generalization) in a local build without recomputing it"))
+        commands, name="update", help="record studies (--generalization, --validation) in a local build without recomputing it"))
     return parser
 
 

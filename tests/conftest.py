@@ -57,6 +57,19 @@ def built_once(tmp_path_factory, name: str, make):
     return pickle.loads(result.read_bytes())
 
 
+def build_top7(inputs, root: Path, **fields) -> Path:
+    """The fixture images built with top-k 7 (so pairs have ranks beyond the top 5): the generalization study's
+    build (`built_once(..., "top7", ...)` shares it between modules)."""
+    from salient_imagenet_builder.builder import BuildConfig, build
+
+    out = root / fields.pop("name", "salient")
+    build(BuildConfig(**{"source": str(inputs["folder"]), "out": str(out), "model": ARCH,
+                         "model_checkpoint": str(inputs["checkpoint"]), "annotations": str(inputs["annotations"]),
+                         "classes": CLASSES, "top_k": 7, "group_by": "label", "workers": 0, "batch_size": 8,
+                         "cache_dir": str(root / "cache"), **fields}))
+    return out
+
+
 def pytest_sessionfinish(session, exitstatus):
     """The shared folder goes with a passing run, as the workers' folders do (tmp_path_retention_policy)."""
     if exitstatus == 0 and not os.environ.get("PYTEST_XDIST_WORKER") and hasattr(session.config, "_tmp_path_factory"):

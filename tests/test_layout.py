@@ -74,7 +74,8 @@ def test_no_import_cycles_between_modules():
     assert cycles == []
 
 
-CAPABILITIES = {"builder", "publish", "evaluation", "discovery", "ingest", "show", "segmentation", "update"}  # what a user does
+CAPABILITIES = {"builder", "publish", "evaluation", "discovery", "ingest", "show", "segmentation", "update",
+                "generalize"}  # what a user does
 ENGINE = "core"  # what every capability runs on
 
 
@@ -167,11 +168,11 @@ def test_wheel_carries_the_card_template(tmp_path):
     template = Path(where.stdout.strip())
     assert template.is_relative_to(target) and not template.is_symlink()
     assert template.read_bytes() == (ROOT / "dataset_card.md").read_bytes()
-    page = ROOT / "salient_imagenet_builder" / "discovery" / "page"
+    page = ROOT / "salient_imagenet_builder" / "core" / "page"
     for name in ("index.html", "app.js", "style.css"):  # the annotation page is package data
-        assert f"salient_imagenet_builder/discovery/page/{name}" in names
-    code = ("from salient_imagenet_builder.discovery.page import PAGE, render_page; "
-            "print(PAGE); print(len(render_page([], 'wheel study')))")
+        assert f"salient_imagenet_builder/core/page/{name}" in names
+    code = ("from salient_imagenet_builder.core.annotation_page import PAGE, render_page, study_data; "
+            "print(PAGE); print(len(render_page(study_data([], 'wheel study'))))")
     rendered = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(target)},
                               capture_output=True, text=True, timeout=120)
     assert rendered.returncode == 0, rendered.stderr

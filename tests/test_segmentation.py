@@ -152,6 +152,51 @@ def test_binary_masks_in_either_layout(originals, rows, tmp_path):
     check_against(read_report(tmp_path / "report"), expected_rows(rows, humans), pairs)
 
 
+def test_update_validation_puts_the_report_summary_in_the_card(originals, rows, tmp_path, caplog):
+    """`update --validation`: the card's table is the report's pairs per kind, their mean and median computed here
+    from the CSV; the data shards stay byte-identical; a report of another build (a kind changed) is refused, naming
+    its row, and leaves the build as it was."""
+    import hashlib
+    import shutil
+
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "binary"
+    for row in rows:
+        width, height = upright_size(row["image"])
+        path = folder / row["wordnet_id"] / f"{row['image_id']}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((rng.random((height, width)) < 0.5).astype(np.uint8), "L").save(path)
+    report = tmp_path / "report"
+    assert main(["validate", str(originals), "--human-masks", str(folder), "--format", "binary",
+                 "--out", str(report)]) == 0
+    dataset = tmp_path / "salient"
+    shutil.copytree(originals, dataset)
+    digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (dataset / "data").glob("train-*")}
+    assert main(["update", str(dataset), "--validation", str(report / "validation.csv")]) == 0
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (dataset / "data").glob("train-*")} == digest
+    card = (dataset / "README.md").read_text()
+    from salient_imagenet_builder.core.card import md_text
+    from salient_imagenet_builder.publish.validate import check
+
+    assert "## Validation against human segmentations" in card and md_text(folder) in card
+    for kind in ("core", "spurious"):
+        values = [float(r["energy_inside"]) for r in read_report(report) if r["kind"] == kind and r["energy_inside"]]
+        pairs = sum(1 for r in read_report(report) if r["kind"] == kind)
+        cells = (f"{np.mean(values):.3f} | {np.median(values):.3f}" if values else "n/a | n/a")
+        assert f"| {kind} | {pairs} | {len(values)} | {cells} |" in card
+    assert check(str(dataset)) == []
+
+    lines = (report / "validation.csv").read_text().splitlines()
+    flipped = lines[1].replace(",core,", ",spurious,") if ",core," in lines[1] else lines[1].replace(",spurious,",
+                                                                                                      ",core,")
+    other = tmp_path / "other.csv"
+    other.write_text("\n".join([lines[0], flipped, *lines[2:]]) + "\n")
+    before = (dataset / "README.md").read_bytes()
+    assert main(["update", str(dataset), "--validation", str(other)]) == 2
+    assert f"--validation {other}, row 2: class " in caplog.text and "(a report of another build?)" in caplog.text
+    assert (dataset / "README.md").read_bytes() == before
+
+
 def test_a_broken_or_wrong_size_mask_is_one_line_naming_it(originals, rows, tmp_path, caplog):
     row = rows[0]
     width, height = upright_size(row["image"])

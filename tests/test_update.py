@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ARCH, CLASSES, built_once
+from conftest import CLASSES, build_top7, built_once
 from datasets import load_dataset
 
-from salient_imagenet_builder.builder import BuildConfig, build
 from salient_imagenet_builder.cli import main
 from salient_imagenet_builder.core.card import BuildStats, read_build_info, write_card
 from salient_imagenet_builder.core.constants import GENERALIZE_ANSWER_COLUMNS
@@ -31,17 +30,9 @@ SAME_COUNTS = {(0, "6-6"): 5, (0, "7-7"): 3, (1, "6-6"): 4, (1, "7-7"): 2, (2, "
 EXPECTED_RANK = {0: 7, 1: 6, 2: 5}
 
 
-def _build(inputs, root: Path) -> Path:
-    out = root / "salient"
-    build(BuildConfig(source=str(inputs["folder"]), out=str(out), model=ARCH, model_checkpoint=str(inputs["checkpoint"]),
-                      annotations=str(inputs["annotations"]), classes=CLASSES, top_k=7, group_by="label",
-                      workers=0, batch_size=8, cache_dir=str(root / "cache")))
-    return out
-
-
 @pytest.fixture(scope="module")
 def built(inputs, tmp_path_factory) -> Path:
-    return built_once(tmp_path_factory, "test_update", lambda root: _build(inputs, root))
+    return built_once(tmp_path_factory, "top7", lambda root: build_top7(inputs, root))
 
 
 @pytest.fixture(scope="module")

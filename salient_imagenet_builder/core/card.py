@@ -236,7 +236,8 @@ def render(provenance: dict, stats: BuildStats, split: str, repo_id: str = "path
         "provenance_table": _table(provenance_rows), "statistics_table": _table(statistics_rows),
         "agreement_sentence": agreement_sentence, "repo_id": repo_id, "annotations_config": ANNOTATIONS_CONFIG,
         "image_mode": constants["image_mode"], "join_section": join,
-        "studies_section": _generalization_section(stats.updates.get("generalization")),
+        "studies_section": _generalization_section(stats.updates.get("generalization"))
+                           + _validation_section(stats.updates.get("validation")),
         "gallery": f"![Top images of annotated pairs with their masks]({stats.gallery})\n"
                    if stats.gallery else "",
     }
@@ -254,6 +255,27 @@ def _generalization_section(summary: dict | None) -> str:
             f"`{summary['sha256']}`). The `annotations` config has each pair's bands (`generalization`) and "
             "`generalizes_to_rank`; `salient-imagenet evaluate --generalized-only` uses only those masks.\n\n"
             f"| band (ranks) | pairs studied | judged same | share judged same |\n|---|---|---|---|\n{rows}\n")
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _validation_section(summary: dict | None) -> str:
+    """The scores against human segmentations `update --validation` recorded: per kind, the pairs' energy_inside."""
+    if not summary:
+        return ""
+    rows = "\n".join(f"| {k['kind']} | {k['pairs']} | {k['scored']} | {_number(k['mean'])} | "
+                     f"{_number(k['median'])} |" for k in summary["kinds"])
+    source = (f" against {md_text(summary['human_masks'])} (format `{summary['format']}`)"
+              if summary.get("human_masks") else "")
+    return ("\n## Validation against human segmentations\n\nThe soft masks were scored"
+            f"{source} by `salient-imagenet validate`: per image and feature, `energy_inside = sum(m * H) / sum(m)`, "
+            "the share of the mask's mass on the human object mask H; per pair, the mean over its images with a human "
+            "mask; here the mean and median over pairs (file "
+            f"{md_text(summary['file'])}, sha256 `{summary['sha256']}`). Core masks should put most of their mass on "
+            "the object, spurious masks little.\n\n"
+            f"| kind | pairs | pairs scored | mean energy_inside | median |\n|---|---|---|---|---|\n{rows}\n")
 
 
 def write_card(folder: Path, provenance: dict, stats: BuildStats, split: str, repo_id: str | None = None) -> None:

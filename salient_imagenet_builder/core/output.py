@@ -31,11 +31,13 @@ from pathlib import Path
 
 from .constants import (
     BUILD_INFO,
+    DEFAULT_GENERALIZE_DIR,
     DEFAULT_OUT,
     DEFAULT_RESULTS_DIR,
     DEFAULT_STUDY_DIR,
     DISCOVER_INFO,
     EVALUATE_INFO,
+    GENERALIZE_INFO,
     PACKAGE_NAME,
     WORK_DIR,
 )
@@ -69,12 +71,14 @@ class OutputKind:
 OUTPUT_KINDS = {"build": OutputKind("a build", BUILD_INFO, DEFAULT_OUT, "--overwrite only replaces an earlier build"),
          "study": OutputKind("a discovery study", DISCOVER_INFO, DEFAULT_STUDY_DIR,
                              "--overwrite only replaces an earlier study"),
+         "generalization": OutputKind("a generalization study", GENERALIZE_INFO, DEFAULT_GENERALIZE_DIR,
+                                      "--overwrite only replaces an earlier generalization study"),
          "results": OutputKind("a results folder", EVALUATE_INFO, DEFAULT_RESULTS_DIR,
                                "evaluate writes only into a new or empty folder or its own earlier results")}
 
 
 def output_kind(folder: Path) -> str | None:
-    """"build", "study" or "results" when `folder` is an output of this tool (its marker file names the
+    """"build", "study", "generalization" or "results" when `folder` is an output of this tool (its marker file names the
     package), else None."""
     if is_build(folder):
         return "build"
@@ -170,8 +174,9 @@ def check_out(out: Path, overwrite: bool, source: str | None = None, kind: str =
         raise OutputExists(f"{name}: is {OUTPUT_KINDS[found].noun} of this tool, not {what.noun}; {what.replaces}. "
                            "Choose another --out")
     if not overwrite:
-        raise OutputExists(f"{name}: an earlier {kind} is there; pass --overwrite to replace it (it stays whole "
-                           f"until the new {kind} is complete)")
+        label = "generalization study" if kind == "generalization" else kind
+        raise OutputExists(f"{name}: an earlier {label} is there; pass --overwrite to replace it (it stays whole "
+                           f"until the new {label} is complete)")
 
 
 def check_out_file(out: Path, *, what: str, example, is_ours, foreign: str, overwrite: bool = True,
@@ -267,7 +272,8 @@ def half_replaced(out: Path) -> str | None:
     kind = output_kind(old)
     if kind is None:
         return None
-    writer = "build (python build_dataset.py ...)" if kind == "build" else "discover"
+    writer = {"build": "build (python build_dataset.py ...)", "study": "discover",
+              "generalization": "generalize"}.get(kind, kind)
     return (f"{out}: a replacement of it was interrupted; the intact {kind} is in {old}. Run the {writer} that was "
             f"writing --out {out} again to finish or undo the replacement (this command changes nothing)")
 
@@ -295,7 +301,7 @@ def repair(out: Path) -> None:
 def _complete(staging: Path) -> bool:
     """A staged output that was whole: a build with its card, or a study with its page."""
     kind = output_kind(staging)
-    return (kind == "build" and (staging / "README.md").is_file()) or (kind == "study" and
+    return (kind == "build" and (staging / "README.md").is_file()) or (kind in ("study", "generalization") and
                                                                         (staging / "index.html").is_file())
 
 

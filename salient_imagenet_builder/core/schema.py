@@ -42,6 +42,12 @@ def imagenet_info() -> ImageNetNames:
     return ImageNetNames()
 
 
+def class_definition(class_index: int) -> str:
+    """WordNet's gloss of the class, as annotators read it under the class name."""
+    detailed = imagenet_info().index_to_description(class_index, detailed=True)
+    return detailed.partition(": ")[2] or detailed
+
+
 def wordnet_ids() -> list[str]:
     """The 1,000 wnids in class-index order (sorted wnids, as torchvision, timm and the robust model use)."""
     return list(imagenet_info().label_names())

@@ -6,15 +6,14 @@ The stages, in order (`study.discover` wires them; `command` is the handler of `
 2. `ranking`: the top features of each class by importance, and `pairs.csv` (the published `Input.*` columns);
 3. `attack`: the selected images' activation maps and feature attacks (L2-normalised gradient ascent on r_j);
 4. `panels`: one PNG per pair as the annotators saw it (drawn with `core.render`), in work units of classes;
-5. `page`: the self-contained offline `index.html` (HTML, CSS and JavaScript from `page/`).
+5. the self-contained offline `index.html` (`core.annotation_page`, in its "discover" mode).
 `ingest` (merging annotators' answers into the builder's annotation CSV) follows the study: see `..ingest`.
 """
 
 from .attack import activation_maps, feature_attack
-from .page import render_page, write_page
 from .panels import render_panel, write_panels
 from .ranking import PairTask, rank_pairs, write_pairs
 from .study import DiscoverConfig, discover
 
-__all__ = ["DiscoverConfig", "PairTask", "activation_maps", "discover", "feature_attack", "rank_pairs", "render_page",
-           "render_panel", "write_page", "write_pairs", "write_panels"]
+__all__ = ["DiscoverConfig", "PairTask", "activation_maps", "discover", "feature_attack", "rank_pairs",
+           "render_panel", "write_pairs", "write_panels"]

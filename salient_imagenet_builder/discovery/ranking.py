@@ -17,7 +17,7 @@ import torch
 from ..core.annotations import STUDY_PAIR_COLUMNS
 from ..core.output import write_text_atomic
 from ..core.scan import ScanResult
-from ..core.schema import class_names, imagenet_info, wordnet_ids
+from ..core.schema import class_definition, class_names, wordnet_ids
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,7 @@ class PairTask:
 
     @property
     def definition(self) -> str:
-        detailed = imagenet_info().index_to_description(self.class_index, detailed=True)
-        return detailed.partition(": ")[2] or detailed
+        return class_definition(self.class_index)
 
     @property
     def key(self) -> str:
@@ -51,6 +50,12 @@ class PairTask:
     @property
     def panel(self) -> str:
         return f"panels/class{self.class_index:03d}_feature{self.feature_index:04d}.png"
+
+    def page_task(self) -> dict:
+        """The pair as the annotation page shows it."""
+        return {"key": self.key, "class_index": self.class_index, "wordnet_id": self.wordnet_id,
+                "class_name": self.class_name, "definition": self.definition, "feature_index": self.feature_index,
+                "feature_rank": self.feature_rank, "panel": self.panel}
 
 
 def rank_pairs(result: ScanResult, weight: torch.Tensor, features_per_class: int) -> list[PairTask]:

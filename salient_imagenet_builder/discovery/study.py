@@ -31,6 +31,7 @@ from ..core.constants import (
     WORK_DIR,
 )
 from ..core.errors import InputError
+from ..core.annotation_page import study_data, write_page
 from ..core.model import create_feature_model
 from ..core.output import (
     check_out,
@@ -45,7 +46,6 @@ from ..core.scan import ScanSpec, ScanWorker, fingerprint, nothing_grouped, scan
 from ..core.sources import open_source
 from ..core.stages import StageTimer, default_workers
 from ..core.units import Unit, UnitFolder, WorkLock, open_work
-from .page import write_page
 from .panels import write_panels
 from .ranking import rank_pairs, write_pairs
 
@@ -158,7 +158,8 @@ class _Study:
             provenance = self._provenance(scan, tasks, start)
             if world.is_main:
                 write_pairs(staging / PAIRS_FILE, tasks)
-                write_page(staging, tasks, config.title or f"Salient features of {self.info.name}")
+                write_page(staging, study_data([t.page_task() for t in tasks],
+                                               config.title or f"Salient features of {self.info.name}"))
                 write_text_atomic(staging / DISCOVER_INFO, json.dumps(provenance, indent=2))
         except BaseException:
             if world.is_main:

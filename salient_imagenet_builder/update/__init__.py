@@ -8,12 +8,12 @@ The stages, in order:
    as a build does (`core.output.move_into_place`);
 2. `generalization`: the recording of `--generalization generalization.csv` (the pair's bands and
    `generalizes_to_rank`);
-3. `command`: the handler of `salient-imagenet update`: one recording per flag.
-
-Another study (e.g. `--validation REPORT/validation.csv`) is one more `Recording` and one more flag.
+3. `validation`: the recording of `--validation REPORT/validation.csv` (`validate`'s scores, for the card only);
+4. `command`: the handler of `salient-imagenet update`: one recording per flag.
 """
 
 from .apply import Recording, update
 from .generalization import GeneralizationRecording
+from .validation import ValidationRecording
 
-__all__ = ["GeneralizationRecording", "Recording", "update"]
+__all__ = ["GeneralizationRecording", "Recording", "ValidationRecording", "update"]

@@ -1,20 +1,28 @@
-"""`salient-imagenet update DATASET --generalization generalization.csv`: record a study in a local build."""
+"""`salient-imagenet update DATASET [--generalization generalization.csv] [--validation REPORT/validation.csv]`:
+record studies in a local build."""
 
 from pathlib import Path
 
 from .apply import UpdateError, update
 from .generalization import GeneralizationRecording
+from .validation import ValidationRecording
 
 
 def run(args) -> int:
     recordings = []
     if args.generalization:
         recordings.append(GeneralizationRecording(Path(args.generalization)))
+    if args.validation:
+        recordings.append(ValidationRecording(Path(args.validation)))
     if not recordings:
-        raise UpdateError("nothing to record: pass --generalization generalization.csv")
+        raise UpdateError("nothing to record: pass --generalization generalization.csv and/or --validation "
+                          "REPORT/validation.csv")
     summaries = update(args.dataset, recordings)
     for band in summaries.get("generalization", {}).get("bands", []):
         print(f"band {band['band']}: {band['same']} of {band['pairs']} pairs judged same ({band['share_same']:.2f})")
+    for kind in summaries.get("validation", {}).get("kinds", []):
+        mean = "n/a" if kind["mean"] is None else f"{kind['mean']:.3f}"
+        print(f"{kind['kind']}: mean energy_inside {mean} over {kind['scored']} scored pairs")
     print(f"Updated {args.dataset}: the annotations config and the card (the image shards are unchanged). Check it "
           f"with:\n  salient-imagenet check {args.dataset}")
     return 0

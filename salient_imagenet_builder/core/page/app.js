@@ -1,13 +1,33 @@
-// The annotation page: one (class, feature) pair at a time, answers kept in localStorage per annotator id,
-// exported as a CSV in the published results format (one row per answer).
+// The annotation page: one task at a time (a (class, feature) pair; in a generalization study a pair and a band of
+// ranks), answers kept in localStorage per annotator id, exported as a CSV (one row per answer) in the study's
+// format: the published results format for "discover", the generalization study's for "generalize".
 "use strict";
 (function () {
   const study = JSON.parse(document.getElementById("study-data").textContent);
-  const COLUMNS = ["WorkerId", "Input.wordnet_id", "Input.class_index", "Input.feature_index",
-                   "Input.feature_rank", "Answer.main", "Answer.confidence", "Answer.reasons"];
-  const ANSWER_KEYS = { m: "main_object", o: "separate_object", b: "background" };
-  const storageKey = "salient-discover/" + study.id;
+  const MODES = {
+    discover: {
+      columns: ["WorkerId", "Input.wordnet_id", "Input.class_index", "Input.feature_index", "Input.feature_rank",
+                "Answer.main", "Answer.confidence", "Answer.reasons"],
+      inputs: (p) => [p.wordnet_id, p.class_index, p.feature_index, p.feature_rank],
+      keys: { m: "main_object", o: "separate_object", b: "background" },
+      title: (p) => "",
+      reasonRequired: false,
+    },
+    generalize: {
+      columns: ["WorkerId", "Input.class_index", "Input.feature_index", "Input.band", "Answer.main_question",
+                "Answer.confidence", "Answer.reasons"],
+      inputs: (p) => [p.class_index, p.feature_index, p.band],
+      keys: { s: "same", d: "different", a: "A_unclear", b: "B_unclear" },
+      title: (p) => ", Section B: ranks " + p.band,
+      reasonRequired: true,  // the study's question 3
+    },
+  };
+  const mode = MODES[study.mode || "discover"];
+  const storageKey = "salient-" + (study.mode || "discover") + "/" + study.id;
   const $ = (id) => document.getElementById(id);
+  document.querySelectorAll("[data-mode]").forEach((el) => {
+    if (el.dataset.mode !== (study.mode || "discover")) el.remove();
+  });
 
   function load() {
     try { return JSON.parse(localStorage.getItem(storageKey)) || {}; } catch (e) { return {}; }
@@ -23,7 +43,9 @@
     if (!state.answers[state.annotator]) state.answers[state.annotator] = {};
     return state.answers[state.annotator];
   }
-  function complete(a) { return a && a.main && a.confidence; }
+  function complete(a) {
+    return Boolean(a && a.main && a.confidence && (!mode.reasonRequired || (a.reason || "").trim()));
+  }
   function pair() { return study.pairs[state.position]; }
 
   function show() {
@@ -31,17 +53,21 @@
     const a = state.annotator ? (mine()[p.key] || {}) : {};
     $("panel").src = p.panel;
     $("pair-title").textContent = "Class " + p.class_index + " (" + p.wordnet_id + "): " + p.class_name +
-      ", feature " + p.feature_index;
+      ", feature " + p.feature_index + mode.title(p);
     $("pair-definition").textContent = p.definition;
     $("position").textContent = "Pair " + (state.position + 1) + " of " + study.pairs.length;
     document.querySelectorAll("input[name=main]").forEach((r) => { r.checked = r.value === a.main; });
     document.querySelectorAll("input[name=confidence]").forEach((r) => { r.checked = Number(r.value) === a.confidence; });
     $("reason").value = a.reason || "";
-    document.body.classList.toggle("answered", Boolean(complete(a)));
+    refreshProgress();
+  }
+
+  function refreshProgress() {
     const done = state.annotator ? study.pairs.filter((q) => complete(mine()[q.key])).length : 0;
     $("progress").textContent = done + " / " + study.pairs.length + " answered";
     $("progress-bar").max = study.pairs.length;
     $("progress-bar").value = done;
+    document.body.classList.toggle("answered", Boolean(state.annotator) && complete(mine()[pair().key]));
   }
 
   function record(field, value) {
@@ -51,6 +77,7 @@
     save();
     say("");
     if (field !== "reason") show();  // re-rendering the box being typed in would move its caret
+    else if (mode.reasonRequired) refreshProgress();
   }
 
   function move(step) {
@@ -74,14 +101,14 @@
 
   function exportCsv() {
     if (!state.annotator) { say("enter your annotator id first"); $("annotator").focus(); return; }
-    const rows = [COLUMNS.join(",")];
+    const rows = [mode.columns.join(",")];
     let answered = 0;
     for (const p of study.pairs) {
       const a = mine()[p.key];
       if (!complete(a)) continue;
       answered++;
-      rows.push([state.annotator, p.wordnet_id, p.class_index, p.feature_index, p.feature_rank, a.main,
-                 a.confidence.toFixed(1), a.reason || ""].map(csvField).join(","));
+      rows.push([state.annotator, ...mode.inputs(p), a.main, a.confidence.toFixed(1), (a.reason || "").trim()]
+        .map(csvField).join(","));
     }
     const text = rows.join("\n") + "\n";
     $("export-csv").value = text;
@@ -91,8 +118,11 @@
     document.body.appendChild(link);
     link.click();
     link.remove();
+    const noReason = study.pairs.filter((p) => { const a = mine()[p.key]; return a && a.main && a.confidence &&
+                                                     !complete(a); }).length;
     say("exported " + answered + " answer(s)" +
-        (answered < study.pairs.length ? ", " + (study.pairs.length - answered) + " pair(s) still unanswered" : ""));
+        (answered < study.pairs.length ? ", " + (study.pairs.length - answered) + " pair(s) still unanswered" : "") +
+        (noReason ? " (" + noReason + " of them without the required reason)" : ""));
   }
 
   $("annotator").value = state.annotator;
@@ -116,7 +146,7 @@
     if (typing) { if (e.key === "Escape") e.target.blur(); return; }
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     const key = e.key.toLowerCase();
-    if (ANSWER_KEYS[key]) record("main", ANSWER_KEYS[key]);
+    if (mode.keys[key]) record("main", mode.keys[key]);
     else if (/^[1-5]$/.test(key)) record("confidence", Number(key));
     else if (key === "n" || key === "arrowright") move(1);
     else if (key === "p" || key === "arrowleft") move(-1);

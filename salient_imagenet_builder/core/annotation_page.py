@@ -1,0 +1,43 @@
+"""The annotation page: one self-contained `index.html` (no server, no network, no CDN) that opens from a study
+folder. Its HTML, CSS and JavaScript are package data (`page/`), inlined here together with the study's tasks.
+
+One page serves both studies (`mode`): "discover" (is a feature's region the main object, a separate object or
+background: the published results format) and "generalize" (do Sections A and B show the same attribute: the
+generalization study's format). Same keys, progress, resume and annotator id in both.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+from .output import write_text_atomic
+
+PAGE = Path(__file__).parent / "page"
+MODES = ("discover", "generalize")
+
+__all__ = ["MODES", "PAGE", "render_page", "study_data", "write_page"]
+
+
+def study_data(tasks: list[dict], title: str, mode: str = "discover") -> dict:
+    """The page's data: `tasks` as the page shows them, each with a unique `key` and its `panel` path."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    # answers are stored per study: a page for other tasks never shows (or exports) this study's answers
+    study_id = hashlib.sha256(json.dumps([mode, title, [t["key"] for t in tasks]]).encode()).hexdigest()[:16]
+    return {"id": study_id, "mode": mode, "title": title, "pairs": tasks}
+
+
+def render_page(data: dict) -> str:
+    text = json.dumps(data, ensure_ascii=False)
+    text = text.replace("<", "\\u003c")  # nothing in the data can close the <script> element
+    html = (PAGE / "index.html").read_text(encoding="utf-8")
+    escaped_title = data["title"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return (html.replace("/*STYLE*/", (PAGE / "style.css").read_text(encoding="utf-8"))
+                .replace("/*SCRIPT*/", (PAGE / "app.js").read_text(encoding="utf-8"))
+                .replace("__STUDY_JSON__", text).replace("__TITLE__", escaped_title))
+
+
+def write_page(out: Path, data: dict) -> Path:
+    path = out / "index.html"
+    write_text_atomic(path, render_page(data))
+    return path
