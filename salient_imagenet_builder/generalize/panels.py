@@ -49,9 +49,9 @@ def render_band_panel(task: BandTask):
     c = task.class_index
     columns = max(len(task.a), len(task.b), 1)
     title = [f"Class {c} ({wordnet_ids()[c]}): {class_names()[c]}", f"Definition: {class_definition(c)}",
-             f"Feature {task.feature_index}. Section A: the {len(task.a)} images that activate it most; Section B: "
-             f"the images it ranks {task.band}. Does the red region of the heatmaps show the same visual attribute "
-             "in Section A and Section B?"]
+             (f"Feature {task.feature_index}. Section A: the {len(task.a)} images that activate it most; Section B: "
+              f"the images it ranks {task.band}. Does the red region of the heatmaps show the same visual attribute "
+              "in Section A and Section B?")]
     blocks = [render.text_block(title, render.row_width(columns), bold_first=True)]
     for section, shown in (("Section A: top images", task.a), (f"Section B: ranks {task.band}", task.b)):
         blocks.append(render.image_row(section, [_image_cell(s) for s in shown], columns))
