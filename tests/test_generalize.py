@@ -8,11 +8,14 @@ import csv
 import io
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from browser import Page, browser  # noqa: F401 (the module's browser fixture)
 from conftest import CLASSES, build_top7, built_once
+from hub_server import HubServer
 from datasets import load_dataset
 from PIL import Image
 
@@ -102,6 +105,27 @@ def test_a_masks_only_build_takes_its_images_from_imagenet(inputs, built, study,
     shown = {i for r in rows for i in (r["Input.images_a"] + " " + r["Input.images_b"]).split()}
     sizes = sum(next((inputs["folder"] / "train").glob(f"*/{i}.*")).stat().st_size for i in shown)
     assert info["imagenet_bytes"] == sizes and info["images_missing_count"] == 0  # the shown images, once each
+
+
+def test_a_study_of_a_hub_dataset_equals_the_local_one(built, study, tmp_path):
+    """`generalize user/top7` against the local Hub server (a real client in a subprocess): the same pairs.csv and
+    panels as from the folder, and only the studied class's row groups of the image shard downloaded."""
+    folder, class_index = study
+    files = {str(p.relative_to(built)): p.read_bytes() for p in built.rglob("*") if p.is_file()}
+    out = tmp_path / "study"
+    with HubServer(token="hf_generalize_token", user="user") as hub:
+        hub.seed("user/top7", files)
+        result = subprocess.run([sys.executable, "-m", "salient_imagenet_builder.cli", "generalize", "user/top7",
+                                 "--bands", ",".join(BANDS), "--classes", str(class_index), "--out", str(out)],
+                                env=hub.client_env(tmp_path / "hf"), capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        sent = sum(r.sent for r in hub.requests if r.method == "GET" and "/data/train-" in r.path)
+    assert read_pairs(out) == read_pairs(folder)
+    for row in read_pairs(out):
+        got, want = (np.asarray(Image.open(f / row["Input.panel"])) for f in (out, folder))
+        assert np.array_equal(got, want), row["Input.panel"]
+    shards = sum(p.stat().st_size for p in (built / "data").glob("train-*.parquet"))
+    assert 0 < sent < shards  # by byte range: the class's row groups, not whole shards
 
 
 @pytest.mark.parametrize("bands, message", [
