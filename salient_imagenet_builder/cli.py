@@ -309,10 +309,11 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_update_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help="a local build to record the study in")
-    parser.add_argument("--generalization", help="the generalization CSV `ingest` wrote from a generalization study")
+    parser.add_argument("--generalization", help="the generalization CSV `ingest` wrote from a generalization study "
+                                                 "(default: none)")
     parser.add_argument("--validation", metavar="REPORT/validation.csv",
-                        help="the scores `validate` wrote: their summary goes into the card (give at least one of "
-                             "--generalization and --validation)")
+                        help="the scores `validate` wrote: their summary goes into the card (default: none; give at "
+                             "least one of --generalization and --validation)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
