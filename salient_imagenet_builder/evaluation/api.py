@@ -105,7 +105,7 @@ def model_specs(models: list[str], checkpoints: list[str] | None,
 
 
 def per_model(values: list[str] | None, models: list[str], option: str) -> list:
-    if values is None:
+    if not values:
         return [None] * len(models)
     if len(values) != len(models):
         extra = f" ({DEFAULT_HEAD!r} for a model that keeps its default)" if option == "--zero-shot-head" else ""
