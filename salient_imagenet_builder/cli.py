@@ -210,6 +210,14 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", action="append",
                         help="local weights for the --model at the same position, repeated once per --model "
                              "(default: timm's pretrained weights)")
+    parser.add_argument("--zero-shot-head", action="append", metavar="PATH.npy",
+                        help="a (D, 1000) .npy of class text embeddings (sorted wnids) that makes the --model at the "
+                             "same position a zero-shot classifier: logits = 100 * normalize(embedding) @ head; "
+                             "repeated once per --model, 'default' for a model that keeps its own (default: the "
+                             "authors' published head for the CLIP towers vit_base_patch16_clip_224.openai and "
+                             "vit_base_patch32_clip_224.openai, downloaded once into --cache-dir)")
+    parser.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, metavar="PATH",
+                        help=f"where the published zero-shot heads are kept (default: {DEFAULT_CACHE_DIR})")
     parser.add_argument("--imagenet", help="ImageNet copy (folder, parquet or WebDataset, path or Hub id) supplying "
                                            "the images of an --image-mode none build by image_id (default: the "
                                            "dataset's image column)")

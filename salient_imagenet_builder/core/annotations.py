@@ -1,11 +1,8 @@
 """The annotation CSV: download, validation, and the 3-of-5 majority rule that labels a pair core or spurious."""
 
 import csv
-import logging
 import math
 import os
-import shutil
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +16,6 @@ from .constants import (
     ANSWER_CHOICES,
     ANSWERS_PER_PAIR,
     CONFIDENCE_RANGE,
-    DOWNLOAD_TIMEOUT_SECONDS,
     FEATURES_PER_CLASS,
     GENERALIZATION_COLUMNS,
     NUM_CLASSES,
@@ -28,12 +24,10 @@ from .constants import (
     SPURIOUS_ANSWERS,
     majority_of,
 )
-from .errors import InputError, NetworkError
+from .download import fetch_pinned
+from .errors import InputError, NetworkError  # noqa: F401 (NetworkError: what fetch raises, callers catch it here)
 from .output import sha256_file
 from .schema import wordnet_ids
-from .targets import offline
-
-log = logging.getLogger(__name__)
 
 COLUMNS = (
     "WorkerId",
@@ -389,36 +383,8 @@ def fetch(path_or_url: str, cache_dir: str | os.PathLike, sha256: str | None = N
         return path
     if sha256 is None and path_or_url == ANNOTATIONS_URL:
         sha256 = ANNOTATIONS_SHA256
-    cache_dir = Path(cache_dir).expanduser()
-    target = cache_dir / Path(path_or_url.split("?")[0]).name
-    if target.is_file() and (sha256 is None or sha256_file(target) == sha256):
-        return target
-    if offline():
-        raise NetworkError(f"the annotation CSV is not in the cache ({target}) and HF_HUB_OFFLINE=1 is set: pass "
-                           f"--annotations PATH (a copy of {path_or_url})")
-    _download(path_or_url, target, sha256)
-    return target
-
-
-def _download(url: str, target: Path, sha256: str | None) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.partial")
-    try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response, open(tmp, "wb") as f:
-            log.info("downloading annotations from %s", url)
-            shutil.copyfileobj(response, f)
-    except (OSError, ValueError) as e:  # URLError, HTTPError, timeouts, a bad URL
-        tmp.unlink(missing_ok=True)
-        reason = getattr(e, "reason", None) or e
-        raise NetworkError(f"cannot download the annotation CSV from {url} ({reason}); pass --annotations PATH "
-                           f"(a local copy), or put the file in the cache at {target}") from None
-    if sha256 is not None and sha256_file(tmp) != sha256:
-        got, size = sha256_file(tmp), tmp.stat().st_size
-        tmp.unlink()
-        raise AnnotationError(f"the annotation CSV downloaded from {url} has sha256 {got} ({size} bytes), not the "
-                              f"pinned {sha256}: the file changed upstream or the download was altered; not using it. "
-                              "Pass --annotations PATH to use a copy you trust")
-    os.replace(tmp, target)
+    return fetch_pinned(path_or_url, cache_dir, sha256, what="the annotation CSV", option="--annotations PATH",
+                        error=AnnotationError)
 
 
 def load(path_or_url: str, cache_dir: str | os.PathLike, num_features: int = 2048, expect_published: bool = False,

@@ -58,15 +58,31 @@ DEFAULT_MODEL = "resnet50_l2_eps3"
 # Published annotations (one row per worker answer). Its licence forbids redistribution: downloaded, never shipped.
 # Pinned: the file at the repository's last commit (it has not changed since it was added), checked by size and
 # sha256 after every download, so a changed upstream file is detected, not silently used.
-ANNOTATIONS_URL = (
-    "https://raw.githubusercontent.com/singlasahil14/salient_imagenet/f41ce51b748096fc9c57f276b22db0178ed03030/"
-    "mturk_results/discover_spurious_features.csv"
-)
+AUTHORS_FILES_URL = "https://raw.githubusercontent.com/singlasahil14/salient_imagenet/f41ce51b748096fc9c57f276b22db0178ed03030/"
+ANNOTATIONS_URL = AUTHORS_FILES_URL + "mturk_results/discover_spurious_features.csv"
 ANNOTATIONS_SIZE = 2_327_466
 ANNOTATIONS_SHA256 = "6fc1cfbc6e3c90d456420406b05b69ef45e8ce9e851917ddc751486fcec1fa07"
 # The published file's statistics (paper + release), checked as well when it is parsed.
 PUBLISHED_ANNOTATION_STATS = {"answers": 25000, "pairs": 5000, "spurious": 630, "workers": 265}
-DEFAULT_CACHE_DIR = "~/.cache/salient_imagenet"  # the annotation download (the model is cached by huggingface_hub)
+DEFAULT_CACHE_DIR = "~/.cache/salient_imagenet"  # the annotation and zero-shot head downloads (models: huggingface_hub)
+# CLIP zero-shot: the image tower's embedding, L2-normalised, times a (D, 1000) head of class-prompt text embeddings
+# (columns in sorted-wnid order), times a fixed logit scale. The authors' heads for ViT-B/16 and B/32 (float16,
+# (512, 1000), unit-norm columns) are in their repository under the same licence as the annotations: downloaded at
+# run time, pinned by sha256, never shipped. Keyed by the timm image towers of OpenAI's CLIP they were made for
+# (timm's quickgelu variants carry OpenAI's own activation; both load the same weights).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+ZERO_SHOT_LOGIT_SCALE = 100.0
+_B16_HEAD = {"url": AUTHORS_FILES_URL + "models/clip_vit_b16_zeroshot_weights.npy",
+             "sha256": "41e1b2474d8454e7bb9499d9e8f4faadfea6be7d13cc9ce9b9ca954cb21d5281"}
+_B32_HEAD = {"url": AUTHORS_FILES_URL + "models/clip_vit_b32_zeroshot_weights.npy",
+             "sha256": "0ce859e49a8a7f2f0f69d35257ac891f8fdbbbbddd1c231b7958532afe466687"}
+ZERO_SHOT_HEADS = {
+    "vit_base_patch16_clip_224.openai": _B16_HEAD,
+    "vit_base_patch16_clip_quickgelu_224.openai": _B16_HEAD,
+    "vit_base_patch32_clip_224.openai": _B32_HEAD,
+    "vit_base_patch32_clip_quickgelu_224.openai": _B32_HEAD,
+}
 DOWNLOAD_TIMEOUT_SECONDS = 60  # one read of the annotation download
 PROBE_TIMEOUT_SECONDS = 5  # is the Hub reachable at all: answered before any retrying download starts
 

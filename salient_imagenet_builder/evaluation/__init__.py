@@ -17,6 +17,9 @@ The stages, one module each:
 5. `metrics.class_metrics` / `metrics.pair_metrics`: per-class and class-balanced accuracies per draw, then mean
    and std over draws.
 6. `outputs`: per-class CSV, per-(class, feature) CSV, summary.json, plots, the printed table.
+A CLIP image tower is evaluated zero-shot (`zeroshot`): its embedding, L2-normalised, times a (D, 1000) head of class
+text embeddings, times 100; the authors' published head for ViT-B/16 and B/32 (a pinned download) or any
+`--zero-shot-head PATH.npy`.
 `runner.evaluate_model` wires 2-5 for one model; `api.evaluate` a whole run (`EvaluateConfig`: the command line's
 options as fields); `command` is the handler of `salient-imagenet evaluate`.
 """
@@ -28,8 +31,9 @@ from .noise import add_noise, unit_noise
 from .rows import EvalData, load_eval_data
 from .runner import ModelResult, evaluate_model
 from .settings import NOISE_ON_CORE, NOISE_ON_FEATURE, NOISE_ON_SPURIOUS, EvalSettings, EvaluationError
+from .zeroshot import ZeroShotClassifier
 
 __all__ = ["NOISE_ON_CORE", "NOISE_ON_FEATURE", "NOISE_ON_SPURIOUS", "Classifier", "EvalData", "EvalSettings",
-           "EvaluateConfig", "EvaluationError", "ModelResult", "Preprocess", "add_noise", "class_metrics", "evaluate",
+           "EvaluateConfig", "EvaluationError", "ModelResult", "Preprocess", "ZeroShotClassifier", "add_noise", "class_metrics", "evaluate",
            "evaluate_model", "load_classifier", "load_eval_data", "pair_metrics", "relative_core_sensitivity",
            "unit_noise"]

@@ -12,6 +12,7 @@ import torch
 
 from .. import __version__
 from ..core.constants import (
+    DEFAULT_CACHE_DIR,
     DEFAULT_DRAWS,
     DEFAULT_EVAL_BATCH_SIZE,
     DEFAULT_NOISE_STD,
@@ -29,17 +30,21 @@ from .outputs import format_table, format_top_pairs, write_comparison, write_mod
 from .rows import load_eval_data
 from .runner import evaluate_model, place
 from .settings import EvalSettings, EvaluationError
+from .zeroshot import DEFAULT_HEAD
 
 __all__ = ["EvaluateConfig", "evaluate"]
 
 
 @dataclass
 class EvaluateConfig:
-    """The options of `salient-imagenet evaluate`, as fields (`model` and `checkpoint`: one entry per model)."""
+    """The options of `salient-imagenet evaluate`, as fields (`model`, `checkpoint` and `zero_shot_head`: one entry
+    per model; a `zero_shot_head` entry "default" keeps the published head of a CLIP tower, and none for others)."""
 
     dataset: str
     model: list[str] = field(default_factory=list)
     checkpoint: list[str] | None = None
+    zero_shot_head: list[str] | None = None
+    cache_dir: str = DEFAULT_CACHE_DIR  # where the published zero-shot heads are downloaded
     split: str = "train"
     imagenet: str | None = None
     imagenet_type: str | None = None
@@ -60,6 +65,8 @@ class EvaluateConfig:
             self.model = [self.model]
         if isinstance(self.checkpoint, str):
             self.checkpoint = [self.checkpoint]
+        if isinstance(self.zero_shot_head, str):
+            self.zero_shot_head = [self.zero_shot_head]
         if not self.model:
             raise EvaluationError("no model to evaluate: give at least one --model")
 
@@ -70,23 +77,41 @@ class EvaluateConfig:
                             top_pairs=self.top_pairs)
 
 
-def model_specs(models: list[str], checkpoints: list[str] | None) -> list[tuple[str, str | None, str]]:
-    """(name, checkpoint, label) per model, checked before the dataset is decoded."""
-    checkpoints = checkpoints or [None] * len(models)
-    if len(checkpoints) != len(models):
-        raise EvaluationError(f"{len(checkpoints)} --checkpoint for {len(models)} --model: give one per model "
-                              "(in the same order) or none")
+@dataclass
+class ModelSpec:
+    name: str
+    checkpoint: str | None
+    zero_shot_head: str | None  # None: a CLIP tower's published head, or a plain classifier
+    label: str
+
+
+def model_specs(models: list[str], checkpoints: list[str] | None,
+                heads: list[str] | None = None) -> list[ModelSpec]:
+    """One spec per model, checked before the dataset is decoded."""
+    checkpoints, heads = per_model(checkpoints, models, "--checkpoint"), per_model(heads, models, "--zero-shot-head")
     specs, labels = [], set()
-    for name, checkpoint in zip(models, checkpoints):
+    for name, checkpoint, head in zip(models, checkpoints, heads):
         check_model_name(name)
-        if checkpoint is not None and not Path(checkpoint).is_file():
-            raise EvaluationError(f"--checkpoint {checkpoint}: no such file")
-        label = re.sub(r"[^\w.+-]+", "_", name if checkpoint is None else f"{name}-{Path(checkpoint).stem}")
+        head = None if head == DEFAULT_HEAD else head
+        for option, path in (("--checkpoint", checkpoint), ("--zero-shot-head", head)):
+            if path is not None and not Path(path).is_file():
+                raise EvaluationError(f"{option} {path}: no such file")
+        label = re.sub(r"[^\w.+-]+", "_", "-".join([name] + [Path(p).stem for p in (checkpoint, head) if p]))
         while label in labels:
             label += "_"
         labels.add(label)
-        specs.append((name, checkpoint, label))
+        specs.append(ModelSpec(name, checkpoint, head, label))
     return specs
+
+
+def per_model(values: list[str] | None, models: list[str], option: str) -> list:
+    if not values:
+        return [None] * len(models)
+    if len(values) != len(models):
+        extra = f" ({DEFAULT_HEAD!r} for a model that keeps its default)" if option == "--zero-shot-head" else ""
+        raise EvaluationError(f"{len(values)} {option} for {len(models)} --model: give one per model (in the same "
+                              f"order){extra} or none")
+    return list(values)
 
 
 def check_inputs(config: EvaluateConfig) -> None:
@@ -100,14 +125,16 @@ def check_inputs(config: EvaluateConfig) -> None:
 def evaluate(config: EvaluateConfig) -> list:
     """Every model of `config` on its dataset; writes `<out>/<label>/` per model and the comparison in `<out>`."""
     check_inputs(config)
-    specs = model_specs(config.model, config.checkpoint)
+    specs = model_specs(config.model, config.checkpoint, config.zero_shot_head)
     settings = config.settings
     limits = generalization_limits(config.dataset) if config.generalized_only else None
     timer, out = StageTimer(), Path(config.out)
     classifiers = []
-    for name, checkpoint, label in specs:  # every model first: a missing download fails before the long decode
-        with timer(f"load {label}"):
-            classifiers.append(load_classifier(name, checkpoint, label))
+    for spec in specs:  # every model first: a missing download fails before the long decode
+        with timer(f"load {spec.label}"):
+            classifiers.append(load_classifier(spec.name, spec.checkpoint, spec.label, spec.zero_shot_head,
+                                               config.cache_dir))
+    heads = {c.label: c.info["zero_shot_head"] for c in classifiers if "zero_shot_head" in c.info}
     with timer("decode dataset"):
         data = load_eval_data(config.dataset, config.split, config.imagenet, config.imagenet_type,
                               default_workers() if config.workers is None else config.workers,
@@ -125,8 +152,8 @@ def evaluate(config: EvaluateConfig) -> list:
         write_model_outputs(out / label, result, summary, data.pairs, settings.top_pairs)
         results.append(result)
         del classifier
-    write_comparison(out, results)
-    print("\n" + format_table(results))
+    write_comparison(out, results, heads)
+    print("\n" + format_table(results, heads))
     for result in results:
         print("\n" + format_top_pairs(result, data.pairs, min(5, settings.top_pairs)))
     if config.generalized_only:

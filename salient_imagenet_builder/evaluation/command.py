@@ -5,7 +5,8 @@ from .api import EvaluateConfig, check_inputs, evaluate
 
 def config_from_args(args) -> EvaluateConfig:
     return EvaluateConfig(
-        dataset=args.dataset, model=args.model, checkpoint=args.checkpoint, split=args.split, imagenet=args.imagenet,
+        dataset=args.dataset, model=args.model, checkpoint=args.checkpoint,
+        zero_shot_head=args.zero_shot_head, cache_dir=args.cache_dir, split=args.split, imagenet=args.imagenet,
         imagenet_type=args.imagenet_type, noise_std=args.noise_std, draws=args.draws, seed=args.seed,
         batch_size=args.batch_size, device=args.device, amp=not args.no_amp,
         single_feature=not args.no_single_feature, top_pairs=args.top_pairs, workers=args.workers, out=args.out,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from huggingface_hub import constants as hf_constants
 from torch import nn
 
-from ..core.constants import NUM_CLASSES
+from ..core.constants import DEFAULT_CACHE_DIR, NUM_CLASSES
 from ..core.errors import NetworkError
 from ..core.model import extract_state_dict, load_checkpoint, load_weights
 from ..core.output import sha256_file
@@ -19,6 +19,7 @@ from ..core.targets import hub_unreachable
 from .noise import noisy_batch
 from .rows import EvalData
 from .settings import EvaluationError, log
+from .zeroshot import head_path, is_clip_tower, read_head, zero_shot
 
 INTERPOLATION = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest-exact"}
 
@@ -71,10 +72,35 @@ def checkpoint_normalization(ckpt) -> dict:
     return {name: tuple(state[key].flatten().float().tolist()) for name, key in keys.items()}
 
 
-def load_classifier(name: str, checkpoint: str | None = None, label: str | None = None) -> Classifier:
+def load_classifier(name: str, checkpoint: str | None = None, label: str | None = None,
+                    zero_shot_head: str | None = None, cache_dir: str = DEFAULT_CACHE_DIR) -> Classifier:
     """A timm model: its pretrained weights (fetched by timm), or local weights loaded like the builder loads them
-    (no pickled code runs; robust-library layout included). Preprocessing from timm's data config."""
+    (no pickled code runs; robust-library layout included). Preprocessing from timm's data config. A CLIP image
+    tower, or any model given a `zero_shot_head` (.npy, (D, 1000)), becomes a zero-shot classifier (`zeroshot`):
+    by default with the authors' published head, checked before the tower's weights are fetched."""
     check_model_name(name)
+    head = None
+    if zero_shot_head is not None or is_clip_tower(name):
+        path, url = head_path(name, zero_shot_head, cache_dir)
+        head = (path, read_head(path), url)
+    net = create(name, checkpoint)
+    data_config = dict(timm.data.resolve_data_config({}, model=net))
+    info = {"name": name, "checkpoint": checkpoint, "checkpoint_sha256": None}
+    if checkpoint is not None:
+        ckpt = load_checkpoint(checkpoint)
+        load_weights(net, extract_state_dict(ckpt, checkpoint), checkpoint, name, "the --model at its position")
+        data_config.update(checkpoint_normalization(ckpt))
+        info["checkpoint_sha256"] = sha256_file(checkpoint)
+    if head is not None:
+        net, info["zero_shot_head"] = zero_shot(name, net, *head)
+    elif net.num_classes != NUM_CLASSES:
+        raise EvaluationError(f"--model {name!r} predicts {net.num_classes} classes, not the {NUM_CLASSES} "
+                              "ImageNet classes (an embedding model? give it --zero-shot-head PATH.npy)")
+    return Classifier(label or name, net.eval(), data_config, info)
+
+
+def create(name: str, checkpoint: str | None) -> nn.Module:
+    """timm's model, with its pretrained weights unless local ones follow; offline, one line saying what to pass."""
     try:
         net = timm.create_model(name, pretrained=checkpoint is None)
     except Exception as e:
@@ -86,17 +112,7 @@ def load_classifier(name: str, checkpoint: str | None = None, label: str | None 
         first_line = str(e).splitlines()[0] if str(e) else ""
         raise EvaluationError(f"--model {name!r}: cannot create it{'' if checkpoint else ' with pretrained weights'}"
                               f": {type(e).__name__}: {first_line}") from None
-    data_config = dict(timm.data.resolve_data_config({}, model=net))
-    info = {"name": name, "checkpoint": checkpoint, "checkpoint_sha256": None}
-    if checkpoint is not None:
-        ckpt = load_checkpoint(checkpoint)
-        load_weights(net, extract_state_dict(ckpt, checkpoint), checkpoint, name, "the --model at its position")
-        data_config.update(checkpoint_normalization(ckpt))
-        info["checkpoint_sha256"] = sha256_file(checkpoint)
-    if net.num_classes != NUM_CLASSES:
-        raise EvaluationError(f"--model {name!r} predicts {net.num_classes} classes, not the {NUM_CLASSES} "
-                              "ImageNet classes")
-    return Classifier(label or name, net.eval(), data_config, info)
+    return net
 
 
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:

@@ -174,17 +174,21 @@ def write_model_outputs(folder: Path, result: ModelResult, summary: dict, pairs:
     write_json(folder / "summary.json", summary)
 
 
-def write_comparison(folder: Path, results: list[ModelResult]) -> None:
+def write_comparison(folder: Path, results: list[ModelResult], heads: dict | None = None) -> None:
     """comparison.csv and .png, then the marker that makes `folder` a results folder `evaluate` may write again.
     The folders of models an earlier run into `folder` evaluated and this one did not are removed first, so the
-    folder holds exactly the models its comparison lists."""
+    folder holds exactly the models its comparison lists. `heads`: the zero-shot head of each CLIP model's label
+    (`zeroshot.zero_shot`'s info), named in the table and the marker."""
+    heads = heads or {}
     folder.mkdir(parents=True, exist_ok=True)
     drop_earlier_models(folder, [r.label for r in results])
-    rows = [table_row(r) for r in results]
+    rows = [table_row(r, heads.get(r.label)) for r in results]
     write_csv(folder / "comparison.csv", rows, list(rows[0]))
     plot_comparison(folder / "comparison.png", results)
     write_json(folder / EVALUATE_INFO, {"package": PACKAGE_NAME, "package_version": __version__,
-                                        "models": [r.label for r in results]})
+                                        "models": [r.label for r in results],
+                                        "zero_shot_heads": {label: {k: head[k] for k in ("file", "url", "sha256")}
+                                                            for label, head in heads.items()}})
 
 
 def drop_earlier_models(folder: Path, labels: list[str]) -> list[str]:
@@ -204,16 +208,18 @@ def drop_earlier_models(folder: Path, labels: list[str]) -> list[str]:
     return dropped
 
 
-def table_row(result: ModelResult) -> dict:
+def table_row(result: ModelResult, head: dict | None = None) -> dict:
     m = result.metrics
     return {"model": result.label, "clean_acc_core_images": m["clean_acc_core_images"],
             "spurious_acc": m["spurious_acc"]["mean"], "spurious_acc_std": m["spurious_acc"]["std"],
             "clean_acc_spurious_images": m["clean_acc_spurious_images"], "core_acc": m["core_acc"]["mean"],
             "core_acc_std": m["core_acc"]["std"], "rcs": m["rcs"]["mean"], "rcs_std": m["rcs"]["std"],
-            "images_per_second": result.throughput["images_per_second"]}
+            "images_per_second": result.throughput["images_per_second"],
+            "zero_shot_head": head["name"] if head else ""}
 
 
-def format_table(results: list[ModelResult]) -> str:
+def format_table(results: list[ModelResult], heads: dict | None = None) -> str:
+    """The comparison, then one line per zero-shot model naming its head (file and sha256)."""
     def pm(mean, std):
         return "n/a" if mean is None or np.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
 
@@ -225,7 +231,10 @@ def format_table(results: list[ModelResult]) -> str:
               num(r["clean_acc_spurious_images"]), pm(r["core_acc"], r["core_acc_std"]), pm(r["rcs"], r["rcs_std"]),
               f"{r['images_per_second']:.1f}"] for r in map(table_row, results)]
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [header, *lines])
+    notes = [f"{label}: zero-shot, {head['formula']}, head {head['name']} (sha256 {head['sha256']})"
+             for label, head in (heads or {}).items()]
+    table = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [header, *lines]]
+    return "\n".join(table + notes)
 
 
 def format_top_pairs(result: ModelResult, pairs: Pairs, top: int) -> str:
