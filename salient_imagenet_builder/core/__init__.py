@@ -9,11 +9,12 @@
 - `units` (resumable work units), `distributed` (torchrun ranks), `stages` (batching, stage timings);
 - `masks` (NAM -> soft mask, PNG), `annotations` (the annotation CSV, the majority rule, a study's pairs.csv);
 - `writer` (parquet shards), `card` (README.md and build_info.json), `output` (--out, staging, the swap, atomic
-  writes); `dataset` (a built dataset, local or Hub, read back); `render` (pictures).
+  writes); `dataset` (a built dataset, local or Hub, read back); `render` (pictures), `gallery` (the card's picture, drawn from a build's files).
 
 Nothing here imports a capability. Modules are imported by name (`from salient_imagenet_builder.core.scan import
 ...`): this package imports none of them itself, so the command line can read `constants` without paying for torch.
 """
 
-__all__ = ["annotations", "card", "constants", "dataset", "decoding", "distributed", "errors", "images", "masks",
-           "model", "output", "render", "runner", "scan", "schema", "sources", "stages", "targets", "units", "writer"]
+__all__ = ["annotations", "card", "constants", "dataset", "decoding", "distributed", "errors", "gallery", "images",
+           "masks", "model", "output", "render", "runner", "scan", "schema", "sources", "stages", "targets", "units",
+           "writer"]
