@@ -27,7 +27,7 @@ from ..core.output import (
     write_text_atomic,
 )
 from ..core.schema import image_features
-from ..core.sources import open_source
+from ..core.sources import Source, open_source
 from ..core.stages import default_workers
 from ..core.targets import resolve
 from ..core.units import Unit, UnitFolder, WorkLock, fingerprint_hash, open_work, run_units
@@ -64,36 +64,39 @@ class AttachConfig:
             raise AttachError(f"--workers must be 0 (decode in this process) or more, got {self.workers}")
 
 
+@dataclass
+class Inputs:
+    """The build and the copy, checked and indexed: what every stage after the index reads."""
+
+    dataset: DatasetView
+    info: dict  # the build's build_info.json
+    source: Source
+    split: str  # the copy's split
+    refs: dict[str, str]  # image id -> where the copy holds it
+    missing: list[str]  # ids of the build's rows the copy lacks
+    index_bytes: int  # bytes read to index the copy (a folder: none)
+
+
 def attach(config: AttachConfig) -> dict:
     """Write `config.out`: the build `config.dataset` with its images joined from `config.imagenet`. Returns what
     `attach_info.json` says. Images the copy lacks (or cannot decode) fail it, in one line, unless `allow_missing`."""
     start, out = time.perf_counter(), Path(config.out)
     check_out(out, config.overwrite, config.imagenet)
     refuse_dataset_as_out(out, config.dataset)
-    dataset = DatasetView(config.dataset, command="attach")
-    info = json.loads(dataset.target.read_text(BUILD_INFO)) if BUILD_INFO in dataset.target.files else None
-    if info is None:
-        raise AttachError(f"attach {config.dataset}: not a build of this tool (no {BUILD_INFO})")
-    resolve(config.imagenet, "--imagenet")  # "no such folder" in its own name, before the reader says --source
-    split = config.split or info["split"]
-    source = open_source(config.imagenet, split, config.imagenet_type)
-    ids = image_ids(dataset)
-    refs = source.index_ids(set(ids))
-    index_bytes = source.io.take()
-    missing = [i for i in ids if i not in refs]
-    if missing and not config.allow_missing:
-        raise MissingImages(missing_line(config, split, missing, []))
-    lock = WorkLock(staging_folder(out) / WORK_DIR, f"--out {out}")
+    inputs = open_inputs(config)
+    if inputs.missing and not config.allow_missing:
+        raise MissingImages(missing_line(config, inputs, []))
+    lock, staging = WorkLock(staging_folder(out) / WORK_DIR, f"--out {out}"), staging_folder(out)
     try:
-        staging = prepare_output(out, config.overwrite, config.imagenet)
         try:
-            open_work(staging / WORK_DIR, fingerprint(config, dataset, source, split, refs), config.restart)
-            markers = join_units(config, dataset, source, refs, staging, split)
+            prepare_output(out, config.overwrite, config.imagenet)
+            open_work(staging / WORK_DIR, fingerprint(config, inputs), config.restart)
+            markers = join_units(config, inputs, staging)
             unreadable = [u for m in markers for u in m["unreadable"]]
             if unreadable and not config.allow_missing:
-                raise MissingImages(missing_line(config, split, missing, unreadable) + "; the finished shards are "
-                                    f"kept in {staging}: rerun with --allow-missing to resume")
-            summary = write(config, dataset, info, source, staging, split, markers, index_bytes, start)
+                raise MissingImages(missing_line(config, inputs, unreadable) + "; the finished shards are kept in "
+                                    f"{staging}: rerun with --allow-missing to resume")
+            summary = write(config, inputs, staging, markers, start)
         except BaseException:
             discard_staging(staging)  # an earlier --out is untouched; finished units stay for a resume
             raise
@@ -101,6 +104,20 @@ def attach(config: AttachConfig) -> dict:
     finally:
         lock.release()
     return summary
+
+
+def open_inputs(config: AttachConfig) -> Inputs:
+    """The build (its build info, its shards' image ids) and the copy indexed by those ids (no image bytes)."""
+    dataset = DatasetView(config.dataset, command="attach")
+    if BUILD_INFO not in dataset.target.files:
+        raise AttachError(f"attach {config.dataset}: not a build of this tool (no {BUILD_INFO})")
+    info = json.loads(dataset.target.read_text(BUILD_INFO))
+    resolve(config.imagenet, "--imagenet")  # "no such folder" in its own name, before the reader says --source
+    split = config.split or info["split"]
+    source = open_source(config.imagenet, split, config.imagenet_type)
+    ids = image_ids(dataset)
+    refs = source.index_ids(set(ids))
+    return Inputs(dataset, info, source, split, refs, [i for i in ids if i not in refs], source.io.take())
 
 
 def refuse_dataset_as_out(out: Path, dataset: str) -> None:
@@ -118,9 +135,9 @@ def image_ids(dataset: DatasetView) -> list[str]:
     return ids
 
 
-def missing_line(config: AttachConfig, split: str, missing: list[str], unreadable: list[dict]) -> str:
+def missing_line(config: AttachConfig, inputs: Inputs, unreadable: list[dict]) -> str:
     """The one line that says which images were not attached, and what to do."""
-    parts = []
+    parts, missing, split = [], inputs.missing, inputs.split
     if missing:
         parts.append(f"{len(missing)} image(s) of {config.dataset} not found in {config.imagenet} (split {split!r}), "
                      f"e.g. {', '.join(missing[:EXAMPLES])}")
@@ -132,39 +149,34 @@ def missing_line(config: AttachConfig, split: str, missing: list[str], unreadabl
             f"rows keep no image; {Path(config.out) / ATTACH_INFO} lists them)")
 
 
-def fingerprint(config: AttachConfig, dataset: DatasetView, source, split: str, refs: dict) -> dict:
+def fingerprint(config: AttachConfig, inputs: Inputs) -> dict:
     """What makes two runs the same attach: the build (its build info names its shards), the copy and where each
     image was found in it, the image column's form. `--allow-missing` and `--workers` are not part of it."""
     return {"package_version": __version__, "dataset": config.dataset,
-            "build_info_sha256": fingerprint_hash({"info": dataset.target.read_text(BUILD_INFO)}),
-            "imagenet": source.describe(), "split": split, "image_mode": config.image_mode,
-            "index_sha256": fingerprint_hash({"refs": sorted(refs.items())})}
+            "build_info_sha256": fingerprint_hash({"info": inputs.info}),
+            "imagenet": inputs.source.describe(), "split": inputs.split, "image_mode": config.image_mode,
+            "index_sha256": fingerprint_hash({"refs": sorted(inputs.refs.items())})}
 
 
-def join_units(config: AttachConfig, dataset: DatasetView, source, refs: dict, staging: Path,
-               split: str) -> list[dict]:
+def join_units(config: AttachConfig, inputs: Inputs, staging: Path) -> list[dict]:
     """One unit per image shard of the build; returns their done markers, in shard order."""
-    plan = [Unit(i, {"shard": path}) for i, path in enumerate(dataset.image_files)]
+    plan = [Unit(i, {"shard": path}) for i, path in enumerate(inputs.dataset.image_files)]
     folder = UnitFolder(staging / WORK_DIR, "join")
     workers = config.workers if config.workers is not None else default_workers()
-    draft = jpeg_draft(dataset)
-    run_units(plan, folder, lambda: JoinWorker(dataset, source, refs, config.image_mode, draft, workers,
-                                               folder.path, config.imagenet),
+    # decoded as the build decoded (a --decode gpu build used no draft: its views came from the device decoder,
+    # which Pillow's full-size decode matches within 1 level)
+    draft = bool(inputs.info["provenance"]["constants"].get("jpeg_draft", True))
+    run_units(plan, folder, lambda: JoinWorker(inputs.dataset, inputs.source, inputs.refs, config.image_mode, draft,
+                                               workers, folder.path, config.imagenet),
               World(), "attach", desc=f"attach: images of {len(plan)} shard(s) from {config.imagenet}",
               ran_with={"--workers": workers})
     return [folder.read_marker(unit.index) | {"path": str(folder.result_dir(unit.index) / "rows.arrow")}
             for unit in plan]
 
 
-def jpeg_draft(dataset: DatasetView) -> bool:
-    """Decode as the build did: JPEG draft scaling where it used it (a `--decode gpu` build used none)."""
-    constants = json.loads(dataset.target.read_text(BUILD_INFO))["provenance"]["constants"]
-    return bool(constants.get("jpeg_draft", True))
-
-
-def write(config: AttachConfig, dataset: DatasetView, info: dict, source, staging: Path, split: str,
-          markers: list[dict], index_bytes: int, start: float) -> dict:
+def write(config: AttachConfig, inputs: Inputs, staging: Path, markers: list[dict], start: float) -> dict:
     """The joined rows in the build's order, its annotation shards, the gallery, the card and attach_info.json."""
+    info = inputs.info
     stats = BuildStats.from_dict(info["stats"])
     rows = SpilledRows([Path(m["path"]) for m in markers])
     shards = ShardWriter(staging / "data", info["split"], image_features(), config.max_shard_bytes,
@@ -174,9 +186,9 @@ def write(config: AttachConfig, dataset: DatasetView, info: dict, source, stagin
     stats.default_shards = [p.name for p in shards.close()]
     stats.default_bytes = shards.bytes
     del rows
-    copy_annotations(dataset, staging)
+    copy_annotations(inputs.dataset, staging)
     stats.gallery = write_gallery(staging, info["split"])
-    summary = attach_summary(config, source, split, markers, index_bytes, start)
+    summary = attach_summary(config, inputs, markers, start)
     stats.attached = {k: v for k, v in summary.items() if k not in ("missing", "unreadable")}
     provenance = info["provenance"]
     provenance["constants"] = {**provenance["constants"], "image_mode": config.image_mode}
@@ -192,18 +204,17 @@ def copy_annotations(dataset: DatasetView, staging: Path) -> None:
             shutil.copyfileobj(f, g)
 
 
-def attach_summary(config: AttachConfig, source, split: str, markers: list[dict], index_bytes: int,
-                   start: float) -> dict:
+def attach_summary(config: AttachConfig, inputs: Inputs, markers: list[dict], start: float) -> dict:
     missing = [i for m in markers for i in m["missing"]]
     unreadable = [u for m in markers for u in m["unreadable"]]
     return {
         "package": PACKAGE_NAME, "package_version": __version__,
-        "dataset": card.public_paths(config.dataset), "imagenet": card.public_paths(source.describe()),
-        "split": split, "image_mode": config.image_mode,
+        "dataset": card.public_paths(config.dataset), "imagenet": card.public_paths(inputs.source.describe()),
+        "split": inputs.split, "image_mode": config.image_mode,
         "command": card.public_paths(config.command or " ".join(sys.argv)),
         "rows": sum(m["rows"] for m in markers), "attached": sum(m["attached"] for m in markers),
         "not_attached": len(missing) + len(unreadable),
-        "source_bytes": {"index": index_bytes, "images": sum(m["bytes_read"] for m in markers)},
+        "source_bytes": {"index": inputs.index_bytes, "images": sum(m["bytes_read"] for m in markers)},
         "seconds": round(time.perf_counter() - start, 2),
         "missing": missing, "unreadable": unreadable,
     }
