@@ -20,6 +20,7 @@ from PIL import Image
 from salient_imagenet_builder.attach import AttachConfig, attach
 from salient_imagenet_builder.attach import join as join_mod
 from salient_imagenet_builder.builder import BuildConfig, build
+from salient_imagenet_builder.cli import main
 from salient_imagenet_builder.core.constants import WORK_DIR
 from salient_imagenet_builder.core.errors import UserError
 from salient_imagenet_builder.core.output import staging_folder
@@ -120,7 +121,7 @@ def test_only_the_images_the_dataset_names_are_read(builds, inputs, tmp_path):
     assert len(refs) == len(ids) and named < everything
 
 
-def test_missing_images_fail_in_one_line_unless_allowed(builds, inputs, tmp_path):
+def test_missing_images_fail_in_one_line_unless_allowed(builds, inputs, tmp_path, caplog, capsys):
     copy = tmp_path / "imagenet"
     shutil.copytree(inputs["folder"], copy)
     ids = rows_of(builds["none"]).column("image_id").to_pylist()
@@ -128,16 +129,16 @@ def test_missing_images_fail_in_one_line_unless_allowed(builds, inputs, tmp_path
     next(copy.rglob(f"{gone}.*")).unlink()
     next(copy.rglob(f"{broken}.*")).write_bytes(b"not a jpeg")
     full = tmp_path / "full"
-    command = [sys.executable, "-m", "salient_imagenet_builder.cli", "attach", str(builds["none"]), "--imagenet",
-               str(copy), "--out", str(full), "--workers", "0"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 1, done.stderr
-    lines = [line for line in done.stderr.splitlines() if "ERROR" in line]
-    assert len(lines) == 1 and "Traceback" not in done.stderr
-    assert f"1 image(s) of {builds['none']} not found in {copy} (split 'train'), e.g. {gone}" in lines[0]
-    assert "--allow-missing" in lines[0] and not full.exists() and not staging_folder(full).exists()
-    done = subprocess.run([*command, "--allow-missing"], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
+    command = ["attach", str(builds["none"]), "--imagenet", str(copy), "--out", str(full), "--workers", "0"]
+    assert main(command) == 1
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(lines) == 1 and "\n" not in lines[0] and "Traceback" not in caplog.text
+    assert lines[0] == (f"1 image(s) of {builds['none']} not found in {copy} (split 'train'), e.g. {gone}; put them in "
+                        "place and rerun, or pass --allow-missing to attach the rest (their rows keep no image; "
+                        f"{full / 'attach_info.json'} lists them)")
+    assert not full.exists() and not staging_folder(full).exists()
+    assert main([*command, "--allow-missing"]) == 0
+    assert f"2 row(s) keep no image (--allow-missing); {full / 'attach_info.json'} lists them." in capsys.readouterr().out
     info = json.loads((full / "attach_info.json").read_text())
     assert info["missing"] == [gone] and [u["image_id"] for u in info["unreadable"]] == [broken]
     assert info["not_attached"] == 2 and info["attached"] == len(ids) - 2
@@ -195,3 +196,27 @@ def test_attach_of_a_hub_dataset_from_a_webdataset_copy(builds, webdataset_sourc
         assert done.returncode == 0, done.stderr[-3000:]
     assert f"Attached {rows_of(full).num_rows} of {rows_of(full).num_rows} images" in done.stdout
     assert_same_dataset(full, builds["crop"])
+
+
+def test_an_image_that_does_not_decode_fails_after_the_shards_and_resumes_with_allow_missing(builds, inputs, tmp_path,
+                                                                                             caplog, monkeypatch):
+    copy = tmp_path / "imagenet"
+    shutil.copytree(inputs["folder"], copy)
+    broken = rows_of(builds["none"]).column("image_id").to_pylist()[-1]
+    next(copy.rglob(f"{broken}.*")).write_bytes(b"not a jpeg")
+    full = tmp_path / "full"
+    command = ["attach", str(builds["none"]), "--imagenet", str(copy), "--out", str(full), "--workers", "0"]
+    assert main(command) == 1
+    line = next(r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    assert line.startswith(f"1 image(s) of {builds['none']} in {copy} could not be decoded, e.g. {broken} (")
+    assert line.endswith(f"; the finished shards are kept in {staging_folder(full)}: rerun with --allow-missing to "
+                         f"attach the rest (their rows keep no image; {full / 'attach_info.json'} lists them), or "
+                         "replace those files and rerun with --restart")
+    shards = len(list((builds["none"] / "data").glob("train-*.parquet")))
+    assert len(list((staging_folder(full) / WORK_DIR / "join").glob("*.done.json"))) == shards
+    assert not full.exists()
+    calls = []
+    monkeypatch.setattr(join_mod.JoinWorker, "__call__", lambda self, unit: calls.append(unit.index))
+    assert main([*command, "--allow-missing"]) == 0
+    assert calls == []  # every shard was done: none is joined again
+    assert json.loads((full / "attach_info.json").read_text())["unreadable"][0]["image_id"] == broken

@@ -85,7 +85,7 @@ def attach(config: AttachConfig) -> dict:
     refuse_dataset_as_out(out, config.dataset)
     inputs = open_inputs(config)
     if inputs.missing and not config.allow_missing:
-        raise MissingImages(missing_line(config, inputs, []))
+        raise MissingImages(not_found_line(config, inputs))
     lock, staging = WorkLock(staging_folder(out) / WORK_DIR, f"--out {out}"), staging_folder(out)
     try:
         try:
@@ -94,8 +94,7 @@ def attach(config: AttachConfig) -> dict:
             markers = join_units(config, inputs, staging)
             unreadable = [u for m in markers for u in m["unreadable"]]
             if unreadable and not config.allow_missing:
-                raise MissingImages(missing_line(config, inputs, unreadable) + "; the finished shards are kept in "
-                                    f"{staging}: rerun with --allow-missing to resume")
+                raise MissingImages(undecodable_line(config, unreadable, staging))
             summary = write(config, inputs, staging, markers, start)
         except BaseException:
             discard_staging(staging)  # an earlier --out is untouched; finished units stay for a resume
@@ -135,18 +134,24 @@ def image_ids(dataset: DatasetView) -> list[str]:
     return ids
 
 
-def missing_line(config: AttachConfig, inputs: Inputs, unreadable: list[dict]) -> str:
-    """The one line that says which images were not attached, and what to do."""
-    parts, missing, split = [], inputs.missing, inputs.split
-    if missing:
-        parts.append(f"{len(missing)} image(s) of {config.dataset} not found in {config.imagenet} (split {split!r}), "
-                     f"e.g. {', '.join(missing[:EXAMPLES])}")
-    if unreadable:
-        first = unreadable[0]
-        parts.append(f"{len(unreadable)} image(s) of {config.dataset} in {config.imagenet} could not be decoded, e.g. "
-                     f"{first['image_id']} ({first['error']})")
-    return ("; ".join(parts) + f"; put them in place and rerun, or pass --allow-missing to attach the rest (their "
-            f"rows keep no image; {Path(config.out) / ATTACH_INFO} lists them)")
+def not_found_line(config: AttachConfig, inputs: Inputs) -> str:
+    """The one line for images the copy lacks (found before any image is read)."""
+    missing = inputs.missing
+    return (f"{len(missing)} image(s) of {config.dataset} not found in {config.imagenet} (split {inputs.split!r}), "
+            f"e.g. {', '.join(missing[:EXAMPLES])}; put them in place and rerun, or pass --allow-missing to attach "
+            f"the rest {_kept_null(config)}")
+
+
+def undecodable_line(config: AttachConfig, unreadable: list[dict], staging: Path) -> str:
+    """The one line for images found but not decoded (known once the shards are done, which are kept)."""
+    first = unreadable[0]
+    return (f"{len(unreadable)} image(s) of {config.dataset} in {config.imagenet} could not be decoded, e.g. "
+            f"{first['image_id']} ({first['error']}); the finished shards are kept in {staging}: rerun with "
+            f"--allow-missing to attach the rest {_kept_null(config)}, or replace those files and rerun with --restart")
+
+
+def _kept_null(config: AttachConfig) -> str:
+    return f"(their rows keep no image; {Path(config.out) / ATTACH_INFO} lists them)"
 
 
 def fingerprint(config: AttachConfig, inputs: Inputs) -> dict:
