@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from salient_imagenet_builder.core.constants import WORK_DIR
 from salient_imagenet_builder.core.errors import UserError
 from salient_imagenet_builder.core.output import staging_folder
 from salient_imagenet_builder.core.sources import open_source
+from salient_imagenet_builder.core.units import WorkMismatch
 from salient_imagenet_builder.publish.validate import check
 
 try:
@@ -167,6 +169,8 @@ def test_an_interrupted_attach_resumes_from_its_finished_shards(builds, inputs, 
     assert sorted(p.name for p in (staging_folder(full) / WORK_DIR / "join").glob("*.done.json")) == ["00000.done.json"]
     monkeypatch.setattr(join_mod.JoinWorker, "__call__", lambda self, unit: calls.append(unit.index) or
                         original(self, unit))
+    with pytest.raises(WorkMismatch, match=r"\(--image-mode was crop, now original\); rerun that command to resume it"):
+        attach(replace(config, image_mode="original"))  # other settings: refused, the finished shard kept
     attach(config)
     shards = len(list((builds["none"] / "data").glob("train-*.parquet")))
     assert calls == list(range(shards))  # unit 0 once, before the interruption; the others after
