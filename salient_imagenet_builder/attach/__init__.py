@@ -2,8 +2,8 @@
 the images joined by `image_id`, as a `crop` or `original` build of the same source would store them.
 
 The stages, in order (`apply.attach` wires them over the engine, `..core`):
-1. `dataset.BuiltDataset`: the build to attach to (local folder or Hub repo): its build info, its image shards (one
-   work unit each) and every row's `image_id` (that column alone is read);
+1. `apply.open_inputs`: the build to attach to (local folder or Hub repo, `core.dataset.DatasetView`): its build
+   info, its image shards (one work unit each) and every row's `image_id` (that column alone is read);
 2. index: the ImageNet copy (`core.sources`, any layout, path or Hub id) indexed by file name or id column, no image
    bytes read (`Source.index_ids`); ids it lacks are refused in one line unless `--allow-missing`;
 3. units (`join.JoinWorker`, resumable as a build's: `core.units`): per shard, its rows with the image column made
