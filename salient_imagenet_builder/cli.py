@@ -56,6 +56,7 @@ HANDLERS = {
     "validate": "salient_imagenet_builder.segmentation.command",
     "update": "salient_imagenet_builder.update.command",
     "generalize": "salient_imagenet_builder.generalize.command",
+    "attach": "salient_imagenet_builder.attach.command",
 }
 
 
@@ -343,6 +344,28 @@ def add_generalize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
+def add_attach_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="a build (local folder or Hub dataset id), typically a masks-only "
+                                        "--image-mode none build")
+    parser.add_argument("--imagenet", required=True, help="your ImageNet copy (folder, parquet or WebDataset, path or "
+                                                          "Hub id); its images are joined to the rows by image_id")
+    parser.add_argument("--out", required=True, help="the folder of the dataset with images")
+    parser.add_argument("--image-mode", choices=("crop", "original"), default="crop",
+                        help="image column: crop = the 224x224 view the model saw (PNG), original = the copy's bytes")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="rows whose image the copy lacks (or cannot decode) keep no image and are counted in "
+                             "the card (default: such images fail the command)")
+    parser.add_argument("--split", help="split of the ImageNet copy (default: the build's split)")
+    parser.add_argument("--imagenet-type", choices=("folder", "parquet", "webdataset"),
+                        help="layout of --imagenet when auto-detection cannot tell (default: detected)")
+    parser.add_argument("--workers", type=workers, default=None,
+                        help="decoding processes, 0: decode in-process (default: the CPU count)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier build or attach in --out")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard the finished shards of an interrupted attach with other settings")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
 def add_show_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help="a built Salient ImageNet folder or a Hub dataset repo id")
     parser.add_argument("--class", dest="class_index", type=class_index, required=True, help="class index (0-999)")
@@ -419,7 +442,10 @@ def main_parser() -> argparse.ArgumentParser:
     add_validate_arguments(_parser(
         commands, name="validate", help="score a build's soft masks against human segmentations of its images"))
     add_update_arguments(_parser(
-        commands, name="update", help="record studies (--generalization, --validation) in a local build without recomputing it"))
+        commands, name="update", help="record studies (--generalization, --validation) in a local build without "
+                                      "recomputing it"))
+    add_attach_arguments(_parser(
+        commands, name="attach", help="join your ImageNet copy's images to a masks-only build, by image_id"))
     return parser
 
 

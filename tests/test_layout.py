@@ -75,7 +75,7 @@ def test_no_import_cycles_between_modules():
 
 
 CAPABILITIES = {"builder", "publish", "evaluation", "discovery", "ingest", "show", "segmentation", "update",
-                "generalize"}  # what a user does
+                "generalize", "attach"}  # what a user does
 ENGINE = "core"  # what every capability runs on
 
 
@@ -138,7 +138,7 @@ def test_every_package_declares_its_public_names():
 def test_help_imports_neither_torch_nor_timm():
     code = ("import sys, contextlib, io\nfrom salient_imagenet_builder.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n    main(['--help'])\n"
-            "for sub in ('build', 'evaluate', 'check', 'push', 'discover', 'ingest', 'show', 'validate', 'update'):\n"
+            "for sub in ('build', 'evaluate', 'check', 'push', 'discover', 'ingest', 'show', 'validate', 'update', 'attach'):\n"
             "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
             "        main([sub, '--help'])\n"
             "print(sorted(m for m in ('torch', 'timm', 'datasets') if m in sys.modules))")

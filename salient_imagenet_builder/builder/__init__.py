@@ -7,7 +7,7 @@ or every torchrun rank):
    annotated pair's top-k candidates with their maps), or with `--top-k all` the rows themselves (`rows.RowSpill`);
 3. reduce (`reduce`): the merged scan's selection; `all`-mode ranks (`reduce.PairRanks`);
 4. pass 2 per unit (`pass2`): the selected images read again, their rows from pass 1's maps (`rows.make_row`);
-5. write: `core.writer` sorts the units' rows into parquet shards; `gallery` draws the card's picture;
+5. write: `core.writer` sorts the units' rows into parquet shards; `core.gallery` draws the card's picture;
    `core.card` writes README.md and build_info.json; `core.output` swaps the staging folder into place.
 `command` is the handler of `python build_dataset.py`; `demo` makes the offline demo's inputs.
 """

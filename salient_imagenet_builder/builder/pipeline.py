@@ -48,6 +48,7 @@ from ..core.constants import (
     WORK_DIR,
 )
 from ..core.errors import InputError
+from ..core.gallery import write_gallery
 from ..core.model import create_feature_model
 from ..core.output import check_out, discard_staging, move_into_place, prepare_output, staging_folder
 from ..core.runner import ModelRunner, Numerics
@@ -57,7 +58,6 @@ from ..core.sources import open_source, ref_location
 from ..core.stages import StageTimer, default_workers
 from ..core.units import Unit, UnitFolder, WorkLock, open_work, ran_with_counts, run_units
 from ..core.writer import ShardWriter, SpilledRows, encode_rows
-from .gallery import write_gallery
 from .pass2 import RowsWorker
 from .reduce import PairRanks, check_unique_ids, check_unique_rows, select, top_image_ids
 from .rows import RowSpill

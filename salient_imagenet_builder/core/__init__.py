@@ -8,13 +8,16 @@
 - `scan`: pass 1, the one scan: FI sums, each tracked (class, feature)'s top images with their maps, context images;
 - `units` (resumable work units), `distributed` (torchrun ranks), `stages` (batching, stage timings);
 - `masks` (NAM -> soft mask, PNG), `annotations` (the annotation CSV, the majority rule, a study's pairs.csv);
-- `writer` (parquet shards), `card` (README.md and build_info.json), `output` (--out, staging, the swap, atomic
-  writes); `dataset` (a built dataset, local or Hub, read back); `render` (pictures); `annotation_page` (the
-  offline page annotators answer a study on, in its discover and generalize modes).
+- `download` (pinned downloads: the annotation CSV, the zero-shot heads, checked by sha256);
+- `writer` (parquet shards; `pages` reads their page index back), `card` (README.md and build_info.json), `output` (--out, staging, the swap, atomic
+  writes); `dataset` (a built dataset, local or Hub, read back); `render` (pictures), `gallery` (the card's
+  picture, drawn from a build's files); `annotation_page` (the offline page annotators answer a study on, in its
+  discover and generalize modes).
 
 Nothing here imports a capability. Modules are imported by name (`from salient_imagenet_builder.core.scan import
 ...`): this package imports none of them itself, so the command line can read `constants` without paying for torch.
 """
 
-__all__ = ["annotation_page", "annotations", "card", "constants", "dataset", "decoding", "distributed", "errors", "images", "masks",
-           "model", "output", "render", "runner", "scan", "schema", "sources", "stages", "targets", "units", "writer"]
+__all__ = ["annotation_page", "annotations", "card", "constants", "dataset", "decoding", "distributed", "download",
+           "errors", "gallery", "images", "masks", "model", "output", "pages", "render", "runner", "scan", "schema",
+           "sources", "stages", "targets", "units", "writer"]

@@ -56,6 +56,7 @@ class BuildStats:
     source_size: int | None = None  # bytes of the source's files, where the listing tells it
     generalization_columns: bool = False  # the annotations config has the generalization columns (newer builds)
     updates: dict = field(default_factory=dict)  # what `update` recorded: study name -> its summary
+    attached: dict = field(default_factory=dict)  # what `attach` joined: from which copy, rows, images not found
 
     @classmethod
     def from_dict(cls, values: dict) -> "BuildStats":
@@ -185,6 +186,7 @@ def render(provenance: dict, stats: BuildStats, split: str, repo_id: str = "path
         ("software", f"python {provenance['python']}, torch {provenance['torch']}, device {provenance['device']}"),
         ("opt-in numerics", ", ".join(k for k, v in provenance.get("numerics", {}).items() if v) or "none (fp32)"),
         ("processes (torchrun world size)", provenance.get("world_size", 1)),
+        *([("images", _attached(stats.attached))] if stats.attached else []),
     ]
     statistics_rows = [
         ("classes built", len(provenance["classes"])),
@@ -207,6 +209,8 @@ def render(provenance: dict, stats: BuildStats, split: str, repo_id: str = "path
             _counts(sum(stats.decode_fallbacks.values()), stats.decode_fallbacks).replace("label: ", "reason: "))]
           if constants.get("decode") == "gpu" else []),
         ("requested classes without annotations (skipped)", len(stats.classes_without_annotations)),
+        *([("rows without an image (not found in, or not decoded from, the attached ImageNet copy)",
+            stats.attached["not_attached"])] if stats.attached else []),
         ("model forward passes", _forward_passes(stats)),
         ("build time", f"{stats.seconds_total} s ({stats.images_per_second} images/s)"),
     ]
@@ -220,8 +224,10 @@ def render(provenance: dict, stats: BuildStats, split: str, repo_id: str = "path
     if constants["image_mode"] == "none":
         join = ("## Join with your ImageNet copy\n\nThis build carries no images. Rows are keyed by `image_id` (the "
                 "ImageNet file name without its extension); attach your own copy, made upright (EXIF orientation "
-                "applied, `PIL.ImageOps.exif_transpose`), resized and center-cropped as above, e.g. "
-                "`salient-imagenet evaluate --dataset ... --imagenet /data/imagenet`.\n")
+                "applied, `PIL.ImageOps.exif_transpose`), resized and center-cropped as above: "
+                "`salient-imagenet attach THIS_DATASET --imagenet /data/imagenet --out full` writes the dataset "
+                "with its images (as an `--image-mode crop` build stores them), or read them by id at evaluation "
+                "time: `salient-imagenet evaluate --dataset ... --imagenet /data/imagenet`.\n")
     demo = provenance.get("demo")
     values = {
         "yaml": yaml.safe_dump(front_matter(split, stats), sort_keys=False, allow_unicode=True, width=1000).strip(),
@@ -242,6 +248,13 @@ def render(provenance: dict, stats: BuildStats, split: str, repo_id: str = "path
                    if stats.gallery else "",
     }
     return Template(TEMPLATE.read_text(encoding="utf-8")).substitute(values)
+
+
+def _attached(attached: dict) -> str:
+    """The provenance row of an attached dataset: its images joined by `attach` from the user's copy."""
+    return (f"joined by `salient-imagenet attach` from {md_text(attached['imagenet'])} (split "
+            f"{md_text(attached['split'])}, as `--image-mode {attached['image_mode']}` stores them) to the masks-only "
+            f"build {md_text(attached['dataset'])}: {attached['attached']} of {attached['rows']} rows have an image")
 
 
 def _generalization_section(summary: dict | None) -> str:

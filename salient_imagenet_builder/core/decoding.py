@@ -45,14 +45,17 @@ class DecodeJob:
         except CorruptImage as e:
             return slot, str(e), None
         _RING[slot].copy_(to_uint8_tensor(view))
-        return slot, None, self._image_column(view, data)
+        return slot, None, image_column(view, data, self.image_mode)
 
-    def _image_column(self, view, data):
-        if self.image_mode == "crop":
-            return {"bytes": view_png(view), "path": None}
-        if self.image_mode == "original":
-            return {"bytes": data, "path": None}
-        return None
+
+def image_column(view: Image.Image, data: bytes, image_mode: str | None) -> dict | None:
+    """The `image` column of a row, as a build stores it: `crop` the 224 view as PNG, `original` the source's bytes,
+    otherwise none (`attach` makes the same column from the user's copy)."""
+    if image_mode == "crop":
+        return {"bytes": view_png(view), "path": None}
+    if image_mode == "original":
+        return {"bytes": data, "path": None}
+    return None
 
 
 def view_png(view: Image.Image) -> bytes:

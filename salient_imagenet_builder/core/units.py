@@ -83,9 +83,11 @@ FINGERPRINT_WORDS = {
     "group_by": "--group-by", "maps": "--top-k", "top_k": "--top-k", "image_mode": "--image-mode",
     "annotations_sha256": "the --annotations file", "tracked_sha256": "the annotated pairs",
     "top_images": "--top-images", "context_images": "the context images",
+    "dataset": "DATASET", "build_info_sha256": "DATASET's build", "imagenet": "--imagenet",
+    "index_sha256": "the images found in --imagenet",
 }
 SHOWN = ("package_version", "source", "split", "model", "arch", "limit", "draft", "unit_size", "numerics", "classes",
-         "group_by", "top_k", "image_mode", "top_images")  # short values, shown as "was ..., now ..."
+         "group_by", "top_k", "image_mode", "top_images", "dataset", "imagenet")  # short values, shown as "was ..., now ..."
 PLAN_INPUTS = ("source", "split", "classes", "limit", "unit_size")  # besides the files, what the plan depends on
 
 

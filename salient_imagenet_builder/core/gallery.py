@@ -4,9 +4,9 @@ shown at the top of its card."""
 import logging
 from pathlib import Path
 
-from ..core import render
-from ..core.constants import GALLERY_FILE, GALLERY_IMAGES, GALLERY_PAIRS
-from ..core.dataset import DatasetView
+from . import render
+from .constants import GALLERY_FILE, GALLERY_IMAGES, GALLERY_PAIRS
+from .dataset import DatasetView
 
 log = logging.getLogger(__name__)
 GALLERY_CELL = 112

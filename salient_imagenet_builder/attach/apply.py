@@ -1,0 +1,225 @@
+"""`attach` itself: check the inputs, index the ImageNet copy, join shard by shard (resumable), write the dataset."""
+
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from .. import __version__
+from ..core import card
+from ..core.card import BuildStats
+from ..core.constants import BUILD_INFO, MAX_SHARD_BYTES, PACKAGE_NAME, WORK_DIR
+from ..core.dataset import DatasetView
+from ..core.distributed import World
+from ..core.gallery import write_gallery
+from ..core.output import (
+    OutputExists,
+    check_out,
+    discard_staging,
+    move_into_place,
+    prepare_output,
+    staging_folder,
+    write_text_atomic,
+)
+from ..core.schema import image_features
+from ..core.sources import Source, open_source
+from ..core.stages import default_workers
+from ..core.targets import resolve
+from ..core.units import Unit, UnitFolder, WorkLock, fingerprint_hash, open_work, run_units
+from ..core.writer import ShardWriter, SpilledRows
+from .errors import AttachError, MissingImages
+from .join import JoinWorker
+
+log = logging.getLogger(__name__)
+
+ATTACH_INFO = "attach_info.json"  # what was attached, from where, and every image that was not
+IMAGE_MODES = ("crop", "original")
+EXAMPLES = 3  # ids named in the one-line summary
+
+
+@dataclass
+class AttachConfig:
+    dataset: str  # a build (local folder or Hub id), typically --image-mode none
+    imagenet: str  # the user's ImageNet copy: folder, parquet or WebDataset, path or Hub id
+    out: str
+    image_mode: str = "crop"
+    allow_missing: bool = False
+    split: str | None = None  # the copy's split (default: the build's)
+    imagenet_type: str | None = None
+    workers: int | None = None  # decoding processes; None: every core
+    overwrite: bool = False
+    restart: bool = False
+    max_shard_bytes: int = MAX_SHARD_BYTES
+    command: str = ""
+
+    def __post_init__(self):
+        if self.image_mode not in IMAGE_MODES:
+            raise AttachError(f"--image-mode must be one of {IMAGE_MODES}, got {self.image_mode!r}")
+        if self.workers is not None and self.workers < 0:
+            raise AttachError(f"--workers must be 0 (decode in this process) or more, got {self.workers}")
+
+
+@dataclass
+class Inputs:
+    """The build and the copy, checked and indexed: what every stage after the index reads."""
+
+    dataset: DatasetView
+    info: dict  # the build's build_info.json
+    source: Source
+    split: str  # the copy's split
+    refs: dict[str, str]  # image id -> where the copy holds it
+    missing: list[str]  # ids of the build's rows the copy lacks
+    index_bytes: int  # bytes read to index the copy (a folder: none)
+
+
+def attach(config: AttachConfig) -> dict:
+    """Write `config.out`: the build `config.dataset` with its images joined from `config.imagenet`. Returns what
+    `attach_info.json` says. Images the copy lacks (or cannot decode) fail it, in one line, unless `allow_missing`."""
+    start, out = time.perf_counter(), Path(config.out)
+    check_out(out, config.overwrite, config.imagenet)
+    refuse_dataset_as_out(out, config.dataset)
+    inputs = open_inputs(config)
+    if inputs.missing and not config.allow_missing:
+        raise MissingImages(not_found_line(config, inputs))
+    lock, staging = WorkLock(staging_folder(out) / WORK_DIR, f"--out {out}"), staging_folder(out)
+    try:
+        try:
+            prepare_output(out, config.overwrite, config.imagenet)
+            open_work(staging / WORK_DIR, fingerprint(config, inputs), config.restart)
+            markers = join_units(config, inputs, staging)
+            unreadable = [u for m in markers for u in m["unreadable"]]
+            if unreadable and not config.allow_missing:
+                raise MissingImages(undecodable_line(config, unreadable, staging))
+            summary = write(config, inputs, staging, markers, start)
+        except BaseException:
+            discard_staging(staging)  # an earlier --out is untouched; finished units stay for a resume
+            raise
+        move_into_place(staging, out)
+    finally:
+        lock.release()
+    return summary
+
+
+def open_inputs(config: AttachConfig) -> Inputs:
+    """The build (its build info, its shards' image ids) and the copy indexed by those ids (no image bytes)."""
+    dataset = DatasetView(config.dataset, command="attach")
+    if BUILD_INFO not in dataset.target.files:
+        raise AttachError(f"attach {config.dataset}: not a build of this tool (no {BUILD_INFO})")
+    info = json.loads(dataset.target.read_text(BUILD_INFO))
+    resolve(config.imagenet, "--imagenet")  # "no such folder" in its own name, before the reader says --source
+    split = config.split or info["split"]
+    source = open_source(config.imagenet, split, config.imagenet_type)
+    ids = image_ids(dataset)
+    refs = source.index_ids(set(ids))
+    return Inputs(dataset, info, source, split, refs, [i for i in ids if i not in refs], source.io.take())
+
+
+def refuse_dataset_as_out(out: Path, dataset: str) -> None:
+    path = Path(dataset).expanduser()
+    if path.exists() and (out.resolve() == path.resolve() or out.resolve().is_relative_to(path.resolve())):
+        raise OutputExists(f"--out {out}: is the dataset attach reads (or inside it); choose another --out")
+
+
+def image_ids(dataset: DatasetView) -> list[str]:
+    """Every row's image_id, in shard order (that column alone is read)."""
+    ids = []
+    for path in dataset.image_files:
+        with dataset.target.open(path, random=True) as f:
+            ids += pq.ParquetFile(f).read(columns=["image_id"]).column(0).to_pylist()
+    return ids
+
+
+def not_found_line(config: AttachConfig, inputs: Inputs) -> str:
+    """The one line for images the copy lacks (found before any image is read)."""
+    missing = inputs.missing
+    return (f"{len(missing)} image(s) of {config.dataset} not found in {config.imagenet} (split {inputs.split!r}), "
+            f"e.g. {', '.join(missing[:EXAMPLES])}; put them in place and rerun, or pass --allow-missing to attach "
+            f"the rest {_kept_null(config)}")
+
+
+def undecodable_line(config: AttachConfig, unreadable: list[dict], staging: Path) -> str:
+    """The one line for images found but not decoded (known once the shards are done, which are kept)."""
+    first = unreadable[0]
+    return (f"{len(unreadable)} image(s) of {config.dataset} in {config.imagenet} could not be decoded, e.g. "
+            f"{first['image_id']} ({first['error']}); the finished shards are kept in {staging}: rerun with "
+            f"--allow-missing to attach the rest {_kept_null(config)}, or replace those files and rerun with --restart")
+
+
+def _kept_null(config: AttachConfig) -> str:
+    return f"(their rows keep no image; {Path(config.out) / ATTACH_INFO} lists them)"
+
+
+def fingerprint(config: AttachConfig, inputs: Inputs) -> dict:
+    """What makes two runs the same attach: the build (its build info names its shards), the copy and where each
+    image was found in it, the image column's form. `--allow-missing` and `--workers` are not part of it."""
+    return {"package_version": __version__, "dataset": config.dataset,
+            "build_info_sha256": fingerprint_hash({"info": inputs.info}),
+            "imagenet": inputs.source.describe(), "split": inputs.split, "image_mode": config.image_mode,
+            "index_sha256": fingerprint_hash({"refs": sorted(inputs.refs.items())})}
+
+
+def join_units(config: AttachConfig, inputs: Inputs, staging: Path) -> list[dict]:
+    """One unit per image shard of the build; returns their done markers, in shard order."""
+    plan = [Unit(i, {"shard": path}) for i, path in enumerate(inputs.dataset.image_files)]
+    folder = UnitFolder(staging / WORK_DIR, "join")
+    workers = config.workers if config.workers is not None else default_workers()
+    # decoded as the build decoded (a --decode gpu build used no draft: its views came from the device decoder,
+    # which Pillow's full-size decode matches within 1 level)
+    draft = bool(inputs.info["provenance"]["constants"].get("jpeg_draft", True))
+    run_units(plan, folder, lambda: JoinWorker(inputs.dataset, inputs.source, inputs.refs, config.image_mode, draft,
+                                               workers, folder.path, config.imagenet),
+              World(), "attach", desc=f"attach: images of {len(plan)} shard(s) from {config.imagenet}",
+              ran_with={"--workers": workers})
+    return [folder.read_marker(unit.index) | {"path": str(folder.result_dir(unit.index) / "rows.arrow")}
+            for unit in plan]
+
+
+def write(config: AttachConfig, inputs: Inputs, staging: Path, markers: list[dict], start: float) -> dict:
+    """The joined rows in the build's order, its annotation shards, the gallery, the card and attach_info.json."""
+    info = inputs.info
+    stats = BuildStats.from_dict(info["stats"])
+    rows = SpilledRows([Path(m["path"]) for m in markers])
+    shards = ShardWriter(staging / "data", info["split"], image_features(), config.max_shard_bytes,
+                         group_column="group")
+    for table in rows.sorted_batches(["group", "image_id"]):
+        shards.write(table)
+    stats.default_shards = [p.name for p in shards.close()]
+    stats.default_bytes = shards.bytes
+    del rows
+    copy_annotations(inputs.dataset, staging)
+    stats.gallery = write_gallery(staging, info["split"])
+    summary = attach_summary(config, inputs, markers, start)
+    stats.attached = {k: v for k, v in summary.items() if k not in ("missing", "unreadable")}
+    provenance = info["provenance"]
+    provenance["constants"] = {**provenance["constants"], "image_mode": config.image_mode}
+    card.write_card(staging, provenance, stats, info["split"], repo_id=Path(config.out).name)
+    write_text_atomic(staging / ATTACH_INFO, json.dumps(summary, indent=2))
+    return summary
+
+
+def copy_annotations(dataset: DatasetView, staging: Path) -> None:
+    """The annotations config is the build's, byte for byte."""
+    for path in dataset.annotation_files:
+        with dataset.target.open(path) as f, open(staging / path, "wb") as g:
+            shutil.copyfileobj(f, g)
+
+
+def attach_summary(config: AttachConfig, inputs: Inputs, markers: list[dict], start: float) -> dict:
+    missing = [i for m in markers for i in m["missing"]]
+    unreadable = [u for m in markers for u in m["unreadable"]]
+    return {
+        "package": PACKAGE_NAME, "package_version": __version__,
+        "dataset": card.public_paths(config.dataset), "imagenet": card.public_paths(inputs.source.describe()),
+        "split": inputs.split, "image_mode": config.image_mode,
+        "command": card.public_paths(config.command or " ".join(sys.argv)),
+        "rows": sum(m["rows"] for m in markers), "attached": sum(m["attached"] for m in markers),
+        "not_attached": len(missing) + len(unreadable),
+        "source_bytes": {"index": inputs.index_bytes, "images": sum(m["bytes_read"] for m in markers)},
+        "seconds": round(time.perf_counter() - start, 2),
+        "missing": missing, "unreadable": unreadable,
+    }

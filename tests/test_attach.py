@@ -1,0 +1,226 @@
+"""`salient-imagenet attach`: a masks-only build with the user's ImageNet copy joined by image_id equals the build
+that stored the images itself, row for row; only the images the dataset names are read; images the copy lacks fail
+the command in one line unless --allow-missing; an interrupted attach resumes from its finished shards."""
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import ARCH, built_once
+from datasets import load_dataset
+from PIL import Image
+
+from salient_imagenet_builder.attach import AttachConfig, attach
+from salient_imagenet_builder.attach import join as join_mod
+from salient_imagenet_builder.builder import BuildConfig, build
+from salient_imagenet_builder.cli import main
+from salient_imagenet_builder.core.constants import WORK_DIR
+from salient_imagenet_builder.core.errors import UserError
+from salient_imagenet_builder.core.output import staging_folder
+from salient_imagenet_builder.core.sources import open_source
+from salient_imagenet_builder.core.units import WorkMismatch
+from salient_imagenet_builder.publish.validate import check
+
+try:
+    from tests.hub_server import HubServer
+except ImportError:
+    from hub_server import HubServer
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN, REPO = "hf_attach_token_123", "user/salient_imagenet_masks"
+SMALL_SHARDS = 60_000  # bytes: the masks-only build is cut into several shards, so attach has several units
+
+
+def _build(inputs, out: Path, image_mode: str, **extra) -> Path:
+    build(BuildConfig(source=str(inputs["folder"]), out=str(out), model=ARCH,
+                      model_checkpoint=str(inputs["checkpoint"]), annotations=str(inputs["annotations"]), workers=0,
+                      batch_size=8, top_k=3, group_by="label", image_mode=image_mode,
+                      cache_dir=str(out.parent / "cache"), **extra))
+    return out
+
+
+@pytest.fixture(scope="module")
+def builds(inputs, tmp_path_factory) -> dict:
+    """The same source built three ways: masks only (in several shards), crop and original."""
+    def make(root: Path) -> dict:
+        return {"none": _build(inputs, root / "none", "none", max_shard_bytes=SMALL_SHARDS),
+                "crop": _build(inputs, root / "crop", "crop"), "original": _build(inputs, root / "original", "original")}
+
+    return built_once(tmp_path_factory, "test_attach", make)
+
+
+def rows_of(folder: Path) -> pa.Table:
+    return pa.concat_tables([pq.read_table(p) for p in sorted((folder / "data").glob("train-*.parquet"))])
+
+
+def assert_same_dataset(full: Path, reference: Path) -> None:
+    """Every column equal to the reference build's, the images decoded to the same pixels; the annotations config
+    byte for byte the masks-only build's (which equals the reference's)."""
+    got, want = rows_of(full), rows_of(reference)
+    assert got.schema == want.schema and got.num_rows == want.num_rows > 0
+    for name in got.column_names:
+        if name != "image":
+            assert got.column(name).equals(want.column(name)), name
+    for a, b in zip(got.column("image").to_pylist(), want.column("image").to_pylist()):
+        assert a is not None
+        np.testing.assert_array_equal(pixels(a["bytes"]), pixels(b["bytes"]))
+    assert (full / "data" / "annotations-00000-of-00001.parquet").read_bytes() == \
+        (reference / "data" / "annotations-00000-of-00001.parquet").read_bytes()
+    loaded = load_dataset(str(full), split="train")
+    assert loaded["image_id"] == want.column("image_id").to_pylist()
+    np.testing.assert_array_equal(np.asarray(loaded[0]["image"]), pixels(want.column("image")[0].as_py()["bytes"]))
+    assert check(str(full)) == []
+
+
+def pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def test_attach_of_a_masks_only_build_equals_the_crop_build_row_for_row(builds, inputs, tmp_path):
+    full = tmp_path / "full"
+    summary = attach(AttachConfig(dataset=str(builds["none"]), imagenet=str(inputs["folder"]), out=str(full),
+                                  workers=0))
+    assert len(list((builds["none"] / "data").glob("train-*.parquet"))) > 1  # several units
+    assert_same_dataset(full, builds["crop"])
+    assert summary["not_attached"] == 0 and summary["attached"] == summary["rows"] == rows_of(full).num_rows
+    info = json.loads((full / "build_info.json").read_text())
+    assert info["provenance"]["constants"]["image_mode"] == "crop"
+    assert info["stats"]["attached"]["imagenet"] == "ImageNet folder train"  # no local absolute path is published
+    card = (full / "README.md").read_text()
+    assert "joined by `salient-imagenet attach` from ImageNet folder train" in card and str(inputs["root"]) not in card
+    assert json.loads((full / "attach_info.json").read_text())["missing"] == []
+    assert not staging_folder(full).exists()
+
+
+def test_attach_from_a_parquet_copy_equals_the_original_build(builds, parquet_source, tmp_path):
+    full = tmp_path / "full"
+    attach(AttachConfig(dataset=str(builds["none"]), imagenet=str(parquet_source), out=str(full),
+                        image_mode="original", workers=1))
+    assert_same_dataset(full, builds["original"])
+    got, want = rows_of(full).column("image"), rows_of(builds["original"]).column("image")
+    assert got.equals(want)  # the source's bytes, as the original build stored them
+
+
+def test_only_the_images_the_dataset_names_are_read(builds, inputs, tmp_path):
+    """Indexing a folder reads no file; then exactly the files of the dataset's rows are read, no other."""
+    full = tmp_path / "full"
+    summary = attach(AttachConfig(dataset=str(builds["none"]), imagenet=str(inputs["folder"]), out=str(full),
+                                  workers=0))
+    source = open_source(str(inputs["folder"]))
+    ids = set(rows_of(builds["none"]).column("image_id").to_pylist())
+    refs = source.index_ids(ids)
+    named = sum((source.dir / ref).stat().st_size for ref in refs.values())
+    everything = sum(p.stat().st_size for p in source.dir.rglob("*.JPEG"))
+    assert summary["source_bytes"] == {"index": 0, "images": named}
+    assert len(refs) == len(ids) and named < everything
+
+
+def test_missing_images_fail_in_one_line_unless_allowed(builds, inputs, tmp_path, caplog, capsys):
+    copy = tmp_path / "imagenet"
+    shutil.copytree(inputs["folder"], copy)
+    ids = rows_of(builds["none"]).column("image_id").to_pylist()
+    gone, broken = ids[0], ids[-1]
+    next(copy.rglob(f"{gone}.*")).unlink()
+    next(copy.rglob(f"{broken}.*")).write_bytes(b"not a jpeg")
+    full = tmp_path / "full"
+    command = ["attach", str(builds["none"]), "--imagenet", str(copy), "--out", str(full), "--workers", "0"]
+    assert main(command) == 1
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(lines) == 1 and "\n" not in lines[0] and "Traceback" not in caplog.text
+    assert lines[0] == (f"1 image(s) of {builds['none']} not found in {copy} (split 'train'), e.g. {gone}; put them in "
+                        "place and rerun, or pass --allow-missing to attach the rest (their rows keep no image; "
+                        f"{full / 'attach_info.json'} lists them)")
+    assert not full.exists() and not staging_folder(full).exists()
+    assert main([*command, "--allow-missing"]) == 0
+    assert f"2 row(s) keep no image (--allow-missing); {full / 'attach_info.json'} lists them." in capsys.readouterr().out
+    info = json.loads((full / "attach_info.json").read_text())
+    assert info["missing"] == [gone] and [u["image_id"] for u in info["unreadable"]] == [broken]
+    assert info["not_attached"] == 2 and info["attached"] == len(ids) - 2
+    rows = {r["image_id"]: r["image"] for r in rows_of(full).select(["image_id", "image"]).to_pylist()}
+    assert rows[gone] is None and rows[broken] is None and sum(v is None for v in rows.values()) == 2
+    assert "| rows without an image (not found in, or not decoded from, the attached ImageNet copy) | 2 |" in \
+        (full / "README.md").read_text()
+    assert check(str(full)) == []
+
+
+def test_an_interrupted_attach_resumes_from_its_finished_shards(builds, inputs, tmp_path, monkeypatch):
+    full, calls = tmp_path / "full", []
+    config = AttachConfig(dataset=str(builds["none"]), imagenet=str(inputs["folder"]), out=str(full), workers=0)
+    original = join_mod.JoinWorker.__call__
+
+    def stop_at_second(self, unit):
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        calls.append(unit.index)
+        return original(self, unit)
+
+    monkeypatch.setattr(join_mod.JoinWorker, "__call__", stop_at_second)
+    with pytest.raises(KeyboardInterrupt):
+        attach(config)
+    assert not full.exists()
+    assert sorted(p.name for p in (staging_folder(full) / WORK_DIR / "join").glob("*.done.json")) == ["00000.done.json"]
+    monkeypatch.setattr(join_mod.JoinWorker, "__call__", lambda self, unit: calls.append(unit.index) or
+                        original(self, unit))
+    with pytest.raises(WorkMismatch, match=r"\(--image-mode was crop, now original\); rerun that command to resume it"):
+        attach(replace(config, image_mode="original"))  # other settings: refused, the finished shard kept
+    attach(config)
+    shards = len(list((builds["none"] / "data").glob("train-*.parquet")))
+    assert calls == list(range(shards))  # unit 0 once, before the interruption; the others after
+    assert_same_dataset(full, builds["crop"])
+
+
+def test_a_dataset_that_is_no_build_is_refused_in_one_line(builds, inputs, tmp_path):
+    (tmp_path / "not_a_build").mkdir()
+    with pytest.raises(UserError) as e:
+        attach(AttachConfig(dataset=str(tmp_path / "not_a_build"), imagenet=str(inputs["folder"]),
+                            out=str(tmp_path / "full")))
+    assert "not a Salient ImageNet build" in str(e.value)
+
+
+def test_attach_of_a_hub_dataset_from_a_webdataset_copy(builds, webdataset_source, tmp_path):
+    """DATASET a Hub repo (the local server that speaks the Hub's protocol), the copy WebDataset tars."""
+    with HubServer(token=TOKEN, user="user") as hub:
+        env = hub.client_env(tmp_path / "hf")
+        pushed = subprocess.run([sys.executable, str(ROOT / "build_dataset.py"), "--push", "--out",
+                                 str(builds["none"]), "--repo-id", REPO], env=env, capture_output=True, text=True,
+                                timeout=300, check=False)
+        assert pushed.returncode == 0, pushed.stderr[-3000:]
+        full = tmp_path / "full"
+        done = subprocess.run([sys.executable, "-m", "salient_imagenet_builder.cli", "attach", REPO, "--imagenet",
+                               str(webdataset_source), "--out", str(full), "--workers", "1"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Attached {rows_of(full).num_rows} of {rows_of(full).num_rows} images" in done.stdout
+    assert_same_dataset(full, builds["crop"])
+
+
+def test_an_image_that_does_not_decode_fails_after_the_shards_and_resumes_with_allow_missing(builds, inputs, tmp_path,
+                                                                                             caplog, monkeypatch):
+    copy = tmp_path / "imagenet"
+    shutil.copytree(inputs["folder"], copy)
+    broken = rows_of(builds["none"]).column("image_id").to_pylist()[-1]
+    next(copy.rglob(f"{broken}.*")).write_bytes(b"not a jpeg")
+    full = tmp_path / "full"
+    command = ["attach", str(builds["none"]), "--imagenet", str(copy), "--out", str(full), "--workers", "0"]
+    assert main(command) == 1
+    line = next(r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    assert line.startswith(f"1 image(s) of {builds['none']} in {copy} could not be decoded, e.g. {broken} (")
+    assert line.endswith(f"; the finished shards are kept in {staging_folder(full)}: rerun with --allow-missing to "
+                         f"attach the rest (their rows keep no image; {full / 'attach_info.json'} lists them), or "
+                         "replace those files and rerun with --restart")
+    shards = len(list((builds["none"] / "data").glob("train-*.parquet")))
+    assert len(list((staging_folder(full) / WORK_DIR / "join").glob("*.done.json"))) == shards
+    assert not full.exists()
+    calls = []
+    monkeypatch.setattr(join_mod.JoinWorker, "__call__", lambda self, unit: calls.append(unit.index))
+    assert main([*command, "--allow-missing"]) == 0
+    assert calls == []  # every shard was done: none is joined again
+    assert json.loads((full / "attach_info.json").read_text())["unreadable"][0]["image_id"] == broken
