@@ -10,7 +10,7 @@
 `prepare(ds)` does the same on undecoded columns: faster (no per-feature mask is decoded, nor any column the
 transform does not read), and for `--image-mode original` builds it cuts the exact view the model saw. The raw maps
 (`features[].nam`, fixed-shape float32 arrays) become masks on any device with `masks_from_maps`, the same bilinear
-upsampling as the stored PNGs, so a loop can skip PNG decoding altogether (`make_transform(features=True)`).
+upsampling as the stored PNGs, so a loop need not decode the per-feature PNG masks (`prepare(ds, features=True)`).
 
 A library module, like `datasets`' formatters: nothing here changes process-wide state.
 """
@@ -38,8 +38,9 @@ class TrainingTransform:
     `image_mode`: the build's (`crop`, `original`; None: a 224 x 224 image is the view, anything else is cut as the
     builder cut it); `draft`: the build's JPEG draft decoding (on unless it was built with `--no-draft`).
 
-    Cells arrive decoded (PIL, from a plain `set_transform`) or as `{"bytes": ...}` (`prepare`); an original file
-    arriving decoded is cut without draft decoding (within a few levels of 255 of the drafted view).
+    Cells arrive decoded (PIL, from a plain `set_transform`) or as `{"bytes": ...}` (`prepare`). An original file
+    that `datasets` decoded is cut from its full-size decoding, while the builder (unless `--no-draft`) decoded
+    JPEGs at a reduced scale: the views differ slightly; `prepare` gives the exact one.
     A plain object: picklable, so DataLoader workers get their own copy."""
 
     def __init__(self, features: bool = False, image_mode: str | None = None, draft: bool = True):
