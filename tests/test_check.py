@@ -162,9 +162,10 @@ def _rewrite_default_shard(copy, extra: dict, values, **write_options):
     shard = next((copy / "data").glob("train-*.parquet"))
     table = pq.read_table(shard)
     features = Features({**Features.from_arrow_schema(table.schema), **extra})
-    for name in extra:
-        table = table.append_column(name, pa.array(values(name, len(table))))
-    table = table.cast(features.arrow_schema)
+    for name in extra:  # only the new columns are cast (pyarrow 21 crashes casting the nested Array2D maps to
+        table = table.append_column(name, pa.array(values(name, len(table)),  # themselves)
+                                                   features.arrow_schema.field(name).type))
+    table = table.replace_schema_metadata(features.arrow_schema.metadata)
     pq.write_table(table, shard, write_page_index=True, **write_options)
     return shard
 

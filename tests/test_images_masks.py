@@ -1,5 +1,6 @@
 """Preprocessing against torchvision's transforms; NAMs and masks against direct computation."""
 
+import io
 
 import numpy as np
 import pytest
@@ -165,3 +166,22 @@ def test_exif_orientation_is_applied():
     assert np.asarray(decoded)[:10, :20, 0].mean() > 200 and np.asarray(decoded)[30:, 40:, 0].mean() < 50
     reference = ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue()))).convert("RGB")
     np.testing.assert_array_equal(np.asarray(decoded), np.asarray(reference))
+
+
+def test_mask_decoding_equals_pillows():
+    """The fast path (encode_png's own files) and the fallback (any other PNG) both decode as Pillow does."""
+    from PIL import Image
+
+    from salient_imagenet_builder.core.masks import decode_mask_uint8
+
+    mask = np.random.default_rng(0).integers(0, 256, (37, 53), dtype=np.uint8)
+    for data in (encode_png(mask), _png(Image.fromarray(mask)), _png(Image.fromarray(mask).convert("RGB"))):
+        expected = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+        np.testing.assert_array_equal(decode_mask_uint8(data), expected)
+    np.testing.assert_array_equal(decode_mask_uint8(encode_png(mask)), mask)
+
+
+def _png(image) -> bytes:
+    buffer = io.BytesIO()  # Pillow's own encoder: adaptive filters
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

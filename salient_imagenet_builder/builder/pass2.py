@@ -5,9 +5,10 @@ again, and only where the rows carry one: an `--image-mode none` build reads not
 import os
 from pathlib import Path
 
+from datasets import Features
+
 from ..core.decoding import BatchDecoder, Decoded
 from ..core.scan import ScanResult
-from ..core.schema import image_features
 from ..core.sources import Sample
 from ..core.stages import StageTimer, batched, timed_iter
 from ..core.units import Unit
@@ -36,8 +37,9 @@ class RowsWorker:
     each image in the unit's pass-1 result in `scan_folder` (a `UnitFolder`), whose `image_maps` hold its maps)."""
 
     def __init__(self, source, config, workers: int, selected: dict, scan_folder, spill_dir: Path,
-                 decode_device=None):
+                 features: Features, decode_device=None):
         self.source, self.config, self.selected, self.spill_dir = source, config, selected, spill_dir
+        self.features = features
         self.scan_folder = scan_folder
         # the image column is cut as pass 1 saw the image (`--decode gpu`: on the same device)
         self.decoder = BatchDecoder(workers, config.batch_size, config.draft, image_mode=config.image_mode,
@@ -53,7 +55,7 @@ class RowsWorker:
         by_ref = {meta.ref: (meta, [{**entry, "nam": maps[row, entry["column"]].numpy()} for entry in entries])
                   for row, (meta, entries) in chosen.items()}
         self.spill_dir.mkdir(parents=True, exist_ok=True)
-        spill = Spill(self.spill_dir / f".{unit.index:05d}.rows.arrow.partial", image_features())
+        spill = Spill(self.spill_dir / f".{unit.index:05d}.rows.arrow.partial", self.features)
         self.source.io.take()
         masks = 0
         for decoded in timed_iter(self._decoded(by_ref), timer, "read+decode (pass 2)"):

@@ -206,6 +206,7 @@ class Builder:
         config = self.config
         with self.timer("load model"):
             model, self.model_info = create_feature_model(config.model, config.model_checkpoint, config.arch)
+            self.stats.map_shape = list(model.map_shape())  # the stored raw maps' shape (the schema's Array2D)
             self.runner = ModelRunner(model, self.device, config.numerics, StageTimer())
             self.model = self.runner.model
         with self.timer("load annotations"):
@@ -230,6 +231,11 @@ class Builder:
                         "(the GPU path's logic, not its speed; --decode cpu is faster here)", self.device)
         self.batch_size = self._batch_size()
         self.ran_with = {"--batch-size": self.batch_size, "--workers": self.workers, "--device": str(self.device)}
+
+    @property
+    def features(self):
+        """The `default` config's schema, with this model's map shape."""
+        return image_features(tuple(self.stats.map_shape))
 
     def _batch_size(self) -> int:
         """--batch-size, capped by the most images a unit can hold (a batch never spans units): the decode buffers
@@ -259,7 +265,7 @@ class Builder:
         scan_folder = UnitFolder(work, "scan")
 
         def make_scan_worker():
-            rows = RowSpill(self.pairs_by_class, scan_folder.path) if all_mode else None
+            rows = RowSpill(self.pairs_by_class, scan_folder.path, self.features) if all_mode else None
             return ScanWorker(self.source, self.runner, self.spec, batch_size=self.batch_size,
                               workers=self.workers, draft=config.draft, limit=config.limit,
                               image_mode=config.image_mode if all_mode else None, rows=rows,
@@ -281,7 +287,7 @@ class Builder:
         self.stats.pass2_units = run_units(
             plan2, rows_folder, lambda: RowsWorker(self.source, replace(config, batch_size=self.batch_size),
                                                    self.workers, selected, scan_folder, rows_folder.path,
-                                                   self.decode_device),
+                                                   self.features, self.decode_device),
             world, "pass 2", desc=f"pass 2: masks for the selected images of {len(plan2)} units",
             ran_with=self.ran_with)
         self.ran_with_units["pass 2"] = ran_with_counts(rows_folder, [unit.index for unit in plan2])
@@ -313,7 +319,7 @@ class Builder:
                                                      scan.scanned, config.group_by) + "; nothing to write")
             check_unique_rows(rows.table, self.source.locate)
             fill = PairRanks(rows.table).apply if config.top_k is None else None
-            shards = ShardWriter(self.staging / "data", config.split, image_features(), config.max_shard_bytes,
+            shards = ShardWriter(self.staging / "data", config.split, self.features, config.max_shard_bytes,
                                  group_column="group")
             for table in rows.sorted_batches(["group", "image_id"], fill=fill):
                 shards.write(table)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from datasets import Features
 
 from ..core.masks import encode_png, normalized_maps, to_uint8, upsample
-from ..core.schema import image_features, wordnet_ids
+from ..core.schema import wordnet_ids
 from ..core.writer import Spill
 
 
@@ -55,13 +56,13 @@ class RowSpill:
     pairs, rank 0 until the reduce knows it), spilled to the unit's Arrow file: one read and one forward per image.
     The scan's `rows` hook (`core.scan.ScanWorker`)."""
 
-    def __init__(self, pairs_by_class: dict, spill_dir: Path):
-        self.pairs_by_class, self.spill_dir = pairs_by_class, spill_dir
+    def __init__(self, pairs_by_class: dict, spill_dir: Path, features: Features):
+        self.pairs_by_class, self.spill_dir, self.features = pairs_by_class, spill_dir, features
         self.spill = None
 
     def open(self, unit) -> None:
         self.spill_dir.mkdir(parents=True, exist_ok=True)
-        self.spill = Spill(self.spill_dir / f".{unit.index:05d}.rows.arrow.partial", image_features())
+        self.spill = Spill(self.spill_dir / f".{unit.index:05d}.rows.arrow.partial", self.features)
 
     def add(self, decoded, spatial, pooled, predictions, groups, decoder) -> None:
         jobs, images = [], []

@@ -54,6 +54,7 @@ class BuildStats:
     stage_seconds: dict = field(default_factory=dict)
     source_bytes: dict = field(default_factory=dict)  # bytes read from the source: plan, pass 1, pass 2, total
     source_size: int | None = None  # bytes of the source's files, where the listing tells it
+    map_shape: list | None = None  # the raw maps' (H, W), stored as Array2D; None: nested lists (older builds)
     generalization_columns: bool = False  # the annotations config has the generalization columns (newer builds)
     updates: dict = field(default_factory=dict)  # what `update` recorded: study name -> its summary
     attached: dict = field(default_factory=dict)  # what `attach` joined: from which copy, rows, images not found
@@ -95,7 +96,7 @@ def size_category(rows: int) -> str:
 def front_matter(split: str, stats: BuildStats) -> dict:
     infos = []
     for name, features, split_name, rows, size in (
-        ("default", image_features(), split, stats.images_written, stats.default_bytes),
+        ("default", image_features(stats.map_shape and tuple(stats.map_shape)), split, stats.images_written, stats.default_bytes),
         (ANNOTATIONS_CONFIG, annotations_schema(stats), "train", stats.annotation_stats["pairs"],
          stats.annotation_bytes),
     ):

@@ -7,6 +7,9 @@ Everything else imports these; nothing re-types a number.
 # normalise with the ImageNet mean/std.
 RESIZE_SIZE = 256
 CROP_SIZE = 224
+# The robust ResNet-50's layer4 map at CROP_SIZE (stride 32): the shape of each stored raw map (another --model may
+# have another; a build records its own).
+MAP_SHAPE = (7, 7)
 
 # `validate`: the layouts of human segmentations it reads (ImageNet-S ids R + 256 * G, or non-zero = object)
 HUMAN_MASK_FORMATS = ("imagenet-s", "binary")

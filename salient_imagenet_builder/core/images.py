@@ -150,3 +150,14 @@ def to_uint8_tensor(image: Image.Image) -> torch.Tensor:
 def to_unit_float(batch: torch.Tensor) -> torch.Tensor:
     """uint8 NCHW -> float NCHW in [0, 1]."""
     return batch.float().div_(255)
+
+
+def view_uint8(data: bytes, mode: str | None, draft: bool) -> np.ndarray:
+    """A built row's 224 view as CHW uint8: `crop` builds store it; `original` builds store the file (resize + crop
+    it again, as the builder did); unknown mode: crop when the image is not already 224 x 224."""
+    image = decode(data, draft=draft and mode != "crop")
+    if mode == "original" or (mode is None and image.size != (CROP_SIZE, CROP_SIZE)):
+        image = center_view(image)
+    if image.size != (CROP_SIZE, CROP_SIZE):
+        raise CorruptImage(f"image is {image.size}, expected the {CROP_SIZE} x {CROP_SIZE} view")
+    return to_uint8_tensor(image).numpy()

@@ -15,7 +15,7 @@ import timm
 import torch
 from torch import nn
 
-from .constants import IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES, ROBUST_MODELS
+from .constants import CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES, ROBUST_MODELS
 from .errors import InputError, NetworkError
 from .output import sha256_file
 
@@ -40,6 +40,13 @@ class FeatureModel(nn.Module):
     @property
     def classifier_weight(self) -> torch.Tensor:
         return self.net.get_classifier().weight  # W, num_classes x num_features
+
+    def map_shape(self) -> tuple[int, int]:
+        """(H, W) of the spatial maps of a CROP_SIZE view (7 x 7 for a ResNet-50): one forward of a blank image."""
+        weight = next(self.parameters())
+        blank = torch.zeros(1, 3, CROP_SIZE, CROP_SIZE, device=weight.device, dtype=weight.dtype)
+        with torch.inference_mode():
+            return tuple(self.net.forward_features(blank).shape[-2:])
 
     def forward(self, x: torch.Tensor):
         spatial = self.net.forward_features((x - self.mean) / self.std)

@@ -5,7 +5,9 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
-from datasets import ClassLabel, Features, Image, List, Value
+from datasets import Array2D, ClassLabel, Features, Image, List, Value
+
+from .constants import MAP_SHAPE
 
 KINDS = ("core", "spurious")
 SPURIOUS_TYPES = ("background", "separate_object", "mixed")
@@ -67,15 +69,18 @@ def class_label() -> ClassLabel:
     return ClassLabel(names=class_names())
 
 
-def image_features() -> Features:
-    """`default` config: one row per image."""
+def image_features(map_shape: tuple[int, int] | None = MAP_SHAPE) -> Features:
+    """`default` config: one row per image. `map_shape`: the (H, W) of the model's raw maps, stored as fixed-shape
+    arrays (`Array2D`: one float32 block per map, which `with_format("torch")` hands over as an H x W tensor);
+    None: the nested lists of builds from before them (still valid, still loads)."""
+    nam = List(List(Value("float32"))) if map_shape is None else Array2D(tuple(map_shape), "float32")
     feature = {
         "feature_index": Value("int32"),
         "feature_rank": Value("int8"),
         "kind": Value("string"),
         "activation": Value("float32"),
         "rank": Value("int32"),  # 1-based position among the pair's top-k images
-        "nam": List(List(Value("float32"))),  # raw neural activation map (layer4 channel, e.g. 7x7), max-normalised
+        "nam": nam,  # raw neural activation map (layer4 channel, e.g. 7x7), max-normalised
         "mask": Image(),  # the NAM upsampled to the image view, lossless 8-bit greyscale PNG
     }
     return Features(

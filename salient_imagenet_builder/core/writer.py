@@ -23,9 +23,25 @@ log = logging.getLogger(__name__)
 
 
 def encode_rows(rows: list[dict], features: Features) -> pa.Table:
-    """Python rows -> Arrow table of exactly the declared schema (features metadata included)."""
+    """Python rows -> Arrow table of exactly the declared schema (features metadata included). Built on the
+    storage types, then cast: pyarrow cannot build an extension type (`Array2D`, the raw maps) from Python lists."""
     encoded = [features.encode_example(row) for row in rows]
-    return pa.Table.from_pylist(encoded, schema=features.arrow_schema)
+    schema = features.arrow_schema
+    storage = pa.schema([field.with_type(storage_type(field.type)) for field in schema], metadata=schema.metadata)
+    return pa.Table.from_pylist(encoded, schema=storage).cast(schema)
+
+
+def storage_type(arrow_type: pa.DataType) -> pa.DataType:
+    """The type with every extension type (datasets' `Array2D` ...) replaced by its storage type, at any depth."""
+    if isinstance(arrow_type, pa.ExtensionType):
+        return storage_type(arrow_type.storage_type)
+    if pa.types.is_struct(arrow_type):
+        return pa.struct([field.with_type(storage_type(field.type)) for field in arrow_type])
+    if pa.types.is_list(arrow_type):
+        return pa.list_(arrow_type.value_field.with_type(storage_type(arrow_type.value_type)))
+    if pa.types.is_large_list(arrow_type):
+        return pa.large_list(arrow_type.value_field.with_type(storage_type(arrow_type.value_type)))
+    return arrow_type
 
 
 class Spill:
@@ -191,6 +207,7 @@ def _leaves(fields, prefix=""):
     """(parquet column path, arrow type) of every leaf; lists are `<name>.list.element` in parquet."""
     for field in fields:
         name = f"{prefix}{field.name}"
+        field = field.with_type(storage_type(field.type))  # an extension type is stored as its storage type
         if pa.types.is_struct(field.type):
             yield from _leaves(list(field.type), name + ".")
         elif pa.types.is_list(field.type) or pa.types.is_large_list(field.type):

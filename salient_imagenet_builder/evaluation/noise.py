@@ -10,6 +10,7 @@ from ..core.constants import (
     CROP_SIZE,
 )
 from ..core.images import to_unit_float
+from ..core.masks import add_noise
 from .rows import EvalData
 
 
@@ -27,11 +28,6 @@ def unit_noise(image_ids: list[str], seed: int, draw: int, device: torch.device)
         generator.manual_seed(row_seed(seed, draw, image_id))
         torch.randn(out.shape[1:], generator=generator, device=device, out=out[i])
     return out
-
-
-def add_noise(x: torch.Tensor, masks: torch.Tensor, noise: torch.Tensor, noise_std: float) -> torch.Tensor:
-    """x' = clamp(x + mask * sigma * z, 0, 1); x [B, 3, H, W] in [0, 1], masks [B, H, W] in [0, 1]."""
-    return (x + masks[:, None] * (noise_std * noise)).clamp_(0, 1)
 
 
 def noisy_batch(data: EvalData, rows: np.ndarray, masks: np.ndarray, noise_std: float, seed: int, draw: int,

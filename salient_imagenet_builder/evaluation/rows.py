@@ -16,7 +16,7 @@ from ..core.constants import (
     CROP_SIZE,
     EVAL_IN_MEMORY_BYTES,
 )
-from ..core.images import CorruptImage, center_view, decode, to_uint8_tensor
+from ..core.images import CorruptImage, view_uint8
 from ..core.masks import decode_mask
 from ..core.sources import Sample, open_source
 from ..core.stages import ordered_map
@@ -188,17 +188,6 @@ def allocate(rows: int, masks: int):
 def mask_uint8(data: bytes) -> np.ndarray:
     """A stored mask as uint8: decode_mask's values times 255, exactly (a quarter of float32's memory)."""
     return np.rint(decode_mask(data) * 255.0).astype(np.uint8)
-
-
-def view_uint8(data: bytes, mode: str | None, draft: bool) -> np.ndarray:
-    """The 224 view as CHW uint8: `crop` builds store it; `original` builds store the file (resize + crop it again,
-    as the builder did); unknown mode: crop when the image is not already 224 x 224."""
-    image = decode(data, draft=draft and mode != "crop")
-    if mode == "original" or (mode is None and image.size != (CROP_SIZE, CROP_SIZE)):
-        image = center_view(image)
-    if image.size != (CROP_SIZE, CROP_SIZE):
-        raise CorruptImage(f"image is {image.size}, expected the {CROP_SIZE} x {CROP_SIZE} view")
-    return to_uint8_tensor(image).numpy()
 
 
 def _decode_row(job):

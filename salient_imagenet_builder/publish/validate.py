@@ -71,11 +71,23 @@ def check(target: str, stream: bool = True) -> list[str]:
 
 def _declared(name: str, declared, info: dict | None) -> Features:
     """The config's schema; a build from before the generalization columns declares (and holds) the older
-    annotations schema, which stays valid."""
-    legacy = legacy_annotation_features()
-    if name == ANNOTATIONS_CONFIG and info and Features._from_yaml_list(info.get("features", [])) == legacy:
-        return legacy
+    annotations schema, which stays valid. The default config's raw maps have the shape of the build's model
+    (Array2D), or are nested lists in builds from before the fixed-shape maps: both valid."""
+    card = Features._from_yaml_list(info.get("features", [])) if info else None
+    if name == ANNOTATIONS_CONFIG and card == legacy_annotation_features():
+        return legacy_annotation_features()
+    if name == "default" and card is not None:
+        nam = _nam_feature(card)
+        if nam is not None:
+            return image_features(getattr(nam, "shape", None))
     return declared()
+
+
+def _nam_feature(features: Features):
+    """The declared type of `features[].nam`, or None where the declaration has none."""
+    feature = features.get("features")
+    inner = getattr(feature, "feature", None)
+    return inner.get("nam") if isinstance(inner, dict) else None
 
 
 def _check_config(where: Target, name: str, config: dict, info: dict | None, declared: Features,

@@ -1,0 +1,115 @@
+"""The training loader's throughput: rows per second per core through `set_transform(torch_transform)` and a torch
+DataLoader (batch 64), on a generated `crop` build of a few hundred rows. Target: 500 rows/s per core.
+
+    python benchmarks/bench_loader.py [--rows 320] [--workers 0 2] [--epochs 2] [--dataset BUILT_FOLDER]
+
+The build is a real one (`--top-k all --group-by label`, every image gets a row; a random resnet10t, whose maps
+are what a ResNet-50's would be for the loader: 7 x 7, one to five features per row) of 500 x 375 JPEGs. Per
+setting, the whole build is read `--epochs` times after a warm-up epoch; "per core" divides by the processes that
+decode (the workers, or the main process with 0 workers), and "per CPU-second" by the CPU time they used, which
+stays honest on a shared machine.
+"""
+
+import argparse
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import timm
+import torch
+from datasets import load_dataset
+from PIL import Image
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from salient_imagenet_builder.builder import BuildConfig, build
+from salient_imagenet_builder.builder.demo import jpeg_bytes, make_annotations, make_checkpoint, synthetic_image
+from salient_imagenet_builder.core.schema import wordnet_ids
+from salient_imagenet_builder.training import prepare, torch_transform
+
+TARGET = 500  # rows per second per core
+ARCH = "resnet10t"
+GRAIN = 16  # pixel noise (std, of 255)
+
+
+def textured(rng: random.Random, label: int, noise: np.random.Generator) -> Image.Image:
+    """A synthetic photo with grain: its 224 view's PNG weighs what a real ImageNet crop's does (~100 kB; without
+    grain, ~2 kB, and far cheaper to decode than a real one)."""
+    pixels = np.asarray(synthetic_image(rng, label, (500, 375)), dtype=np.float32)
+    return Image.fromarray((pixels + noise.normal(0, GRAIN, pixels.shape)).clip(0, 255).astype(np.uint8))
+
+
+def make_build(root: Path, rows: int) -> Path:
+    classes = [0, 1]
+    rng, noise = random.Random(0), np.random.default_rng(0)
+    for label in classes:
+        folder = root / "imagenet" / "train" / wordnet_ids()[label]
+        folder.mkdir(parents=True)
+        for n in range(rows // len(classes)):
+            (folder / f"{wordnet_ids()[label]}_{n:05d}.JPEG").write_bytes(jpeg_bytes(textured(rng, label, noise)))
+    features = timm.create_model(ARCH, pretrained=False).num_features
+    out = root / "build"
+    build(BuildConfig(source=str(root / "imagenet"), out=str(out), model=ARCH,
+                      model_checkpoint=str(make_checkpoint(root / "model.ckpt", ARCH, seed=0, classes=classes)),
+                      annotations=str(make_annotations(root / "annotations.csv", classes, features, seed=0)),
+                      top_k=None, group_by="label", image_mode="crop", workers=0, batch_size=32))
+    return out
+
+
+def cpu_seconds() -> float:
+    """This process and its reaped children (the DataLoader's workers, once the loader is done)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def measure(dataset, workers: int, epochs: int) -> dict:
+    loader = DataLoader(dataset, batch_size=64, num_workers=workers, shuffle=True, persistent_workers=workers > 0)
+    for _ in loader:  # warm-up: workers started, files in the page cache
+        pass
+    start_wall, start_cpu, rows = time.perf_counter(), cpu_seconds(), 0
+    for _ in range(epochs):
+        for batch in loader:
+            rows += len(batch["label"])
+    wall = time.perf_counter() - start_wall
+    del loader  # persistent workers end here, and are reaped: their CPU time counts
+    cpu = cpu_seconds() - start_cpu
+    return {"rows": rows, "rows_per_s": rows / wall, "per_core": rows / wall / max(workers, 1), "per_cpu_s": rows / cpu}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=320)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--dataset", help="an existing crop build to read instead of a generated one")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # per core: one thread in the main process too, as in each DataLoader worker (two
+    # threads on a shared machine spin against other processes: the collate's stack then costs 10x its CPU time)
+    with tempfile.TemporaryDirectory(prefix="bench_loader_") as tmp:
+        out = Path(args.dataset) if args.dataset else make_build(Path(tmp), args.rows)
+        image_bytes = pc.mean(pc.binary_length(pc.struct_field(
+            load_dataset(str(out), split="train").data.column("image"), "bytes"))).as_py()
+        print(f"build: {out}, mean image PNG {image_bytes / 1e3:.1f} kB; load average {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} cores")
+        for name in ("set_transform(torch_transform)", "prepare(ds)"):
+            for workers in args.workers:
+                ds = load_dataset(str(out), split="train")
+                if name == "prepare(ds)":
+                    ds = prepare(ds)
+                else:
+                    ds.set_transform(torch_transform)
+                r = measure(ds, workers, args.epochs)
+                print(f"{name:32s} workers={workers}: {r['rows']} rows, {r['rows_per_s']:.0f} rows/s, "
+                      f"{r['per_core']:.0f} rows/s per core ({r['per_core'] / TARGET:.2f}x the {TARGET} target), "
+                      f"{r['per_cpu_s']:.0f} rows per CPU-second ({r['per_cpu_s'] / TARGET:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
