@@ -1,5 +1,7 @@
 """The training loader's throughput: rows per second per core through `set_transform(torch_transform)` and a torch
-DataLoader (batch 64), on a generated `crop` build of a few hundred rows. Target: 500 rows/s per core.
+DataLoader (batch 64), `prepare`, the package's batched `loader`, and `masks="maps"` (one PNG decoded per row; the
+masks made on the GPU by `combined_masks`), on a generated `crop` build of a few hundred rows. Target: 500 rows/s
+per core.
 
     python benchmarks/bench_loader.py [--rows 320] [--workers 0 2] [--epochs 2] [--dataset BUILT_FOLDER]
 
@@ -17,6 +19,7 @@ import resource
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from salient_imagenet_builder.builder import BuildConfig, build
 from salient_imagenet_builder.builder.demo import jpeg_bytes, make_annotations, make_checkpoint, synthetic_image
 from salient_imagenet_builder.core.schema import wordnet_ids
-from salient_imagenet_builder.training import prepare, torch_transform
+from salient_imagenet_builder.training import loader, prepare, torch_transform
 
 TARGET = 500  # rows per second per core
 ARCH = "resnet10t"
@@ -69,16 +72,18 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def measure(dataset, workers: int, epochs: int) -> dict:
-    loader = DataLoader(dataset, batch_size=64, num_workers=workers, shuffle=True, persistent_workers=workers > 0)
-    for _ in loader:  # warm-up: workers started, files in the page cache
+def measure(dataset, workers: int, epochs: int, batched: bool = False) -> dict:
+    """`batched`: the package's `loader` (whole batches fetched, no re-stacking collate), else a plain DataLoader."""
+    make = loader if batched else partial(DataLoader, shuffle=True)
+    loader_ = make(dataset, batch_size=64, num_workers=workers, persistent_workers=workers > 0)
+    for _ in loader_:  # warm-up: workers started, files in the page cache
         pass
     start_wall, start_cpu, rows = time.perf_counter(), cpu_seconds(), 0
     for _ in range(epochs):
-        for batch in loader:
+        for batch in loader_:
             rows += len(batch["label"])
     wall = time.perf_counter() - start_wall
-    del loader  # persistent workers end here, and are reaped: their CPU time counts
+    del loader_  # persistent workers end here, and are reaped: their CPU time counts
     cpu = cpu_seconds() - start_cpu
     return {"rows": rows, "rows_per_s": rows / wall, "per_core": rows / wall / max(workers, 1), "per_cpu_s": rows / cpu}
 
@@ -98,15 +103,14 @@ def main(argv=None) -> None:
             load_dataset(str(out), split="train").data.column("image"), "bytes"))).as_py()
         print(f"build: {out}, mean image PNG {image_bytes / 1e3:.1f} kB; load average {os.getloadavg()[0]:.1f} "
               f"on {os.cpu_count()} cores")
-        for name in ("set_transform(torch_transform)", "prepare(ds)"):
+        paths = {"set_transform(torch_transform)": lambda ds: ds.set_transform(torch_transform) or ds,
+                 "prepare(ds)": prepare, "prepare(ds) + loader": prepare,
+                 "prepare(ds, masks='maps') + loader": partial(prepare, masks="maps")}
+        for name, make in paths.items():
             for workers in args.workers:
-                ds = load_dataset(str(out), split="train")
-                if name == "prepare(ds)":
-                    ds = prepare(ds)
-                else:
-                    ds.set_transform(torch_transform)
-                r = measure(ds, workers, args.epochs)
-                print(f"{name:32s} workers={workers}: {r['rows']} rows, {r['rows_per_s']:.0f} rows/s, "
+                ds = make(load_dataset(str(out), split="train"))
+                r = measure(ds, workers, args.epochs, batched=name.endswith("loader"))
+                print(f"{name:36s} workers={workers}: {r['rows']} rows, {r['rows_per_s']:.0f} rows/s, "
                       f"{r['per_core']:.0f} rows/s per core ({r['per_core'] / TARGET:.2f}x the {TARGET} target), "
                       f"{r['per_cpu_s']:.0f} rows per CPU-second ({r['per_cpu_s'] / TARGET:.2f}x)")
 

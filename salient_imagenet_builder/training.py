@@ -10,7 +10,11 @@
 `prepare(ds)` does the same on undecoded columns: faster (no per-feature mask is decoded, nor any column the
 transform does not read), and for `--image-mode original` builds it cuts the exact view the model saw. The raw maps
 (`features[].nam`, fixed-shape float32 arrays) become masks on any device with `masks_from_maps`, the same bilinear
-upsampling as the stored PNGs, so a loop need not decode the per-feature PNG masks (`prepare(ds, features=True)`).
+upsampling as the stored PNGs, so a loop need not decode PNG masks at all. The fastest path decodes one PNG per row:
+
+    ds = prepare(load_dataset("you/salient-imagenet", split="train"), masks="maps")
+    for batch in loader(ds, batch_size=64, num_workers=8):     # whole batches, no re-stacking collate
+        core = combined_masks(batch["core_maps"].cuda())         # [B, 1, 224, 224], the stored core_mask +- 1/255
 
 A library module, like `datasets`' formatters: nothing here changes process-wide state.
 """
@@ -18,14 +22,15 @@ A library module, like `datasets`' formatters: nothing here changes process-wide
 import numpy as np
 import torch
 
-from .core.constants import CROP_SIZE
+from .core.constants import CROP_SIZE, FEATURES_PER_CLASS, MAP_SHAPE
 from .core.images import center_view, to_rgb, view_uint8
 from .core.masks import add_noise, decode_mask_uint8, normalized_maps, upsample
 
-__all__ = ["TrainingTransform", "core_noise", "make_transform", "masks_from_maps", "prepare", "spurious_noise",
-           "torch_transform"]
+__all__ = ["TrainingTransform", "combined_masks", "core_noise", "loader", "make_transform", "masks_from_maps",
+           "prepare", "spurious_noise", "torch_transform"]
 
 MASK_COLUMNS = ("core_mask", "spurious_mask")
+MASK_SOURCES = ("png", "maps")  # the stored core/spurious PNGs, or the raw maps they were made from
 
 
 class TrainingTransform:
@@ -43,17 +48,23 @@ class TrainingTransform:
     JPEGs at a reduced scale: the views differ slightly; `prepare` gives the exact one.
     A plain object: picklable, so DataLoader workers get their own copy."""
 
-    def __init__(self, features: bool = False, image_mode: str | None = None, draft: bool = True):
-        self.features, self.image_mode, self.draft = features, image_mode, draft
+    def __init__(self, features: bool = False, image_mode: str | None = None, draft: bool = True, masks: str = "png"):
+        if masks not in MASK_SOURCES:
+            raise ValueError(f"masks must be one of {MASK_SOURCES}, got {masks!r}")
+        self.features, self.image_mode, self.draft, self.masks = features, image_mode, draft, masks
 
     @property
     def columns(self) -> list[str]:
         """The columns it reads (`set_transform(..., columns=...)`): no other is decoded."""
-        return ["image", *MASK_COLUMNS, "label", *(["features"] if self.features else [])]
+        masks = list(MASK_COLUMNS) if self.masks == "png" else []
+        return ["image", *masks, "label", *(["features"] if self.features or self.masks == "maps" else [])]
 
     def __call__(self, batch: dict) -> dict:
         out = {"image": _unit_float(np.stack([self._view(cell) for cell in batch["image"]]))}
-        for column in MASK_COLUMNS:
+        if self.masks == "maps":  # no PNG decoded: `combined_masks` makes the masks where the batch goes
+            out["core_maps"], out["spurious_maps"] = (_kind_maps(batch["features"], kind)
+                                                      for kind in ("core", "spurious"))
+        for column in MASK_COLUMNS if self.masks == "png" else ():
             out[column] = _unit_float(np.stack([_mask(cell) for cell in batch[column]])[..., None])
         out["label"] = torch.as_tensor(batch["label"], dtype=torch.int64)
         if self.features:
@@ -98,23 +109,39 @@ def _nams(features: list[dict]) -> torch.Tensor:
     return torch.stack([torch.as_tensor(np.asarray(f["nam"], dtype=np.float32)) for f in features])
 
 
-def make_transform(features: bool = False, image_mode: str | None = None, draft: bool = True) -> TrainingTransform:
-    return TrainingTransform(features, image_mode, draft)
+def _kind_maps(rows: list[list[dict]], kind: str) -> torch.Tensor:
+    """The raw maps of each row's features of `kind`, zero-padded: float32 [B, K, H, W], K = 5 (more if a row has
+    more). A zero map makes a zero mask, so padding never changes the maximum `combined_masks` takes."""
+    chosen = [[f["nam"] for f in row if f["kind"] == kind] for row in rows]
+    first = next((m for maps in chosen for m in maps), None)
+    shape = np.shape(first) if first is not None else MAP_SHAPE
+    out = np.zeros((len(rows), max(FEATURES_PER_CLASS, *map(len, chosen)), *shape), dtype=np.float32)
+    for i, maps in enumerate(chosen):
+        for j, nam in enumerate(maps):
+            out[i, j] = nam
+    return torch.from_numpy(out)
+
+
+def make_transform(features: bool = False, image_mode: str | None = None, draft: bool = True,
+                   masks: str = "png") -> TrainingTransform:
+    """`masks="maps"`: `core_maps` / `spurious_maps` [K, H, W] per row instead of the two mask PNGs decoded; turn
+    them into the stored masks on the GPU with `combined_masks`."""
+    return TrainingTransform(features, image_mode, draft, masks)
 
 
 torch_transform = TrainingTransform()
 
 
-def prepare(dataset, features: bool = False, image_mode: str | None = None, draft: bool = True):
+def prepare(dataset, features: bool = False, image_mode: str | None = None, draft: bool = True, masks: str = "png"):
     """`dataset` (the `default` config) with the training transform on undecoded image columns: `datasets` decodes
     nothing, the transform decodes only what it returns. A new dataset; `dataset` is left as it was."""
     from datasets import Image as ImageFeature
 
-    transform = make_transform(features, image_mode, draft)
+    transform = make_transform(features, image_mode, draft, masks)
     undecoded = dataset.cast_column("image", ImageFeature(decode=False))
     for column in MASK_COLUMNS:
         undecoded = undecoded.cast_column(column, ImageFeature(decode=False))
-    if features:
+    if "features" in transform.columns:
         listed = undecoded.features["features"]
         listed.feature["mask"] = ImageFeature(decode=False)
         undecoded = undecoded.cast_column("features", listed)
@@ -127,6 +154,24 @@ def masks_from_maps(maps: torch.Tensor, size: int = CROP_SIZE) -> torch.Tensor:
     rounded to 1/255. Stored maps are already max-normalised (dividing again changes nothing)."""
     flat = maps.reshape(-1, *maps.shape[-2:])
     return upsample(normalized_maps(flat.float()), size).reshape(*maps.shape[:-2], size, size)
+
+
+def combined_masks(kind_maps: torch.Tensor, size: int = CROP_SIZE) -> torch.Tensor:
+    """`core_maps` / `spurious_maps` [B, K, H, W] -> the row's mask [B, 1, size, size] as the build stores it: the
+    pixelwise maximum of its features' masks (`masks_from_maps`), on the maps' device; zeros without a feature."""
+    if kind_maps.shape[1] == 0:
+        return kind_maps.new_zeros((kind_maps.shape[0], 1, size, size))
+    return masks_from_maps(kind_maps, size).amax(dim=1, keepdim=True)
+
+
+def loader(dataset, batch_size: int, shuffle: bool = True, drop_last: bool = False, generator=None, **kwargs):
+    """A DataLoader that fetches whole batches (`dataset[indices]`: the transform runs once per batch and its tensors
+    are passed on as they are, not split into rows and stacked again by the default collate). `kwargs` go to
+    `torch.utils.data.DataLoader` (num_workers, pin_memory, persistent_workers, ...)."""
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+
+    order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    return DataLoader(dataset, batch_size=None, sampler=BatchSampler(order, batch_size, drop_last), **kwargs)
 
 
 def core_noise(images: torch.Tensor, core_masks: torch.Tensor, std: float,

@@ -25,7 +25,9 @@ from salient_imagenet_builder.core.schema import image_features
 from salient_imagenet_builder.core.writer import ShardWriter
 from salient_imagenet_builder.publish.validate import check
 from salient_imagenet_builder.training import (
+    combined_masks,
     core_noise,
+    loader,
     make_transform,
     masks_from_maps,
     prepare,
@@ -135,6 +137,30 @@ def test_dataloader_with_workers_gives_the_same_tensors(crop):
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key])
+
+
+def test_maps_mode_through_the_batched_loader_gives_the_stored_masks(crop):
+    """`prepare(masks="maps")` through `loader` (workers 0 and 2, whole batches): the same images and labels as the
+    default path, and `combined_masks` of the padded per-kind maps within 1/255 of the stored core / spurious PNGs
+    (decoded here with PIL); a row without a feature of a kind gets zeros, as the stored column's null does."""
+    rows = stored_rows(crop)
+    plain = prepare(load_dataset(str(crop), split="train"))
+    maps = prepare(load_dataset(str(crop), split="train"), masks="maps")
+    for workers in (0, 2):
+        batches = list(loader(maps, batch_size=4, shuffle=False, num_workers=workers))
+        assert [len(b["label"]) for b in batches] == [min(4, len(rows) - i) for i in range(0, len(rows), 4)]
+        got = {key: torch.cat([b[key] for b in batches]) for key in ("image", "label", "core_maps", "spurious_maps")}
+        want = plain[:]
+        assert torch.equal(got["image"], want["image"]) and torch.equal(got["label"], want["label"])
+        assert "core_mask" not in batches[0] and got["core_maps"].shape[1:] == (5, *MAP_SHAPE)
+        for kind in ("core", "spurious"):
+            masks = combined_masks(got[f"{kind}_maps"])
+            assert masks.shape == (len(rows), 1, 224, 224)
+            for i, row in enumerate(rows):
+                stored = png(row[f"{kind}_mask"]) if row[f"{kind}_mask"] else np.zeros((224, 224), np.float32)
+                assert np.abs(masks[i, 0].numpy() - stored).max() <= 1 / 255 + 1e-6, (kind, i)
+    with pytest.raises(ValueError, match="masks must be one of"):
+        make_transform(masks="jpeg")
 
 
 def test_raw_maps_reach_torch_as_arrays_and_upsample_to_the_stored_masks(crop):
