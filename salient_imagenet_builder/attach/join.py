@@ -90,7 +90,10 @@ class JoinWorker:
     def _conform(self, table: pa.Table, path: str) -> pa.Table:
         """The shard's rows in this version's schema (metadata included), or one line saying why not."""
         try:
-            return table.select(self.schema.names).cast(self.schema)
+            table = table.select(self.schema.names)
+            if table.schema.equals(self.schema, check_metadata=False):  # a build of this version: no cast (pyarrow
+                return table.replace_schema_metadata(self.schema.metadata)  # 21 crashes casting Array2D to itself)
+            return table.cast(self.schema)
         except (KeyError, ValueError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
             raise AttachError(f"{self.dataset.name}: {path} does not have the columns of a Salient ImageNet build "
                               f"of this version ({type(e).__name__}: {e})") from None
