@@ -101,7 +101,7 @@ class JoinWorker:
     def _images(self, image_ids: list[str], counts: dict) -> list[dict | None]:
         """The image column of these rows: only the images they name are read; an id the copy lacks, or an image
         that does not decode, stays null and is listed in `counts`."""
-        found = {self.refs[i]: i for i in dict.fromkeys(image_ids) if i in self.refs}
+        found = {i: self.refs[i] for i in dict.fromkeys(image_ids) if i in self.refs}
         counts["missing"] += [i for i in image_ids if i not in self.refs]
         columns = {}
         for image_id, column, error in self.imap(self._read(found)):
@@ -111,10 +111,9 @@ class JoinWorker:
         return [columns.get(i) for i in image_ids]
 
     def _read(self, found: dict[str, str]):
-        """(image_id, bytes) of the refs in `found`, as the source yields them (in its file order)."""
+        """(image_id, bytes) of the ids in `found` (id -> ref), as the source yields them (in its file order)."""
         try:
-            for ref, data in self.source.read_many(list(found)):
-                yield found[ref], data
+            yield from self.source.read_ids(found)
         except OSError as e:  # a file removed or unreadable since the index was made
             raise AttachError(f"--imagenet {self.imagenet}: cannot read an image it holds "
                               f"({e.strerror or type(e).__name__}: {getattr(e, 'filename', None) or e}); "

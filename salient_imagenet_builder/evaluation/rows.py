@@ -259,8 +259,7 @@ def read_imagenet(data: EvalData, path: str, split: str, kind: str | None, draft
     if missing:
         raise EvaluationError(f"--imagenet {path} (split {split!r}): {len(missing)} of {len(rows)} image ids not "
                               f"found, e.g. {missing[:5]}")
-    ids = {ref: image_id for image_id, ref in refs.items()}
-    samples = (Sample(ids[ref], -1, data, ref) for ref, data in source.read_many(list(ids)))
+    samples = (Sample(image_id, -1, data, refs[image_id]) for image_id, data in source.read_ids(refs))
     with tqdm(total=len(rows), unit="img", desc=f"read images from {path}", disable=not progress) as bar, \
             ordered_map(_ImageNetView(draft), workers) as imap:
         for image_id, view, error in imap(samples):

@@ -188,14 +188,12 @@ class ImageSupply:
         wanted = {s.image_id for s in shown if s.view is None}
         if self.source is None or not wanted:
             return
-        refs = self.source.index_ids(wanted)
-        ids = {ref: image_id for image_id, ref in refs.items()}
         views = {}
-        for ref, data in self.source.read_many(sorted(ids)):
+        for image_id, data in self.source.read_ids(self.source.index_ids(wanted)):
             try:
-                views[ids[ref]] = np.asarray(center_view(decode(data, self.draft)).convert("RGB"))
+                views[image_id] = np.asarray(center_view(decode(data, self.draft)).convert("RGB"))
             except CorruptImage as e:
-                log.warning("--imagenet %s: %s: %s", self.name, ids[ref], e)
+                log.warning("--imagenet %s: %s: %s", self.name, image_id, e)
         self.bytes_read += self.source.io.take()
         self.missing += sorted(wanted - set(views))
         for s in shown:

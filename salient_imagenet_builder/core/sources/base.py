@@ -128,6 +128,12 @@ class Source:
         only what they join). Default: a pass over the samples (readers override it)."""
         return {s.image_id: s.ref for s in self.samples() if s.image_id in ids}
 
+    def read_ids(self, refs: dict[str, str]) -> Iterator[tuple[str, bytes]]:
+        """(image id, bytes) of `refs` (what `index_ids` found), in the source's file order: the join's read."""
+        ids = {ref: image_id for image_id, ref in refs.items()}
+        for ref, data in self.read_many(list(ids)):
+            yield ids[ref], data
+
     def locate(self, image_id: str) -> list[str]:
         """Where the images with this id live, when the layout can tell cheaply (error messages)."""
         return []
