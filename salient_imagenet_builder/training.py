@@ -7,8 +7,9 @@
     for batch in loader:
         x = core_noise(batch["image"].cuda(), batch["core_mask"].cuda(), std=0.25)
 
-`prepare(ds)` does the same on undecoded columns: faster (no per-feature mask is decoded, nor any column the
-transform does not read), and for `--image-mode original` builds it cuts the exact view the model saw. The raw maps
+`prepare(ds)` does the same on the rows' Arrow columns: faster (`datasets` decodes nothing; the transform decodes
+only what it returns, the crop PNGs without Pillow), and for `--image-mode original` builds it cuts the exact view
+the model saw; `dtype=torch.uint8` keeps images as bytes, to divide by 255 on the GPU. The raw maps
 (`features[].nam`, fixed-shape float32 arrays) become masks on any device with `masks_from_maps`, the same bilinear
 upsampling as the stored PNGs, so a loop need not decode PNG masks at all. The fastest path decodes one PNG per row:
 
@@ -20,14 +21,15 @@ A library module, like `datasets`' formatters: nothing here changes process-wide
 """
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from .core.constants import CROP_SIZE, FEATURES_PER_CLASS, MAP_SHAPE
-from .core.images import center_view, to_rgb, view_uint8
+from .core.images import center_view, to_rgb, view_hwc
 from .core.masks import add_noise, decode_mask_uint8, normalized_maps, upsample
 
-__all__ = ["TrainingTransform", "combined_masks", "core_noise", "loader", "make_transform", "masks_from_maps",
-           "prepare", "spurious_noise", "torch_transform"]
+__all__ = ["TrainingRows", "TrainingTransform", "combined_masks", "core_noise", "loader", "make_transform",
+           "masks_from_maps", "prepare", "spurious_noise", "torch_transform"]
 
 MASK_COLUMNS = ("core_mask", "spurious_mask")
 MASK_SOURCES = ("png", "maps")  # the stored core/spurious PNGs, or the raw maps they were made from
@@ -36,22 +38,27 @@ MASK_SOURCES = ("png", "maps")  # the stored core/spurious PNGs, or the raw maps
 class TrainingTransform:
     """A `set_transform` function for the `default` config: a batch (dict of columns) -> float tensors
     `image` [B, 3, 224, 224] and `core_mask` / `spurious_mask` [B, 1, 224, 224] in [0, 1], `label` [B] (int64).
-    A missing mask (no core, or no spurious, feature listed for the row) is all zeros.
+    A missing mask (no core, or no spurious, feature listed for the row) is all zeros. `dtype`: the images' and
+    masks' (a floating type: values in [0, 1]; torch.uint8: 0-255, a quarter of the bytes to move).
 
     `features`: also `nams` (one float32 [F, H, W] tensor per row: its features' raw maps, in `features` order) and
     `feature_index` / `feature_kind` (per row); the per-feature PNG masks are never decoded.
     `image_mode`: the build's (`crop`, `original`; None: a 224 x 224 image is the view, anything else is cut as the
     builder cut it); `draft`: the build's JPEG draft decoding (on unless it was built with `--no-draft`).
 
-    Cells arrive decoded (PIL, from a plain `set_transform`) or as `{"bytes": ...}` (`prepare`). An original file
-    that `datasets` decoded is cut from its full-size decoding, while the builder (unless `--no-draft`) decoded
-    JPEGs at a reduced scale: the views differ slightly; `prepare` gives the exact one.
+    A batch arrives decoded (PIL cells, from a plain `set_transform`) or as the Arrow table of its rows (`prepare`:
+    nothing decoded but what is returned, the raw maps read without a copy). An original file that `datasets`
+    decoded is cut from its full-size decoding, while the builder (unless `--no-draft`) decoded JPEGs at a reduced
+    scale: the views differ slightly; `prepare` gives the exact one.
     A plain object: picklable, so DataLoader workers get their own copy."""
 
-    def __init__(self, features: bool = False, image_mode: str | None = None, draft: bool = True, masks: str = "png"):
+    def __init__(self, features: bool = False, image_mode: str | None = None, draft: bool = True, masks: str = "png",
+                 dtype: torch.dtype = torch.float32):
         if masks not in MASK_SOURCES:
             raise ValueError(f"masks must be one of {MASK_SOURCES}, got {masks!r}")
-        self.features, self.image_mode, self.draft, self.masks = features, image_mode, draft, masks
+        if not (dtype.is_floating_point or dtype == torch.uint8):
+            raise ValueError(f"dtype must be a floating type (values in [0, 1]) or torch.uint8 (0-255), got {dtype}")
+        self.features, self.image_mode, self.draft, self.masks, self.dtype = features, image_mode, draft, masks, dtype
 
     @property
     def columns(self) -> list[str]:
@@ -59,19 +66,28 @@ class TrainingTransform:
         masks = list(MASK_COLUMNS) if self.masks == "png" else []
         return ["image", *masks, "label", *(["features"] if self.features or self.masks == "maps" else [])]
 
-    def __call__(self, batch: dict) -> dict:
-        out = {"image": _unit_float(np.stack([self._view(cell) for cell in batch["image"]]))}
-        if self.masks == "maps":  # no PNG decoded: `combined_masks` makes the masks where the batch goes
-            out["core_maps"], out["spurious_maps"] = (_kind_maps(batch["features"], kind)
-                                                      for kind in ("core", "spurious"))
+    def __call__(self, batch: dict | pa.Table) -> dict:
+        out = {"image": self._images(_cells(batch, "image"))}
         for column in MASK_COLUMNS if self.masks == "png" else ():
-            out[column] = _unit_float(np.stack([_mask(cell) for cell in batch[column]])[..., None])
-        out["label"] = torch.as_tensor(batch["label"], dtype=torch.int64)
-        if self.features:
-            out["nams"] = [_nams(row) for row in batch["features"]]
-            out["feature_index"] = [torch.as_tensor([f["feature_index"] for f in row], dtype=torch.int64)
-                                    for row in batch["features"]]
-            out["feature_kind"] = [[f["kind"] for f in row] for row in batch["features"]]
+            out[column] = _masks(_cells(batch, column), self.dtype)
+        labels = batch.column("label").to_numpy() if isinstance(batch, pa.Table) else batch["label"]
+        out["label"] = torch.from_numpy(np.array(labels, dtype=np.int64))  # its own copy: Arrow's is read-only
+        if "features" in self.columns:
+            features = (FeatureColumns.from_arrow(batch.column("features")) if isinstance(batch, pa.Table)
+                        else FeatureColumns.from_rows(batch["features"]))
+            if self.masks == "maps":  # no PNG decoded: `combined_masks` makes the masks where the batch goes
+                out["core_maps"], out["spurious_maps"] = features.kind_maps("core"), features.kind_maps("spurious")
+            if self.features:
+                out.update(features.per_row())
+        return out
+
+    def _images(self, cells: list) -> torch.Tensor:
+        """The rows' 224 views as [B, 3, 224, 224] in `dtype` (/ 255 unless uint8), converted row by row into the
+        batch (while each row's pixels are still in the cache: converting a whole uint8 batch costs several times
+        more)."""
+        out = _new_batch((len(cells), 3, CROP_SIZE, CROP_SIZE), self.dtype)
+        for row, cell in zip(out, cells):
+            _unit(row.copy_(torch.from_numpy(self._view(cell)).permute(2, 0, 1)))
         return out
 
     def _view(self, cell) -> np.ndarray:
@@ -79,73 +95,156 @@ class TrainingTransform:
         if cell is None:
             raise ValueError("a row has no image (a masks-only build, --image-mode none): join your own ImageNet "
                              "by image_id first")
-        if isinstance(cell, dict):
-            return view_uint8(cell["bytes"], self.image_mode, self.draft).transpose(1, 2, 0)
+        if isinstance(cell, (bytes, dict)):
+            return view_hwc(cell["bytes"] if isinstance(cell, dict) else cell, self.image_mode, self.draft)
         image = to_rgb(cell)
         if self.image_mode == "original" or (self.image_mode is None and image.size != (CROP_SIZE, CROP_SIZE)):
             image = center_view(image)
-        return np.asarray(image, dtype=np.uint8)
+        return np.array(image, dtype=np.uint8)
 
 
-def _unit_float(hwc: np.ndarray) -> torch.Tensor:
-    """uint8 [B, H, W, C] -> float [B, C, H, W] / 255, in one contiguous copy (stacking CHW views per row first
-    costs several times more: a strided copy per row)."""
-    nchw = torch.from_numpy(hwc).permute(0, 3, 1, 2)
-    return nchw.to(torch.float32, memory_format=torch.contiguous_format).div_(255)
+def _cells(batch: dict | pa.Table, column: str) -> list:
+    """An image column's cells: as `datasets` gave them, or, from an Arrow batch, their bytes (None: no image)."""
+    if isinstance(batch, pa.Table):
+        return [data for chunk in batch.column(column).chunks for data in chunk.field("bytes").to_pylist()]
+    return batch[column]
+
+
+def _masks(cells: list, dtype: torch.dtype) -> torch.Tensor:
+    """Stored masks as [B, 1, 224, 224] in `dtype` (/ 255 unless uint8); none stored: zeros."""
+    out = _new_batch((len(cells), 1, CROP_SIZE, CROP_SIZE), dtype)
+    for row, cell in zip(out, cells):
+        if cell is None:
+            row.zero_()
+        else:
+            _unit(row[0].copy_(torch.from_numpy(_mask(cell))))
+    return out
+
+
+def _unit(pixels: torch.Tensor) -> None:
+    """0-255 values in place -> [0, 1], unless kept as uint8."""
+    if pixels.dtype.is_floating_point:
+        pixels.div_(255)
+
+
+def _new_batch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised batch. In a DataLoader worker, in shared memory, where it has to go (as torch's default
+    collate does): sent as it is, not copied there (copying into fresh shared pages costs ~0.6 ms a float row).
+    Elsewhere from numpy's allocator, which asks the kernel for transparent huge pages on large blocks: first
+    writes to a fresh float batch cost ~0.1 ms a row, against ~0.4 ms in torch.empty's 4 kB pages."""
+    from torch.utils.data import get_worker_info
+
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    if get_worker_info() is None:
+        return torch.from_numpy(np.empty(nbytes, dtype=np.uint8)).view(dtype).view(shape)
+    return torch.empty(0, dtype=dtype).set_(torch.UntypedStorage._new_shared(nbytes), 0, shape)
 
 
 def _mask(cell) -> np.ndarray:
-    """A stored mask as uint8 [224, 224]; none stored: zeros."""
-    if cell is None:
-        return np.zeros((CROP_SIZE, CROP_SIZE), dtype=np.uint8)
-    if isinstance(cell, dict):
-        return decode_mask_uint8(cell["bytes"])
-    return np.asarray(cell if cell.mode == "L" else cell.convert("L"), dtype=np.uint8)
+    """A stored mask (PNG bytes, `{"bytes": ...}` or PIL) as uint8 [224, 224]."""
+    if isinstance(cell, (bytes, dict)):
+        return decode_mask_uint8(cell["bytes"] if isinstance(cell, dict) else cell)
+    return np.array(cell if cell.mode == "L" else cell.convert("L"), dtype=np.uint8)
 
 
-def _nams(features: list[dict]) -> torch.Tensor:
-    if not features:
-        return torch.zeros((0, 0, 0))
-    return torch.stack([torch.as_tensor(np.asarray(f["nam"], dtype=np.float32)) for f in features])
+class FeatureColumns:
+    """A batch's `features` lists, flat: the raw maps float32 [N, H, W], `feature_index` [N] and kinds [N] of all its
+    features in row order, and `offsets` [B + 1] (row i's are offsets[i]:offsets[i + 1])."""
 
+    def __init__(self, offsets: np.ndarray, nams: np.ndarray, index: np.ndarray, kinds: np.ndarray):
+        self.offsets, self.nams, self.index, self.kinds = offsets, nams, index, kinds
 
-def _kind_maps(rows: list[list[dict]], kind: str) -> torch.Tensor:
-    """The raw maps of each row's features of `kind`, zero-padded: float32 [B, K, H, W], K = 5 (more if a row has
-    more). A zero map makes a zero mask, so padding never changes the maximum `combined_masks` takes."""
-    chosen = [[f["nam"] for f in row if f["kind"] == kind] for row in rows]
-    first = next((m for maps in chosen for m in maps), None)
-    shape = np.shape(first) if first is not None else MAP_SHAPE
-    out = np.zeros((len(rows), max(FEATURES_PER_CLASS, *map(len, chosen)), *shape), dtype=np.float32)
-    for i, maps in enumerate(chosen):
-        for j, nam in enumerate(maps):
-            out[i, j] = nam
-    return torch.from_numpy(out)
+    @classmethod
+    def from_rows(cls, rows: list[list[dict]]) -> "FeatureColumns":
+        """From python rows (`set_transform`)."""
+        flat = [f for row in rows for f in row]
+        shape = np.shape(flat[0]["nam"]) if flat else MAP_SHAPE
+        return cls(np.cumsum([0, *map(len, rows)]),
+                   np.array([f["nam"] for f in flat], dtype=np.float32).reshape(len(flat), *shape),
+                   np.array([f["feature_index"] for f in flat], dtype=np.int64),
+                   np.array([f["kind"] for f in flat], dtype=object))
+
+    @classmethod
+    def from_arrow(cls, column: pa.ChunkedArray) -> "FeatureColumns":
+        """From the Arrow column (`prepare`): the maps' float32 values are read in place, no Python object made per
+        value. Array2D maps and the nested lists of older builds alike (both are lists of H lists of W floats)."""
+        lists = pa.concat_arrays([chunk for chunk in column.chunks]) if column.num_chunks != 1 else column.chunk(0)
+        flat = lists.flatten()  # the struct of every feature of the batch, in row order
+        rows = flat.field("nam")
+        rows = rows.storage if isinstance(rows, pa.ExtensionArray) else rows
+        if rows.null_count:
+            raise ValueError("a feature has no raw map (nam): not a build of this tool?")
+        values = rows.flatten()
+        height = int(rows.value_lengths()[0].as_py()) if len(rows) else MAP_SHAPE[0]
+        width = int(values.value_lengths()[0].as_py()) if len(rows) else MAP_SHAPE[1]
+        offsets = lists.offsets.to_numpy()
+        return cls(offsets - offsets[0],
+                   values.flatten().to_numpy(zero_copy_only=False).reshape(len(rows), height, width),
+                   flat.field("feature_index").to_numpy(zero_copy_only=False).astype(np.int64),
+                   np.array(flat.field("kind").to_pylist(), dtype=object))
+
+    def kind_maps(self, kind: str) -> torch.Tensor:
+        """The raw maps of each row's features of `kind`, zero-padded: float32 [B, K, H, W], K = 5 (more if a row
+        has more). A zero map makes a zero mask, so padding never changes the maximum `combined_masks` takes."""
+        chosen = np.flatnonzero(self.kinds == kind)
+        rows = np.searchsorted(self.offsets, chosen, side="right") - 1
+        slots = np.arange(len(chosen)) - np.searchsorted(rows, rows)  # position among the row's features of `kind`
+        width = max(FEATURES_PER_CLASS, int(slots.max(initial=-1)) + 1)
+        out = np.zeros((len(self.offsets) - 1, width, *self.nams.shape[1:]), dtype=np.float32)
+        out[rows, slots] = self.nams[chosen]
+        return torch.from_numpy(out)
+
+    def per_row(self) -> dict:
+        """`nams` (float32 [F, H, W]), `feature_index` (int64 [F]) and `feature_kind` (F strings), a list per row."""
+        spans = list(zip(self.offsets[:-1], self.offsets[1:]))
+        return {"nams": [torch.from_numpy(self.nams[a:b].copy()) for a, b in spans],
+                "feature_index": [torch.from_numpy(self.index[a:b].copy()) for a, b in spans],
+                "feature_kind": [list(self.kinds[a:b]) for a, b in spans]}
 
 
 def make_transform(features: bool = False, image_mode: str | None = None, draft: bool = True,
-                   masks: str = "png") -> TrainingTransform:
+                   masks: str = "png", dtype: torch.dtype = torch.float32) -> TrainingTransform:
     """`masks="maps"`: `core_maps` / `spurious_maps` [K, H, W] per row instead of the two mask PNGs decoded; turn
-    them into the stored masks on the GPU with `combined_masks`."""
-    return TrainingTransform(features, image_mode, draft, masks)
+    them into the stored masks on the GPU with `combined_masks`. `dtype=torch.uint8`: images (and PNG masks) as
+    0-255, a quarter of the bytes for workers to send; divide by 255 on the GPU."""
+    return TrainingTransform(features, image_mode, draft, masks, dtype)
 
 
 torch_transform = TrainingTransform()
 
 
-def prepare(dataset, features: bool = False, image_mode: str | None = None, draft: bool = True, masks: str = "png"):
-    """`dataset` (the `default` config) with the training transform on undecoded image columns: `datasets` decodes
-    nothing, the transform decodes only what it returns. A new dataset; `dataset` is left as it was."""
-    from datasets import Image as ImageFeature
+class TrainingRows:
+    """`prepare`'s dataset for torch: `rows[i]` is one row's tensors, `rows[indices]` (a list or a slice) a batch's,
+    and `__getitems__` serves a DataLoader's batch as rows for its collate. Each fetch takes the rows' Arrow table
+    from `dataset` (nothing decoded by `datasets`) and hands it to the transform. Picklable."""
 
-    transform = make_transform(features, image_mode, draft, masks)
-    undecoded = dataset.cast_column("image", ImageFeature(decode=False))
-    for column in MASK_COLUMNS:
-        undecoded = undecoded.cast_column(column, ImageFeature(decode=False))
-    if "features" in transform.columns:
-        listed = undecoded.features["features"]
-        listed.feature["mask"] = ImageFeature(decode=False)
-        undecoded = undecoded.cast_column("features", listed)
-    return undecoded.with_transform(transform, columns=transform.columns)
+    def __init__(self, dataset, transform: TrainingTransform):
+        self.dataset, self.transform = dataset, transform
+        self._arrow = dataset.with_format("arrow", columns=transform.columns)
+
+    def __len__(self) -> int:
+        return len(self._arrow)
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return _split(self.transform(self._arrow[int(key)]))[0]
+        return self.transform(self._arrow[key])
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        return _split(self.transform(self._arrow[list(indices)]))
+
+
+def _split(batch: dict) -> list[dict]:
+    """A batch -> its rows (tensors indexed, lists picked)."""
+    return [{key: value[i] for key, value in batch.items()} for i in range(len(batch["label"]))]
+
+
+def prepare(dataset, features: bool = False, image_mode: str | None = None, draft: bool = True,
+            masks: str = "png", dtype: torch.dtype = torch.float32) -> TrainingRows:
+    """`dataset` (the `default` config, a `datasets.Dataset`) as `TrainingRows`: the training transform on the rows'
+    Arrow columns, so `datasets` decodes nothing and the transform only what it returns. `dataset` is left as it
+    was."""
+    return TrainingRows(dataset, make_transform(features, image_mode, draft, masks, dtype))
 
 
 def masks_from_maps(maps: torch.Tensor, size: int = CROP_SIZE) -> torch.Tensor:

@@ -9,7 +9,8 @@ from torchvision import transforms
 
 from salient_imagenet_builder.builder.demo import jpeg_bytes, synthetic_image
 from salient_imagenet_builder.core.images import CorruptImage, center_view, decode
-from salient_imagenet_builder.core.masks import decode_mask, encode_png, normalized_maps, to_uint8, upsample
+from salient_imagenet_builder.core.masks import decode_mask, normalized_maps, to_uint8, upsample
+from salient_imagenet_builder.core.png import encode_png
 
 
 @pytest.mark.parametrize("size", [(256, 256), (500, 375), (375, 500), (300, 257)])

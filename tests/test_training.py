@@ -3,10 +3,13 @@ stored columns (pyarrow -> PIL -> numpy / 255), the noise formulas computed by h
 stored PNG masks for the maps upsampled on the fly."""
 
 import io
+import re
 import shutil
+from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -84,6 +87,49 @@ def test_transform_equals_independent_decoding(crop):
     assert any(r["spurious_mask"] is None for r in rows) or any(r["core_mask"] is None for r in rows)
 
 
+def test_prepared_rows_follow_the_datasets_order_and_types(crop):
+    """`prepare` reads Arrow rows through the dataset's own index (select / shuffle), one row by an int, a batch by
+    a list; `dtype=torch.uint8` gives the 0-255 values the float path divides by 255."""
+    rows = stored_rows(crop)
+    full = prepare(load_dataset(str(crop), split="train"))[:]
+    order = [3, 0, len(rows) - 1, 2]
+    chosen = prepare(load_dataset(str(crop), split="train").select(order))
+    batch = chosen[:]
+    for key in full:
+        assert torch.equal(batch[key], full[key][order]), key
+    one = chosen[1]
+    assert one["image"].shape == (3, 224, 224) and int(one["label"]) == rows[0]["label"]
+    assert torch.equal(one["core_mask"], full["core_mask"][0])
+    as_bytes = prepare(load_dataset(str(crop), split="train"), dtype=torch.uint8)[[order[0], order[2]]]
+    for key in ("image", "core_mask", "spurious_mask"):
+        assert as_bytes[key].dtype == torch.uint8
+        assert torch.equal(as_bytes[key].float() / 255, full[key][[order[0], order[2]]]), key
+    with pytest.raises(ValueError, match="dtype must be"):
+        prepare(load_dataset(str(crop), split="train"), dtype=torch.int32)
+
+
+def test_an_older_builds_pillow_written_crops_read_the_same(crop, tmp_path):
+    """Crop PNGs written by Pillow's adaptive filters (builds before core.png) take Pillow's path: equal tensors."""
+    older = tmp_path / "older"
+    shutil.copytree(crop, older)
+    shard = next((older / "data").glob("train-*.parquet"))
+    table = pq.read_table(shard)
+    column = [{"bytes": _pillow_png(cell["bytes"]), "path": None} for cell in table.column("image").to_pylist()]
+    assert column[0]["bytes"] != table.column("image")[0].as_py()["bytes"]
+    table = table.set_column(table.schema.get_field_index("image"), "image",
+                             pa.array(column, type=table.schema.field("image").type))
+    pq.write_table(table, shard)
+    got = prepare(load_dataset(str(older), split="train"))[:]
+    want = prepare(load_dataset(str(crop), split="train"))[:]
+    assert all(torch.equal(got[key], want[key]) for key in want)
+
+
+def _pillow_png(data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
+
+
 def test_original_build_gives_the_models_view(original):
     """An `original` build stores the file; the transform cuts the view the model saw (torchvision's, here)."""
     view = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224)])
@@ -125,9 +171,13 @@ def test_noise_is_the_formula_with_the_same_draws(crop, device):
     assert spurious.amax() > 0.5  # the fixture has a spurious region to noise
 
 
-def test_dataloader_with_workers_gives_the_same_tensors(crop):
+@pytest.mark.parametrize("path", ["set_transform", "prepare"])
+def test_dataloader_with_workers_gives_the_same_tensors(crop, path):
     ds = load_dataset(str(crop), split="train")
-    ds.set_transform(torch_transform)
+    if path == "prepare":  # its rows fetched a batch at a time (__getitems__), in workers into shared memory
+        ds = prepare(ds)
+    else:
+        ds.set_transform(torch_transform)
     batches = {}
     for workers in (0, 2):
         loader = DataLoader(ds, batch_size=4, num_workers=workers)
@@ -225,3 +275,20 @@ def test_check_passes_new_builds_and_builds_with_nested_list_maps(crop, tmp_path
     new = prepare(load_dataset(str(crop), split="train"), features=True)[:]
     assert all(torch.equal(a, b) for a, b in zip(got["nams"], new["nams"]))
     assert torch.equal(got["image"], new["image"])
+
+
+def test_the_readmes_training_example_runs(crop):
+    """README's "Use in training" loop as written, on the CPU, with a small timm model and the fixture build: each
+    batch gets core-risk noise and one SGD step (the loss is finite; the last batch's input is noised)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "core_noise, loader" in block)
+    for old, new in ((".cuda()", ""), ('"salient_imagenet"', repr(str(crop))), ('"resnet50"', repr(ARCH)),
+                     ("num_workers=8", "num_workers=0")):
+        assert old in code, old
+        code = code.replace(old, new)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    batch, x = namespace["batch"], namespace["x"]
+    assert torch.isfinite(namespace["loss"]) and x.shape == batch["image"].shape
+    outside = (batch["core_mask"] < 1).expand_as(x)
+    assert not torch.equal(x[outside], batch["image"][outside])

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from datasets import Features
 
-from ..core.masks import encode_png, normalized_maps, to_uint8, upsample
+from ..core.masks import normalized_maps, to_uint8, upsample
+from ..core.png import encode_png
 from ..core.schema import wordnet_ids
 from ..core.writer import Spill
 

@@ -15,16 +15,18 @@ should not or cannot take go to the CPU path one by one (`images.device_decode_r
 `fallbacks`. The workers then only encode image columns and masks.
 """
 
-import io
 import math
 import warnings
+import zlib
 from collections import Counter
 
+import numpy as np
 import torch
 from PIL import Image
 
 from .constants import CROP_SIZE
 from .images import CorruptImage, center_view, center_view_tensor, decode, device_decode_refusal, to_uint8_tensor
+from .png import FILTER_UP, encode_png
 from .stages import stop_pool, worker_pool
 
 _RING: torch.Tensor | None = None  # the shared ring, inherited by forked workers
@@ -58,16 +60,15 @@ def image_column(view: Image.Image, data: bytes, image_mode: str | None) -> dict
     return None
 
 
-def view_png(view: Image.Image) -> bytes:
-    """The `crop` image column: the view as PNG."""
-    buffer = io.BytesIO()
-    view.save(buffer, format="PNG", compress_level=6)
-    return buffer.getvalue()
+def view_png(view: Image.Image | np.ndarray) -> bytes:
+    """The `crop` image column: the view (PIL, or HWC uint8) as PNG, Up-filtered (`core.png`: decoded without
+    Pillow in about 60 % of the time, for ~10 % more bytes than Pillow's adaptive filters)."""
+    return encode_png(np.asarray(view, dtype=np.uint8), FILTER_UP, level=6, strategy=zlib.Z_FILTERED)
 
 
 def encode_slot_png(slot: int) -> bytes:
     """A view already in ring slot `slot` (a device-decoded one) -> its `view_png`."""
-    return view_png(Image.fromarray(_RING[slot].permute(1, 2, 0).numpy()))
+    return view_png(_RING[slot].permute(1, 2, 0).numpy())
 
 
 def decode_jpegs(datas: list[bytes], device: torch.device) -> list[torch.Tensor | None]:

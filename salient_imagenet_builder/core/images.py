@@ -7,6 +7,7 @@ import torch
 from PIL import Image, ImageCms, ImageOps
 
 from .constants import CROP_SIZE, RESIZE_SIZE
+from .png import decode_png
 
 
 class CorruptImage(ValueError):
@@ -153,11 +154,21 @@ def to_unit_float(batch: torch.Tensor) -> torch.Tensor:
 
 
 def view_uint8(data: bytes, mode: str | None, draft: bool) -> np.ndarray:
-    """A built row's 224 view as CHW uint8: `crop` builds store it; `original` builds store the file (resize + crop
-    it again, as the builder did); unknown mode: crop when the image is not already 224 x 224."""
+    """A built row's 224 view as CHW uint8 (a view of `view_hwc`'s array)."""
+    return view_hwc(data, mode, draft).transpose(2, 0, 1)
+
+
+def view_hwc(data: bytes, mode: str | None, draft: bool) -> np.ndarray:
+    """A built row's 224 view as HWC uint8 (its own, writable array): `crop` builds store it; `original` builds store
+    the file (resize + crop it again, as the builder did); unknown mode: crop when the image is not already
+    224 x 224."""
+    if mode != "original":
+        pixels = decode_png(data, channels=3)  # a crop build's own PNG, without Pillow
+        if pixels is not None and pixels.shape[:2] == (CROP_SIZE, CROP_SIZE):
+            return pixels
     image = decode(data, draft=draft and mode != "crop")
     if mode == "original" or (mode is None and image.size != (CROP_SIZE, CROP_SIZE)):
         image = center_view(image)
     if image.size != (CROP_SIZE, CROP_SIZE):
         raise CorruptImage(f"image is {image.size}, expected the {CROP_SIZE} x {CROP_SIZE} view")
-    return to_uint8_tensor(image).numpy()
+    return np.array(image, dtype=np.uint8)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from ..core import render
 from ..core.dataset import DatasetView
-from ..core.masks import PNG_SIGNATURE
 from ..core.output import check_out_file
+from ..core.png import PNG_SIGNATURE
 from .pictures import class_summary, pair_panel
 
 
