@@ -219,6 +219,11 @@ class TrainingRows:
     from `dataset` (nothing decoded by `datasets`) and hands it to the transform. Picklable."""
 
     def __init__(self, dataset, transform: TrainingTransform):
+        from datasets import Dataset
+
+        if not isinstance(dataset, Dataset):
+            raise TypeError(f"prepare takes one split of the dataset, a datasets.Dataset (load_dataset(..., "
+                            f"split=\"train\"), without streaming=True); got {type(dataset).__name__}")
         self.dataset, self.transform = dataset, transform
         self._arrow = dataset.with_format("arrow", columns=transform.columns)
 

@@ -106,6 +106,9 @@ def test_prepared_rows_follow_the_datasets_order_and_types(crop):
         assert torch.equal(as_bytes[key].float() / 255, full[key][[order[0], order[2]]]), key
     with pytest.raises(ValueError, match="dtype must be"):
         prepare(load_dataset(str(crop), split="train"), dtype=torch.int32)
+    for whole in (load_dataset(str(crop)), load_dataset(str(crop), split="train", streaming=True)):
+        with pytest.raises(TypeError, match=f"one split .*got {type(whole).__name__}"):
+            prepare(whole)
 
 
 def test_an_older_builds_pillow_written_crops_read_the_same(crop, tmp_path):

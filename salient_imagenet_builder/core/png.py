@@ -59,10 +59,11 @@ def decode_png(data: bytes, channels: int) -> np.ndarray | None:
         return None
     if len(raw) != height * stride or not inflater.eof:
         return None
-    rows = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(height, stride)
-    row_filter = int(rows[0, 0])
-    if row_filter not in (FILTER_NONE, FILTER_SUB, FILTER_UP) or not bool((rows[:, 0] == row_filter).all()):
+    filters = np.frombuffer(raw, dtype=np.uint8)[::stride]
+    row_filter = int(filters[0])
+    if row_filter not in (FILTER_NONE, FILTER_SUB, FILTER_UP) or not (filters == row_filter).all():
         return None
+    rows = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(height, stride)
     pixels = rows[:, 1:].unflatten(1, (width, channels))
     if row_filter == FILTER_NONE:
         return pixels.contiguous().numpy().squeeze(2) if channels == 1 else pixels.contiguous().numpy()
