@@ -2,9 +2,9 @@
 "Core Risk Minimization using Salient ImageNet": Gaussian noise outside the core region, or inside the spurious one).
 
     ds = load_dataset("you/salient-imagenet", split="train")
-    ds.set_transform(torch_transform)            # image [3,224,224], core_mask / spurious_mask [1,224,224], label
-    loader = DataLoader(ds, batch_size=64, num_workers=8, shuffle=True)
-    for batch in loader:
+    ds.set_transform(torch_transform, columns=torch_transform.columns)  # no other column decoded
+    for batch in DataLoader(ds, batch_size=64, num_workers=8, shuffle=True):  # image [B,3,224,224], label [B],
+        # core_mask / spurious_mask [B,1,224,224]
         x = core_noise(batch["image"].cuda(), batch["core_mask"].cuda(), std=0.25)
 
 `prepare(ds)` does the same on the rows' Arrow columns: faster (`datasets` decodes nothing; the transform decodes
