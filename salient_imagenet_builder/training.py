@@ -168,7 +168,7 @@ class FeatureColumns:
     def from_arrow(cls, column: pa.ChunkedArray) -> "FeatureColumns":
         """From the Arrow column (`prepare`): the maps' float32 values are read in place, no Python object made per
         value. Array2D maps and the nested lists of older builds alike (both are lists of H lists of W floats)."""
-        lists = pa.concat_arrays([chunk for chunk in column.chunks]) if column.num_chunks != 1 else column.chunk(0)
+        lists = pa.concat_arrays(column.chunks) if column.num_chunks != 1 else column.chunk(0)
         flat = lists.flatten()  # the struct of every feature of the batch, in row order
         rows = flat.field("nam")
         rows = rows.storage if isinstance(rows, pa.ExtensionArray) else rows
