@@ -10,9 +10,7 @@ import importlib
 import logging
 import math
 import os
-import signal
 import sys
-import threading
 import warnings
 
 from .core.constants import (
@@ -41,6 +39,7 @@ from .core.constants import (
     ROBUST_MODELS,
 )
 from .core.errors import EXIT_INTERRUPTED, UserError
+from .core.interrupts import ctrl_c_stops_once, is_interrupt
 
 log = logging.getLogger("salient_imagenet_builder")
 
@@ -454,14 +453,8 @@ def dispatch(command: str, args: argparse.Namespace, owns_process: bool = False)
     `owns_process`: the command line of this very process (not a caller's in-process call), which ends after it."""
     setup_logging(getattr(args, "verbose", False))
     quiet_library_warnings()
-    previous, unraisable = stop_on_first_ctrl_c(), sys.unraisablehook
-    try:
+    with ctrl_c_stops_once(owns_process):
         code = _dispatch(command, args)
-    finally:
-        if previous is not None and not (owns_process and signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
-            signal.signal(signal.SIGINT, previous)  # a caller's process as it was; ours ends ignoring Ctrl-C
-        if not owns_process:
-            sys.unraisablehook = unraisable
     if owns_process and code == EXIT_INTERRUPTED:
         exit_now(code)
     return code
@@ -478,34 +471,14 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
     except UserError as e:
         log.error("%s", e)
         return e.exit_code
-    except KeyboardInterrupt:
+    except BaseException as error:
+        if not is_interrupt(error) or isinstance(error, SystemExit):
+            raise  # anything else is a bug: it keeps its traceback
+        log.debug("stopped by Ctrl-C", exc_info=True)
         pushing = command == "push" or getattr(args, "push", False)
         log.error("interrupted; run the same command again to start over%s",
                   " (a push resumes where it stopped)" if pushing else "")
         return EXIT_INTERRUPTED
-    # anything else is a bug: it keeps its traceback
-
-
-def stop_on_first_ctrl_c():
-    """Ctrl-C (SIGINT; a terminal sends it to every process of the command: the worker processes ignore it) stops
-    the command once: the first raises KeyboardInterrupt, and any further one while the command stops is ignored,
-    so an impatient second Ctrl-C cannot turn the clean-up into a traceback. Returns the handler it replaced (None
-    outside the main thread, where nothing changes)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGINT, _first_ctrl_c)
-
-
-def _first_ctrl_c(signum, frame):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # an object the Ctrl-C cut off half-made may fail in its destructor (tqdm 4.66's __del__ raises AttributeError
-    # when its __init__ was interrupted): "Exception ignored in ..." with a traceback, after the command has stopped
-    sys.unraisablehook = _ignore_unraisable
-    raise KeyboardInterrupt
-
-
-def _ignore_unraisable(unraisable) -> None:
-    log.debug("ignored while stopping: %s in %r", unraisable.exc_value, unraisable.object)
 
 
 def exit_now(code: int) -> None:

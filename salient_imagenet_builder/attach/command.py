@@ -4,7 +4,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..core.output import interrupted
+from ..core.output import interruptible
 from .apply import ATTACH_INFO, AttachConfig, attach
 
 
@@ -13,10 +13,8 @@ def run(args) -> int:
                           allow_missing=args.allow_missing, split=args.split, imagenet_type=args.imagenet_type,
                           workers=args.workers, overwrite=args.overwrite, restart=args.restart,
                           command=shlex.join(["salient-imagenet", *sys.argv[1:]]))
-    try:
+    with interruptible(Path(args.out)):
         summary = attach(config)
-    except KeyboardInterrupt:
-        raise interrupted(Path(args.out)) from None
     print(f"Attached {summary['attached']} of {summary['rows']} images from {args.imagenet} to {args.dataset} "
           f"(--image-mode {args.image_mode}) in {args.out}.")
     if summary["not_attached"]:

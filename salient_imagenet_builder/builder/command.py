@@ -14,7 +14,7 @@ from ..core import distributed
 from ..core.card import BuildStats, read_build_info
 from ..core.constants import ANNOTATIONS_URL, DEFAULT_OUT
 from ..core.errors import InputError
-from ..core.output import check_out, interrupted, is_build
+from ..core.output import check_out, interruptible, is_build
 from ..core.sources import describe_reads
 from ..core.targets import resolve
 from .demo import DEMO_CLASSES, make_inputs
@@ -29,9 +29,11 @@ def run(args) -> int:
     if args.demo:
         refuse_demo_inputs(args)
         args.out = args.out or DEMO_OUT
-        _interruptible(run_demo, args)
+        with interruptible(Path(args.out)):  # Ctrl-C: one line that says whether finished work was kept
+            run_demo(args)
     elif args.source is not None or not args.push:
-        _interruptible(run_build, args)
+        with interruptible(Path(args.out or DEFAULT_OUT)):
+            run_build(args)
     return 0
 
 
@@ -44,14 +46,6 @@ def refuse_demo_inputs(args) -> None:
         flag, value = given[0]
         raise InputError(f"{flag} {value}: --demo builds from generated inputs and would ignore it; drop --demo to "
                          f"build from your {flag[2:].replace('-', ' ')}, or drop {flag} to run the demo")
-
-
-def _interruptible(fn, args) -> None:
-    """Ctrl-C: one line that says whether finished work was kept for the next run to resume from."""
-    try:
-        fn(args)
-    except KeyboardInterrupt:
-        raise interrupted(Path(args.out or DEFAULT_OUT)) from None
 
 
 def config_from_args(args, **overrides) -> BuildConfig:

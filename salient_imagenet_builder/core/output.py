@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from .constants import (
     WORK_DIR,
 )
 from .errors import InputError, Interrupted
+from .interrupts import is_interrupt, stop_if_interrupted
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +219,20 @@ def prepare_output(out: Path, overwrite: bool, source: str | None = None, kind: 
     return staging
 
 
+@contextmanager
+def interruptible(out: Path):
+    """Ctrl-C in the block (a KeyboardInterrupt, or the error a C extension raised in its place): `interrupted`."""
+    try:
+        yield
+    except Exception as error:  # after Ctrl-C any error (pyarrow's in its place, one while stopping) is that
+        if not is_interrupt(error) or isinstance(error, Interrupted):
+            raise
+        log.debug("stopped by Ctrl-C", exc_info=True)
+        raise interrupted(out) from None
+    except KeyboardInterrupt:
+        raise interrupted(out) from None
+
+
 def interrupted(out: Path) -> Interrupted:
     """Ctrl-C: one line that says whether finished work was kept for the next run to resume from."""
     if (staging_folder(out) / WORK_DIR).is_dir():
@@ -251,6 +267,7 @@ def _empty_except(folder: Path, keep: str) -> None:
 def move_into_place(staging: Path, out: Path) -> None:
     """Rename the complete staging folder into place; an earlier output steps aside first and is dropped after.
     Between the two renames `out` is missing and the earlier output whole in `.out.old` (see `half_replaced`)."""
+    stop_if_interrupted()  # a command Ctrl-C'd never publishes what it made, whatever some library did with the signal
     shutil.rmtree(staging / WORK_DIR, ignore_errors=True)  # the output is complete: its resume data is spent
     if not out.exists():
         os.rename(staging, out)

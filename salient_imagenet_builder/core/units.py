@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .errors import InputError
+from .interrupts import stop_if_interrupted
 from .output import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -251,6 +252,7 @@ def run_units(plan: list[Unit], folder: UnitFolder, make_worker: Callable[[], Ca
                 for unit in todo:
                     start = time.perf_counter()
                     result = worker(unit)
+                    stop_if_interrupted()  # a Ctrl-C some library swallowed during the unit: not committed
                     folder.commit(unit, result, time.perf_counter() - start, ran_with)
                     bar.update()
             except BaseException:  # an error or Ctrl-C: the worker's processes are stopped now, not at exit

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from ..core import distributed
 from ..core.constants import PAIRS_FILE
-from ..core.output import interrupted
+from ..core.output import interruptible
 from ..core.sources import describe_reads
 from .study import DiscoverConfig, check_study_out, discover
 
@@ -24,10 +24,8 @@ def run(args) -> int:
     out = Path(config.out)
     check_study_out(config)  # before any work: what --out may be
     distributed.share_cores()
-    try:
+    with interruptible(out):
         provenance = discover(config)
-    except KeyboardInterrupt:
-        raise interrupted(out) from None
     if distributed.world_from_env().is_main:
         pairs = provenance["pairs"]
         print(f"\nWrote {out}: {len(pairs)} pairs of {len({p['class_index'] for p in pairs})} classes from "

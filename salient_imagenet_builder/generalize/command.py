@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from ..core.constants import PAIRS_FILE
-from ..core.output import interrupted
+from ..core.output import interruptible
 from .study import GeneralizeConfig, make_study
 
 
@@ -12,10 +12,8 @@ def run(args) -> int:
                               imagenet=args.imagenet, imagenet_type=args.imagenet_type, split=args.split,
                               title=args.title, overwrite=args.overwrite)
     out = Path(config.out)
-    try:
+    with interruptible(out):
         info = make_study(config)
-    except KeyboardInterrupt:
-        raise interrupted(out) from None
     left_out = f" ({len(info['left_out'])} (pair, band)s left out: too few ranked images)" if info["left_out"] else ""
     print(f"Wrote {out}: {info['tasks']} panels, {info['pairs']} pairs x bands {', '.join(info['bands'])}{left_out}. "
           f"Open {out / 'index.html'} in a browser; each annotator exports a CSV, then:\n  salient-imagenet ingest "
