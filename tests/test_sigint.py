@@ -7,6 +7,7 @@ The real commands run in their own session (a terminal's process group) on the t
 from what the command itself shows on stderr (progress bars, log lines), or, at start-up, from torch's libraries
 appearing in the process's memory map (it is importing the model stack)."""
 
+import json
 import os
 import re
 import signal
@@ -177,6 +178,35 @@ def test_build_in_pass_2_or_writing_keeps_the_work_and_resumes_to_the_same_rows(
         assert build_main([*build_args(inputs), "--workers", "0", "--out", str(out)]) == 0
         assert rows(out) == rows(reference)
         assert not staging_folder(out).exists()
+
+
+def test_demo_keeps_nothing_and_the_same_command_then_builds(tmp_path):
+    """The demo generates its inputs afresh in a new temporary folder each run, so its units could never be resumed
+    (the next run's source differs): Ctrl-C keeps nothing and says so, and the same command then builds."""
+    out = tmp_path / "demo"
+    demo = [sys.executable, str(ROOT / "build_dataset.py"), "--demo", "--out", str(out)]
+    run = Interrupted(demo, tmp_path, after("pass 2:"))
+    assert run.line().endswith(AS_BEFORE.format(out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    again = subprocess.run(demo, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(load_dataset(str(out), split="train")) > 0
+
+
+def test_demo_never_drops_another_builds_kept_work(tmp_path):
+    """`--demo --out X` where an interrupted real build kept its units: refused (other settings), the units kept."""
+    from salient_imagenet_builder.cli import build_main
+
+    out = tmp_path / "out"
+    work = staging_folder(out) / "work"
+    (work / "scan" / "00000").mkdir(parents=True)
+    (work / "fingerprint.json").write_text(json.dumps({"source": "/data/imagenet"}))
+    (work / "scan" / "00000" / "scan.npz").write_bytes(b"finished unit")
+    (work / "scan" / "00000.done.json").write_text(json.dumps({"unit": 0, "files": ["scan.npz"]}))
+    before = sorted(p.relative_to(work) for p in work.rglob("*"))
+    assert build_main(["--demo", "--out", str(out)]) == 2
+    assert sorted(p.relative_to(work) for p in work.rglob("*") if p.name != "lock") == before
+    assert (work / "scan" / "00000" / "scan.npz").read_bytes() == b"finished unit"
 
 
 # --- discover and evaluate ------------------------------------------------------------------------------------------

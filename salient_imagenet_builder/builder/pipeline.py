@@ -164,21 +164,24 @@ class Builder:
         self.lock = None
         staging = self._on_main(lambda: self._claim(out))
         self.staging = staging or staging_folder(out)
+        ours = False  # the work folder holds this build's units (not those of an earlier run with other settings)
         try:
             try:
                 self._setup()
                 self._on_main(lambda: open_work(self.staging / WORK_DIR, self.fingerprint(), config.restart))
+                ours = True
                 distributed.barrier()
                 scan, rows_files = self._passes()
                 if world.is_main:
                     self._write(scan, rows_files, start)
-            except NothingToWrite:
-                if world.is_main:  # the same command would fail the same way, another would be refused: keep nothing
-                    shutil.rmtree(self.staging, ignore_errors=True)
-                raise
-            except BaseException:
-                if world.is_main:
-                    discard_staging(self.staging)  # the previous output is untouched; finished units stay for a resume
+            except BaseException as error:
+                if world.is_main:  # the previous output is untouched
+                    if ours and (config.demo or isinstance(error, NothingToWrite)):
+                        # nothing to resume: the same command would fail the same way (and another would be refused),
+                        # or the demo, whose inputs each run generates afresh in a new temporary folder
+                        shutil.rmtree(self.staging, ignore_errors=True)
+                    else:
+                        discard_staging(self.staging)  # finished units stay for a resume
                 raise
             if world.is_main:
                 move_into_place(self.staging, out)  # drops the work folder, then swaps the build into place
