@@ -11,6 +11,9 @@ import pytest
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--window-size=1400,1000")
+# how long a wait for the page may take: the suite's builds run beside the browser on CI's 2 cores (a test that
+# passes waits only as long as the page needs)
+WAIT_SECONDS = 30
 
 
 def browser_parts():
@@ -66,7 +69,7 @@ class Page:
     def text(self, element_id) -> str:
         return self.find(element_id).text
 
-    def wait_for_text(self, element_id, text: str, timeout: float = 10) -> None:
+    def wait_for_text(self, element_id, text: str, timeout: float = WAIT_SECONDS) -> None:
         """Until the page shows `text` (it handles key presses asynchronously), at most `timeout` seconds."""
         from selenium.common.exceptions import TimeoutException
         from selenium.webdriver.support.ui import WebDriverWait
@@ -76,7 +79,7 @@ class Page:
         except TimeoutException:
             pass  # the caller's assertions name what is there
 
-    def restored_value(self, element_id, timeout: float = 10) -> str:
+    def restored_value(self, element_id, timeout: float = WAIT_SECONDS) -> str:
         """An input's value once the page's script has restored it after a (re)load: empty until the script ran."""
         from selenium.common.exceptions import TimeoutException
         from selenium.webdriver.support.ui import WebDriverWait
@@ -102,7 +105,7 @@ class Page:
         field.send_keys(name, self.keys.TAB)  # `change` fires when the field loses focus
         self.driver.find_element(self.by.TAG_NAME, "h2").click()  # focus back on the page, not a button
         try:
-            WebDriverWait(self.driver, 10).until(lambda d: d.execute_script(self.SAVED_ANNOTATOR, name))
+            WebDriverWait(self.driver, WAIT_SECONDS).until(lambda d: d.execute_script(self.SAVED_ANNOTATOR, name))
         except TimeoutException:
             pass  # the test's own assertions say what the page kept
 
