@@ -22,11 +22,12 @@ A library module, like `datasets`' formatters: nothing here changes process-wide
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from .core.constants import CROP_SIZE, FEATURES_PER_CLASS, MAP_SHAPE
 from .core.images import center_view, to_rgb, view_hwc
-from .core.masks import add_noise, decode_mask_uint8, normalized_maps, upsample
+from .core.masks import add_noise, decode_mask_uint8, map_shape_of, normalized_maps, upsample
 
 __all__ = ["TrainingRows", "TrainingTransform", "combined_masks", "core_noise", "loader", "make_transform",
            "masks_from_maps", "prepare", "spurious_noise", "torch_transform"]
@@ -159,6 +160,7 @@ class FeatureColumns:
         """From python rows (`set_transform`)."""
         flat = [f for row in rows for f in row]
         shape = np.shape(flat[0]["nam"]) if flat else MAP_SHAPE
+        shape = map_shape_of(shape[0]) if len(shape) == 1 else shape  # this version's flat maps
         return cls(np.cumsum([0, *map(len, rows)]),
                    np.array([f["nam"] for f in flat], dtype=np.float32).reshape(len(flat), *shape),
                    np.array([f["feature_index"] for f in flat], dtype=np.int64),
@@ -167,7 +169,8 @@ class FeatureColumns:
     @classmethod
     def from_arrow(cls, column: pa.ChunkedArray) -> "FeatureColumns":
         """From the Arrow column (`prepare`): the maps' float32 values are read in place, no Python object made per
-        value. Array2D maps and the nested lists of older builds alike (both are lists of H lists of W floats)."""
+        value. Every layout alike: this version's flat fixed-size lists (square maps), older builds' Array2D (its
+        storage) and nested lists (lists of H lists of W floats)."""
         lists = pa.concat_arrays(column.chunks) if column.num_chunks != 1 else column.chunk(0)
         flat = lists.flatten()  # the struct of every feature of the batch, in row order
         rows = flat.field("nam")
@@ -175,11 +178,16 @@ class FeatureColumns:
         if rows.null_count:
             raise ValueError("a feature has no raw map (nam): not a build of this tool?")
         values = rows.flatten()
-        height = int(rows.value_lengths()[0].as_py()) if len(rows) else MAP_SHAPE[0]
-        width = int(values.value_lengths()[0].as_py()) if len(rows) else MAP_SHAPE[1]
+        if not len(rows):
+            shape = MAP_SHAPE
+        elif pa.types.is_floating(values.type):  # flat maps
+            shape = map_shape_of(pc.list_value_length(rows)[0].as_py())
+        else:
+            shape = (pc.list_value_length(rows)[0].as_py(), pc.list_value_length(values)[0].as_py())
+            values = values.flatten()
         offsets = lists.offsets.to_numpy()
         return cls(offsets - offsets[0],
-                   values.flatten().to_numpy(zero_copy_only=False).reshape(len(rows), height, width),
+                   values.to_numpy(zero_copy_only=False).reshape(len(rows), *shape),
                    flat.field("feature_index").to_numpy(zero_copy_only=False).astype(np.int64),
                    np.array(flat.field("kind").to_pylist(), dtype=object))
 

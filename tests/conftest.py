@@ -171,3 +171,33 @@ def _make_study(inputs, root: Path) -> Path:
         panels.CHUNK_CLASSES = saved
     assert code == 0
     return out
+
+
+def as_legacy_build(build: Path, out: Path, legacy: str, row_group_rows: int = 100) -> Path:
+    """A copy of `build` in an older layout (`schema.LEGACY_LAYOUTS`: "array2d", the 0.x builds' Array2D maps, or
+    "lists", the first builds' nested lists; neither has the original sizes), written with the real writer and card,
+    as those versions wrote them."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from salient_imagenet_builder.core.card import BuildStats, read_build_info, write_card
+    from salient_imagenet_builder.core.schema import image_features
+    from salient_imagenet_builder.core.writer import ShardWriter, encode_rows
+
+    shutil.copytree(build, out)
+    info = read_build_info(out)
+    stats = BuildStats.from_dict({**info["stats"], "legacy_layout": legacy,
+                                  "map_shape": None if legacy == "lists" else info["stats"]["map_shape"]})
+    features = stats.image_features()
+    for shard in sorted((out / "data").glob(f"{info['split']}-*.parquet")):
+        rows = pq.read_table(shard).to_pylist()
+        shard.unlink()
+        for row in rows:
+            del row["original_width"], row["original_height"]
+            for feature in row["features"]:
+                feature["nam"] = np.reshape(feature["nam"], info["stats"]["map_shape"]).tolist()
+        writer = ShardWriter(out / "data", info["split"], features, row_group_rows=row_group_rows)
+        writer.write(encode_rows(rows, features))
+        stats.default_shards = [p.name for p in writer.close()]
+    write_card(out, info["provenance"], stats, info["split"])
+    return out

@@ -103,7 +103,8 @@ def test_build_matches_independent_computation(built, inputs):
             j = feature["feature_index"]
             assert feature["activation"] == pytest.approx(float(pooled[j]), rel=1e-4, abs=1e-6)
             nam = spatial[j] / spatial[j].max()
-            np.testing.assert_allclose(np.array(feature["nam"]), nam.numpy(), rtol=1e-4, atol=1e-5)
+            # stored flat, row-major (H * W values of a fixed-size list)
+            np.testing.assert_allclose(np.array(feature["nam"]).reshape(nam.shape), nam.numpy(), rtol=1e-4, atol=1e-5)
             upsampled = F.interpolate(nam[None, None], size=(224, 224), mode="bilinear", align_corners=False)[0, 0]
             mask = np.asarray(feature["mask"], dtype=np.int16)
             assert mask.shape == (224, 224)

@@ -215,8 +215,8 @@ def test_a_broken_or_wrong_size_mask_is_one_line_naming_it(originals, rows, tmp_
 
 
 def test_masks_of_a_build_without_original_images_are_taken_as_upright(tmp_path):
-    """Without the original image (a crop or none build) the mask is taken as upright, any size: here the hand
-    view of a 300x200 mask."""
+    """Where the build does not tell the image's size (a crop or none build from before the size columns) the mask is
+    taken as drawn on the displayed image, any size: here the hand view of a 300x200 mask."""
     from salient_imagenet_builder.segmentation.human import HumanMasks
 
     ids = imagenet_s_ids(np.random.default_rng(2), 300, 200)
@@ -230,24 +230,104 @@ def test_masks_of_a_build_without_original_images_are_taken_as_upright(tmp_path)
     np.testing.assert_array_equal(counted, hand_view(ids != 1000).astype(bool))
 
 
-@pytest.mark.parametrize("orientation, turn", [(6, lambda a: np.rot90(a, -1)), (3, lambda a: np.rot90(a, 2)),
-                                               (2, np.fliplr)])
-def test_a_mask_drawn_on_the_stored_pixels_turns_with_the_images_exif_orientation(tmp_path, orientation, turn):
-    """The build sees the image upright (EXIF applied); a mask of the stored size is turned the same way, and a
-    mask already drawn on the upright image is kept when its size tells them apart (a quarter turn)."""
-    from salient_imagenet_builder.segmentation.human import HumanMasks
+ORIENTATIONS = {3: lambda a: np.rot90(a, 2), 6: lambda a: np.rot90(a, -1), 2: np.fliplr}  # stored -> displayed
 
-    picture = Image.new("RGB", (300, 200), "grey")
-    exif = picture.getexif()
-    exif[0x0112] = orientation
-    buffer = io.BytesIO()
-    picture.save(buffer, "JPEG", exif=exif.tobytes())
-    ids = imagenet_s_ids(np.random.default_rng(3), 300, 200)
-    humans = HumanMasks(str(tmp_path), "imagenet-s")
-    drawings = (ids, turn(ids)) if orientation in (5, 6, 7, 8) else (ids,)  # the stored pixels, the upright picture
-    for drawn in drawings:
-        write_imagenet_s(tmp_path / "n0" / "x.png", np.ascontiguousarray(drawn))
-        human, counted = humans.view(tmp_path / "n0" / "x.png", buffer.getvalue())
-        upright = np.ascontiguousarray(turn(ids))
-        np.testing.assert_array_equal(human, hand_view((upright != 0) & (upright != 1000)).astype(bool))
-        np.testing.assert_array_equal(counted, hand_view(upright != 1000).astype(bool))
+
+@pytest.fixture(scope="module")
+def turned(inputs, tmp_path_factory):
+    """A crop build of class 0 whose images carry EXIF orientations 3 (turned 180 degrees), 6 (a quarter turn) and 2
+    (mirrored), beside the fixture's upright ones: the build records each image's size as displayed."""
+    from salient_imagenet_builder.core.schema import wordnet_ids
+
+    def make(root):
+        folder = root / "imagenet" / "train" / wordnet_ids()[0]
+        folder.mkdir(parents=True)
+        for name, _, data in inputs["written"][:4]:
+            if name.startswith(wordnet_ids()[0]):
+                (folder / name).write_bytes(data)
+        rng = np.random.default_rng(5)
+        for orientation in ORIENTATIONS:
+            picture = Image.fromarray(rng.integers(0, 255, (200, 300, 3), dtype=np.uint8))  # stored 300 x 200
+            exif = picture.getexif()
+            exif[0x0112] = orientation
+            picture.save(folder / f"{wordnet_ids()[0]}_turned{orientation}.JPEG", "JPEG", exif=exif.tobytes())
+        builds = {}
+        for mode in ("crop", "original"):
+            builds[mode] = root / mode
+            build(BuildConfig(source=str(root / "imagenet"), out=str(builds[mode]), model=ARCH, classes=[0],
+                              model_checkpoint=str(inputs["checkpoint"]), annotations=str(inputs["annotations"]),
+                              workers=0, batch_size=8, top_k=7, group_by="label", image_mode=mode,
+                              cache_dir=str(root / "cache")))
+        return builds
+
+    return built_once(tmp_path_factory, "test_segmentation_turned", make)["crop"]
+
+
+def displayed(path) -> tuple[int, int]:
+    """The file's size as displayed, by Pillow's own transpose (independent of the build's code)."""
+    from PIL import ImageOps
+
+    with Image.open(path) as picture:
+        return ImageOps.exif_transpose(picture).size
+
+
+def test_a_build_records_each_images_size_as_displayed(turned):
+    rows = list(load_dataset(str(turned), split="train"))
+    folder = next(turned.parent.glob("imagenet/train/*"))
+    assert {r["image_id"] for r in rows} >= {f"{folder.name}_turned{o}" for o in ORIENTATIONS}
+    for row in rows:
+        assert (row["original_width"], row["original_height"]) == displayed(folder / f"{row['image_id']}.JPEG")
+
+
+@pytest.mark.parametrize("mode", ["crop", "original"])
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_a_human_mask_is_drawn_on_the_image_as_displayed(turned, tmp_path, orientation, mode):
+    """A mask drawn on the displayed image (as ImageNet-S draws them) scores against the build's masks as is, for
+    any orientation: energy_inside by hand from that mask through the view. A mask of the stored pixels' size for a
+    quarter turn, or one already cut to 224 x 224, is refused in one line naming the file. An original build (the
+    files kept, EXIF and all) no longer turns a mask of the stored size by the orientation."""
+    turned = turned.parent / mode
+    rows = [r for r in load_dataset(str(turned), split="train") if r["image_id"].endswith(f"turned{orientation}")]
+    row = rows[0]
+    width, height = row["original_width"], row["original_height"]
+    ids = imagenet_s_ids(np.random.default_rng(orientation), width, height)
+    folder = tmp_path / "masks"
+    write_imagenet_s(folder / row["wordnet_id"] / f"{row['image_id']}.png", ids)
+    report = tmp_path / "report"
+    assert main(["validate", str(turned), "--human-masks", str(folder), "--format", "imagenet-s",
+                 "--out", str(report)]) == 0
+    pairs = list(load_dataset(str(turned), "annotations", split="train"))
+    check_against(read_report(report), expected_rows(rows, {row["image_id"]: ((ids != 0) & (ids != 1000),
+                                                                               ids != 1000)}), pairs)
+    stored = ORIENTATIONS[orientation](ids) if orientation == 6 else None  # 300 x 200, the file's own pixels
+    for wrong in ([stored] if stored is not None else []) + [ids[:224, :224]]:
+        write_imagenet_s(folder / row["wordnet_id"] / f"{row['image_id']}.png", np.ascontiguousarray(wrong))
+        done = main(["validate", str(turned), "--human-masks", str(folder), "--format", "imagenet-s",
+                     "--out", str(tmp_path / "other")])
+        assert done == 2
+
+
+def test_a_masks_only_or_crop_build_refuses_a_mask_of_another_size(turned, tmp_path, caplog):
+    """Item of the issue: masks cut to 224 x 224 were scored as if they were the whole image."""
+    row = next(r for r in load_dataset(str(turned), split="train") if r["image_id"].endswith("turned3"))
+    path = tmp_path / "masks" / row["wordnet_id"] / f"{row['image_id']}.png"
+    write_imagenet_s(path, np.ones((224, 224), np.int32))
+    assert main(["validate", str(turned), "--human-masks", str(tmp_path / "masks"), "--format", "imagenet-s",
+                 "--out", str(tmp_path / "report")]) == 2
+    line = (f"human mask {path}: 224x224 pixels, but its image is {row['original_width']}x{row['original_height']} "
+            "(as displayed")
+    assert line in caplog.text and "Traceback" not in caplog.text
+    assert not (tmp_path / "report").exists()
+
+
+def test_an_older_build_without_sizes_warns_once_that_sizes_are_unchecked(turned, tmp_path, caplog):
+    from conftest import as_legacy_build
+
+    older = as_legacy_build(turned, tmp_path / "older", "array2d")
+    row = next(r for r in load_dataset(str(turned), split="train") if r["image_id"].endswith("turned3"))
+    path = tmp_path / "masks" / row["wordnet_id"] / f"{row['image_id']}.png"
+    write_imagenet_s(path, np.ones((224, 224), np.int32))
+    assert main(["validate", str(older), "--human-masks", str(tmp_path / "masks"), "--format", "imagenet-s",
+                 "--out", str(tmp_path / "report")]) == 0
+    warned = [r.getMessage() for r in caplog.records if "before the image size columns" in r.getMessage()]
+    assert len(warned) == 1 and str(older) in warned[0]

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torchvision
-from conftest import ARCH, built_once
+from conftest import ARCH, as_legacy_build, built_once
 from datasets import load_dataset
 from packaging.version import Version
 from PIL import Image
@@ -22,10 +22,9 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from salient_imagenet_builder.builder import BuildConfig, build
-from salient_imagenet_builder.core.card import BuildStats, read_build_info, write_card
+from salient_imagenet_builder.core.card import read_build_info
 from salient_imagenet_builder.core.constants import MAP_SHAPE
-from salient_imagenet_builder.core.schema import image_features
-from salient_imagenet_builder.core.writer import ShardWriter
+from salient_imagenet_builder.core.schema import LEGACY_LAYOUTS, layout_of
 from salient_imagenet_builder.publish.validate import check
 from salient_imagenet_builder.training import (
     combined_masks,
@@ -229,8 +228,8 @@ def test_raw_maps_reach_torch_as_arrays_and_upsample_to_the_stored_masks(crop):
         assert nams.shape == (len(row["features"]), *MAP_SHAPE) and nams.dtype == torch.float32
         assert [f["feature_index"] for f in row["features"]] == got["feature_index"][i].tolist()
         if formats:  # each map an H x W array / tensor
-            assert np.array_equal(np.stack([f["nam"] for f in arrays[i]["features"]]), nams.numpy())
-            assert torch.equal(torch.stack([f["nam"] for f in maps[i]["features"]]), nams)
+            assert np.array_equal(np.stack([f["nam"] for f in arrays[i]["features"]]), nams.numpy().reshape(len(nams), -1))
+            assert torch.equal(torch.stack([f["nam"] for f in maps[i]["features"]]), nams.reshape(len(nams), -1))
         masks = masks_from_maps(nams)
         stored = np.stack([png(f["mask"]) for f in row["features"]])
         assert np.abs(masks.numpy() - stored).max() <= 1 / 255 + 1e-6
@@ -256,24 +255,17 @@ def test_a_masks_only_build_says_what_is_missing():
         torch_transform({"image": [None], "core_mask": [None], "spurious_mask": [None], "label": [0]})
 
 
-def test_check_passes_new_builds_and_builds_with_nested_list_maps(crop, tmp_path):
-    """A build's raw maps are Array2D of its model's map shape; builds from before (nested lists) stay valid."""
+@pytest.mark.parametrize("legacy", LEGACY_LAYOUTS)
+def test_check_passes_new_builds_and_older_layouts_train_the_same(crop, tmp_path, legacy):
+    """A build's raw maps are fixed-size lists of its model's map shape, with each image's size; older builds' layouts
+    (Array2D maps, nested lists; no sizes) stay valid and give the same tensors."""
     assert check(str(crop)) == []
     assert read_build_info(crop)["stats"]["map_shape"] == list(MAP_SHAPE)
-    older = tmp_path / "older"
-    shutil.copytree(crop, older)
-    shard = next((older / "data").glob("train-*.parquet"))
-    table = pq.read_table(shard).cast(image_features(None).arrow_schema)
-    shard.unlink()
-    writer = ShardWriter(older / "data", "train", image_features(None))
-    writer.write(table)
-    writer.close()
-    info = read_build_info(older)
-    stats = BuildStats.from_dict({**info["stats"], "map_shape": None})
-    write_card(older, info["provenance"], stats, info["split"])
+    older = as_legacy_build(crop, tmp_path / "older", legacy)
     assert check(str(older)) == []
     ds = load_dataset(str(older), split="train")
-    assert ds.features == image_features(None)
+    assert layout_of(ds.features) == ((None, "lists") if legacy == "lists" else (MAP_SHAPE, "array2d"))
+    assert "original_width" not in ds.column_names
     got = prepare(ds, features=True)[:]
     new = prepare(load_dataset(str(crop), split="train"), features=True)[:]
     assert all(torch.equal(a, b) for a, b in zip(got["nams"], new["nams"]))

@@ -53,7 +53,7 @@ from ..core.model import create_feature_model
 from ..core.output import check_out, discard_staging, move_into_place, prepare_output, staging_folder
 from ..core.runner import ModelRunner, Numerics
 from ..core.scan import ScanSpec, ScanWorker, fingerprint, nothing_grouped, scan_units
-from ..core.schema import annotation_features, class_names, image_features
+from ..core.schema import annotation_features, class_names
 from ..core.sources import open_source, ref_location
 from ..core.stages import StageTimer, default_workers
 from ..core.units import Unit, UnitFolder, WorkLock, open_work, ran_with_counts, run_units
@@ -238,7 +238,7 @@ class Builder:
     @property
     def features(self):
         """The `default` config's schema, with this model's map shape."""
-        return image_features(tuple(self.stats.map_shape))
+        return self.stats.image_features()
 
     def _batch_size(self) -> int:
         """--batch-size, capped by the most images a unit can hold (a batch never spans units): the decode buffers

@@ -27,7 +27,7 @@ def select(scan: ScanResult, pairs) -> dict[int, dict[int, tuple[ImageMeta, list
         _, column = scan.column(c, j)
         for rank, (position, activation) in enumerate(scan.top_images(c, j), start=1):
             meta = ImageMeta(str(images.ids[position]), int(images.labels[position]),
-                             int(images.predictions[position]), c, str(images.refs[position]))
+                             int(images.predictions[position]), c, str(images.refs[position]), images.size(position))
             unit, row = int(images.units[position]), int(images.unit_positions[position])
             _, entries = selected[unit].setdefault(row, (meta, []))
             entries.append({"feature_index": pair.feature_index, "feature_rank": pair.feature_rank,

@@ -22,6 +22,7 @@ class ImageMeta:
     prediction: int
     group: int
     ref: str
+    size: tuple[int, int]  # (width, height) of the image as displayed (EXIF orientation applied)
 
 
 def make_row(meta: ImageMeta, image, entries: list[dict]) -> dict:
@@ -34,14 +35,15 @@ def make_row(meta: ImageMeta, image, entries: list[dict]) -> dict:
     for entry, mask in zip(entries, masks):
         features.append({
             "feature_index": entry["feature_index"], "feature_rank": entry["feature_rank"], "kind": entry["kind"],
-            "activation": entry["activation"], "rank": entry["rank"], "nam": entry["nam"].tolist(),
+            "activation": entry["activation"], "rank": entry["rank"], "nam": entry["nam"].ravel().tolist(),
             "mask": {"bytes": encode_png(mask), "path": None},
         })
         by_kind[entry["kind"]].append(mask)
     combined = {kind: {"bytes": encode_png(np.max(np.stack(m), axis=0)), "path": None} for kind, m in by_kind.items()}
     return {
         "image": image, "image_id": meta.image_id, "label": meta.label, "wordnet_id": wordnet_ids()[meta.label],
-        "prediction": meta.prediction, "group": meta.group, "features": features,
+        "prediction": meta.prediction, "group": meta.group, "original_width": meta.size[0],
+        "original_height": meta.size[1], "features": features,
         "core_mask": combined.get("core"), "spurious_mask": combined.get("spurious"),
     }
 
@@ -75,8 +77,8 @@ class RowSpill:
             entries = [{"feature_index": p.feature_index, "feature_rank": p.feature_rank, "kind": p.kind,
                         "activation": float(pooled[i, p.feature_index]), "rank": 0, "nam": nams[n]}
                        for n, p in enumerate(pairs)]
-            jobs.append((ImageMeta(sample.image_id, sample.label, predictions[i], groups[i], sample.ref), None,
-                         entries))
+            jobs.append((ImageMeta(sample.image_id, sample.label, predictions[i], groups[i], sample.ref,
+                                   decoded.sizes[i]), None, entries))
             images.append(decoded.images[i])
         rows = decoder.map(make_row_job, jobs)
         for row, image in zip(rows, images):

@@ -54,16 +54,24 @@ class BuildStats:
     stage_seconds: dict = field(default_factory=dict)
     source_bytes: dict = field(default_factory=dict)  # bytes read from the source: plan, pass 1, pass 2, total
     source_size: int | None = None  # bytes of the source's files, where the listing tells it
-    map_shape: list | None = None  # the raw maps' (H, W), stored as Array2D; None: nested lists (older builds)
+    map_shape: list | None = None  # the raw maps' (H, W); None: nested lists (the first builds)
+    legacy_layout: str | None = None  # None: this version's `default` layout; else `schema.LEGACY_LAYOUTS`
     generalization_columns: bool = False  # the annotations config has the generalization columns (newer builds)
     updates: dict = field(default_factory=dict)  # what `update` recorded: study name -> its summary
     attached: dict = field(default_factory=dict)  # what `attach` joined: from which copy, rows, images not found
 
     @classmethod
     def from_dict(cls, values: dict) -> "BuildStats":
-        """From build_info.json; keys this version does not know (or no longer writes) are left out."""
+        """From build_info.json; keys this version does not know (or no longer writes) are left out. A build from
+        before `legacy_layout` has one of the older layouts: Array2D maps, or nested lists without a map shape."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        values = {k: v for k, v in values.items() if k in known}
+        values.setdefault("legacy_layout", "array2d" if values.get("map_shape") else "lists")
+        return cls(**values)
+
+    def image_features(self) -> Features:
+        """The `default` config's schema as this build wrote it."""
+        return image_features(self.map_shape and tuple(self.map_shape), self.legacy_layout)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,7 +104,7 @@ def size_category(rows: int) -> str:
 def front_matter(split: str, stats: BuildStats) -> dict:
     infos = []
     for name, features, split_name, rows, size in (
-        ("default", image_features(stats.map_shape and tuple(stats.map_shape)), split, stats.images_written, stats.default_bytes),
+        ("default", stats.image_features(), split, stats.images_written, stats.default_bytes),
         (ANNOTATIONS_CONFIG, annotations_schema(stats), "train", stats.annotation_stats["pairs"],
          stats.annotation_bytes),
     ):

@@ -87,6 +87,11 @@ class DatasetView:
         rows = self._read(self.annotation_files, None, None if class_index is None else ("class_index", class_index))
         return sorted(rows, key=lambda r: (r["class_index"], r["feature_rank"]))
 
+    def image_columns(self) -> list[str]:
+        """The `default` config's columns (from the first shard's footer): older builds lack some."""
+        with self.target.open(self.image_files[0], random=True) as f:
+            return pq.ParquetFile(f).schema_arrow.names
+
     def group_rows(self, class_index: int, columns: list[str]) -> list[dict]:
         """The image rows grouped into `class_index` (their `features` are that class's pairs), `columns` only."""
         return self._read(self.image_files, columns, ("group", class_index))

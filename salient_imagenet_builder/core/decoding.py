@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from .constants import CROP_SIZE
-from .images import CorruptImage, center_view, center_view_tensor, decode, device_decode_refusal, to_uint8_tensor
+from .images import CorruptImage, center_view, center_view_tensor, decode_sized, device_decode_refusal, to_uint8_tensor
 from .png import FILTER_UP, encode_png
 from .stages import stop_pool, worker_pool
 
@@ -33,7 +33,8 @@ _RING: torch.Tensor | None = None  # the shared ring, inherited by forked worker
 
 
 class DecodeJob:
-    """bytes -> the 224 view written into ring slot `slot`; returns (slot, error, image column or None)."""
+    """bytes -> the 224 view written into ring slot `slot`; returns (slot, error, image column or None, the image's
+    (width, height) as displayed or None)."""
 
     def __init__(self, draft: bool, image_mode: str | None):
         self.draft, self.image_mode = draft, image_mode  # image_mode None: no image column wanted
@@ -41,13 +42,14 @@ class DecodeJob:
     def __call__(self, job):
         slot, data = job
         if data is None:  # the sample says why (`Sample.error`)
-            return slot, "no image bytes", None
+            return slot, "no image bytes", None, None
         try:
-            view = center_view(decode(data, self.draft))
+            image, size = decode_sized(data, self.draft)
+            view = center_view(image)
         except CorruptImage as e:
-            return slot, str(e), None
+            return slot, str(e), None, None
         _RING[slot].copy_(to_uint8_tensor(view))
-        return slot, None, image_column(view, data, self.image_mode)
+        return slot, None, image_column(view, data, self.image_mode), size
 
 
 def image_column(view: Image.Image, data: bytes, image_mode: str | None) -> dict | None:
@@ -95,10 +97,13 @@ def _decode_one(decode_jpeg, tensor: torch.Tensor, device: torch.device) -> torc
 
 
 class Decoded:
-    """One decoded batch: the samples that decoded (`good`), their uint8 views, image columns, and the failures."""
+    """One decoded batch: the samples that decoded (`good`), their uint8 views, image columns and sizes as
+    displayed ((width, height); None where not decoded, e.g. a row made without reading its image), and the
+    failures."""
 
-    def __init__(self, good, views, images, failed):
+    def __init__(self, good, views, images, failed, sizes=None):
         self.good, self.views, self.images, self.failed = good, views, images, failed
+        self.sizes = sizes if sizes is not None else [None] * len(good)
 
 
 class BatchDecoder:
@@ -135,14 +140,15 @@ class BatchDecoder:
         if isinstance(results, Decoded):  # decoded on the device at submit
             return results
         results = results if isinstance(results, list) else results.get()
-        good, slots, images, failed = [], [], [], []
-        for sample, (slot, error, image) in zip(samples, results):
+        good, slots, images, failed, sizes = [], [], [], [], []
+        for sample, (slot, error, image, size) in zip(samples, results):
             if error is not None:
                 failed.append((sample, sample.error or error))
             else:
                 good.append(sample)
                 slots.append(slot)
                 images.append(image)
+                sizes.append(size)
         views = self.pinned[:len(slots)]
         if slots:  # contiguous slots (the usual case) are one copy
             first = slots[0]
@@ -150,7 +156,7 @@ class BatchDecoder:
                 views.copy_(self.ring[first:first + len(slots)])
             else:
                 torch.index_select(self.ring, 0, torch.tensor(slots), out=views)
-        return Decoded(good, views, images, failed)
+        return Decoded(good, views, images, failed, sizes)
 
     def _decode_on_device(self, samples: list, base: int) -> Decoded:
         """The batch's views on `decode_device`, in sample order; the fallbacks decoded at full size (no draft:
@@ -158,24 +164,27 @@ class BatchDecoder:
         refusals = [device_decode_refusal(s.data) if s.data is not None else None for s in samples]
         eligible = [i for i, reason in enumerate(refusals) if reason is None and samples[i].data is not None]
         decoded = dict(zip(eligible, decode_jpegs([samples[i].data for i in eligible], self.decode_device)))
-        good, views, failed = [], [], []
+        good, views, failed, sizes = [], [], [], []
         for i, sample in enumerate(samples):
             if sample.data is None:  # the sample says why (`Sample.error`)
                 failed.append((sample, sample.error or "no image bytes"))
                 continue
             image = decoded.get(i)
-            if image is not None:
+            if image is not None:  # orientation 1 (others go to the fallback): the file's size is the upright one
                 views.append(center_view_tensor(image))
+                size = (image.shape[2], image.shape[1])
             else:
                 self.fallbacks[refusals[i] or "decode_jpeg failed"] += 1
                 try:
-                    views.append(to_uint8_tensor(center_view(decode(sample.data, draft=False))).to(self.decode_device))
+                    image, size = decode_sized(sample.data, draft=False)
+                    views.append(to_uint8_tensor(center_view(image)).to(self.decode_device))
                 except CorruptImage as e:
                     failed.append((sample, str(e)))
                     continue
             good.append(sample)
+            sizes.append(size)
         views = torch.stack(views) if views else torch.empty((0, 3, CROP_SIZE, CROP_SIZE), dtype=torch.uint8)
-        return Decoded(good, views, self._device_images(good, views, base), failed)
+        return Decoded(good, views, self._device_images(good, views, base), failed, sizes)
 
     def _device_images(self, good: list, views: torch.Tensor, base: int) -> list:
         """The image column of device-decoded views: `crop` PNGs encoded by the workers from the ring."""

@@ -24,19 +24,35 @@ def decode(data: bytes, draft: bool = True) -> Image.Image:
     With `draft`, a JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale whose shorter side stays >= 256:
     several times cheaper, and the bilinear resize that follows then starts from fewer pixels.
     """
+    return decode_sized(data, draft)[0]
+
+
+def decode_sized(data: bytes, draft: bool = True) -> tuple[Image.Image, tuple[int, int]]:
+    """`decode`, and the image's full size as displayed: (width, height) of the file's pixels with its EXIF
+    orientation applied, whatever scale `draft` decoded it at (the frame a human mask of the image is drawn in)."""
     try:
         image = Image.open(io.BytesIO(data))
+        width, height = image.size  # from the header, before any pixel is decoded
+        check_size(width, height)
         if draft and image.format == "JPEG":
-            w, h = image.size
-            scale = RESIZE_SIZE / max(1, min(w, h))
-            image.draft("RGB", (max(1, int(w * scale) + 1), max(1, int(h * scale) + 1)))
-        check_size(*image.size)  # from the header, before any pixel is decoded
+            scale = RESIZE_SIZE / max(1, min(width, height))
+            image.draft("RGB", (max(1, int(width * scale) + 1), max(1, int(height * scale) + 1)))
         image.load()
-        return to_rgb(ImageOps.exif_transpose(image))
+        upright = ImageOps.exif_transpose(image)
+        turned = upright.size != image.size  # orientations 5-8 swap the axes
+        return to_rgb(upright), ((height, width) if turned else (width, height))
     except CorruptImage:
         raise
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError...)
         raise CorruptImage(f"{type(e).__name__}: {e}") from None
+
+
+def displayed_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of an image file as displayed (its EXIF orientation applied), from its header alone."""
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        turned = image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)  # a quarter turn: the axes swap
+    return (height, width) if turned else (width, height)
 
 
 MAX_PIXELS = 89_478_485  # Pillow's default MAX_IMAGE_PIXELS (its decompression-bomb warning), fixed here: the

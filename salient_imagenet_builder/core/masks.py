@@ -1,6 +1,7 @@
 """Soft masks: neural activation maps (NAMs) of one feature, and their lossless 8-bit encoding."""
 
 import io
+import math
 
 import numpy as np
 import torch
@@ -42,3 +43,12 @@ def decode_mask_uint8(data: bytes) -> np.ndarray:
     """PNG bytes -> 8-bit greyscale (H, W): a build's own mask PNGs without Pillow (`core.png`), any other by it."""
     pixels = decode_png(data, channels=1)
     return pixels if pixels is not None else np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.uint8)
+
+
+def map_shape_of(values: int) -> tuple[int, int]:
+    """The (H, W) of a flat map of `values` floats: square, as every map of the 224 x 224 view is."""
+    side = math.isqrt(values)
+    if side * side != values:
+        raise ValueError(f"a raw map of {values} values is not square; reshape it with the build's map_shape "
+                         "(build_info.json)")
+    return side, side

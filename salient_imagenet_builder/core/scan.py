@@ -117,19 +117,23 @@ class ImageTable:
     predictions: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
     units: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))  # the unit that read it
     unit_positions: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))  # its row in that unit
+    widths: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))  # its size as displayed
+    heights: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @classmethod
-    def of(cls, ids: list[str], refs: list[str], labels: list[int], predictions: list[int], unit: int):
+    def of(cls, ids: list[str], refs: list[str], labels: list[int], predictions: list[int], unit: int,
+           sizes: list[tuple[int, int]]):
         """The table of one unit's images, and each image's position in it."""
         ids = np.array(ids, dtype=str)
         position = id_ranks(ids)
         order = np.argsort(position)
+        sizes = np.array(sizes, dtype=np.int64).reshape(len(ids), 2)[order]
         table = cls(ids[order], np.array(refs, dtype=object)[order], np.array(labels, dtype=np.int64)[order],
                     np.array(predictions, dtype=np.int64)[order], np.full(len(ids), unit, dtype=np.int64),
-                    np.arange(len(ids), dtype=np.int64))
+                    np.arange(len(ids), dtype=np.int64), sizes[:, 0].copy(), sizes[:, 1].copy())
         return table, position
 
     def union(self, other: "ImageTable") -> tuple["ImageTable", np.ndarray, np.ndarray]:
@@ -143,7 +147,12 @@ class ImageTable:
         return merged, mine, theirs
 
     def columns(self):
-        return self.ids, self.refs, self.labels, self.predictions, self.units, self.unit_positions
+        return (self.ids, self.refs, self.labels, self.predictions, self.units, self.unit_positions, self.widths,
+                self.heights)
+
+    def size(self, position: int) -> tuple[int, int]:
+        """(width, height) of an image as displayed."""
+        return int(self.widths[position]), int(self.heights[position])
 
     def take(self, keep: np.ndarray) -> "ImageTable":
         return ImageTable(*(a[keep] for a in self.columns()))
@@ -286,7 +295,8 @@ class ScanResult:
             "context_score": self.context_score[touched].numpy(), "context_img": self.context_img[touched].numpy(),
             "ids": self.images.ids.astype(str), "refs": self.images.refs.astype(str), "labels": self.images.labels,
             "predictions": self.images.predictions, "units": self.images.units,
-            "unit_positions": self.images.unit_positions,
+            "unit_positions": self.images.unit_positions, "widths": self.images.widths,
+            "heights": self.images.heights,
         }
         if self.tracked is not None:
             arrays["tracked"] = self.tracked.numpy()
@@ -320,7 +330,7 @@ class ScanResult:
         if "image_maps" in a:
             result.image_maps = torch.from_numpy(a["image_maps"])
         result.images = ImageTable(a["ids"], a["refs"].astype(object), a["labels"], a["predictions"], a["units"],
-                                   a["unit_positions"])
+                                   a["unit_positions"], a["widths"], a["heights"])
         result.scanned, result.skipped = info["scanned"], [tuple(s) for s in info["skipped"]]
         result.bytes_read = info["bytes_read"]
         result.unlabelled, result.timings = Counter(info["unlabelled"]), defaultdict(float, info["timings"])
@@ -363,16 +373,16 @@ class UnitScan:
         self.acc = ScanResult.empty(spec, num_features)
         self.keep_maps, self.unit_index = spec.keep_maps, unit_index
         self.row_of = self.acc.rows()
-        self.ids, self.refs, self.labels, self.predictions, self.maps = [], [], [], [], []
+        self.ids, self.refs, self.labels, self.predictions, self.sizes, self.maps = [], [], [], [], [], []
 
     def skip(self, failed) -> None:
         """Samples that did not decode: (sample, error) pairs."""
         self.acc.skipped += [(s.image_id, s.ref, error) for s, error in failed]
 
     def add(self, samples, pooled: torch.Tensor, logits: torch.Tensor, groups: torch.Tensor,
-            spatial: torch.Tensor | None = None) -> None:
-        """One batch: pooled features r(x) and logits (CPU, float), the group of each image, and with `keep_maps`
-        the spatial maps (any device) the kept images' maps are cut from."""
+            spatial: torch.Tensor | None = None, sizes: list | None = None) -> None:
+        """One batch: pooled features r(x) and logits (CPU, float), the group of each image, with `keep_maps` the
+        spatial maps (any device) the kept images' maps are cut from, and each image's (width, height)."""
         acc = self.acc
         acc.scanned += len(samples)
         rows = self.row_of[groups]
@@ -386,6 +396,7 @@ class UnitScan:
             self.refs.append(samples[i].ref)
             self.labels.append(samples[i].label)
             self.predictions.append(prediction)
+            self.sizes.append(sizes[i] if sizes is not None and sizes[i] is not None else (0, 0))
         id_rank = torch.from_numpy(id_ranks(self.ids))
         seq = torch.arange(first, len(self.ids))
         pooled, logits, rows = pooled[inside], logits[inside], rows[inside]
@@ -415,7 +426,8 @@ class UnitScan:
 
     def result(self) -> ScanResult:
         acc = self.acc
-        acc.images, position = ImageTable.of(self.ids, self.refs, self.labels, self.predictions, self.unit_index)
+        acc.images, position = ImageTable.of(self.ids, self.refs, self.labels, self.predictions, self.unit_index,
+                                             self.sizes)
         acc.top_img, acc.context_img = _remap(acc.top_img, position), _remap(acc.context_img, position)
         if self.maps:
             acc.image_maps = torch.empty_like(torch.cat(self.maps))
@@ -479,7 +491,7 @@ class ScanWorker:
             predictions = logits.argmax(1)
             groups = predictions if self.spec.group_by == "prediction" else torch.tensor(
                 [s.label for s in decoded.good])
-            scan.add(decoded.good, pooled, logits, groups, spatial if self.spec.keep_maps else None)
+            scan.add(decoded.good, pooled, logits, groups, spatial if self.spec.keep_maps else None, decoded.sizes)
         if self.rows is not None:
             with timer("masks+encode"):
                 self.rows.add(decoded, spatial, pooled, predictions.tolist(), groups.tolist(), self.decoder)

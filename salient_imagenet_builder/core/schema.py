@@ -69,19 +69,57 @@ def class_label() -> ClassLabel:
     return ClassLabel(names=class_names())
 
 
-def image_features(map_shape: tuple[int, int] | None = MAP_SHAPE) -> Features:
-    """`default` config: one row per image. `map_shape`: the (H, W) of the model's raw maps, stored as fixed-shape
-    arrays (`Array2D`: one float32 block per map, which `with_format("torch")` hands over as an H x W tensor);
-    None: the nested lists of builds from before them (still valid, still loads)."""
-    nam = List(List(Value("float32"))) if map_shape is None else Array2D(tuple(map_shape), "float32")
+# The layouts of the `default` config. A build of this version stores each raw map (`features[].nam`) as a
+# fixed-size list of H * W float32 values, row-major (the shape is the build's `map_shape`, 7 x 7 for ResNet-50 at
+# 224), and records each image's size as displayed (`original_width`, `original_height`). Older builds, still
+# loaded, checked and evaluated: "array2d", 0.x builds whose maps are datasets' `Array2D`, without the sizes;
+# "lists", the first builds, whose maps are nested lists. Array2D is an Arrow extension type defined in Python:
+# pyarrow calls back into Python to compare and convert it, from whatever thread reads a batch, and a streaming
+# reader left suspended at interpreter exit then hangs or aborts the user's process. A fixed-size list is a plain
+# Arrow type; it is flat because `datasets`' numpy and torch formatters fail on nested fixed-size lists inside a
+# struct that holds an image (datasets 5.2: "The truth value of an array ... is ambiguous").
+LEGACY_LAYOUTS = ("array2d", "lists")
+
+
+def nam_feature(map_shape: tuple[int, int] | None = MAP_SHAPE, legacy: str | None = None):
+    """The raw maps' feature: H * W float32 values (`with_format("torch")` hands each over as a vector:
+    `.reshape(H, W)`); `legacy` "array2d" or "lists" (or no `map_shape`) for older builds."""
+    if legacy not in (None, *LEGACY_LAYOUTS):
+        raise ValueError(f"legacy layout must be one of {LEGACY_LAYOUTS} or None, got {legacy!r}")
+    if map_shape is None or legacy == "lists":
+        return List(List(Value("float32")))
+    height, width = map_shape
+    if legacy == "array2d":
+        return Array2D((height, width), "float32")
+    return List(Value("float32"), length=height * width)
+
+
+def layout_of(features: Features) -> tuple[tuple[int, int] | None, str | None]:
+    """(map shape, legacy layout or None) of a declared `default` schema: the inverse of `image_features`."""
+    inner = getattr(features.get("features"), "feature", None)
+    nam = inner.get("nam") if isinstance(inner, dict) else None
+    if isinstance(nam, Array2D):
+        return tuple(nam.shape), "array2d"
+    if getattr(nam, "length", -1) > 0:
+        return (1, nam.length), None  # only H * W is declared
+    return None, "lists"
+
+
+def image_features(map_shape: tuple[int, int] | None = MAP_SHAPE, legacy: str | None = None) -> Features:
+    """`default` config: one row per image, as a build of this version writes it (`legacy`: an older layout, see
+    LEGACY_LAYOUTS; `map_shape`: the (H, W) of the model's raw maps)."""
     feature = {
         "feature_index": Value("int32"),
         "feature_rank": Value("int8"),
         "kind": Value("string"),
         "activation": Value("float32"),
         "rank": Value("int32"),  # 1-based position among the pair's top-k images
-        "nam": nam,  # raw neural activation map (layer4 channel, e.g. 7x7), max-normalised
+        "nam": nam_feature(map_shape, legacy),  # raw neural activation map (a layer4 channel), max-normalised
         "mask": Image(),  # the NAM upsampled to the image view, lossless 8-bit greyscale PNG
+    }
+    sizes = {} if legacy else {
+        "original_width": Value("int32"),  # the source image's size as displayed (EXIF orientation applied): the
+        "original_height": Value("int32"),  # frame of a human mask of it (`validate`)
     }
     return Features(
         {
@@ -91,6 +129,7 @@ def image_features(map_shape: tuple[int, int] | None = MAP_SHAPE) -> Features:
             "wordnet_id": Value("string"),
             "prediction": class_label(),
             "group": class_label(),  # the class whose annotated features are attached (prediction or label)
+            **sizes,
             "features": List(feature),
             "core_mask": Image(),
             "spurious_mask": Image(),

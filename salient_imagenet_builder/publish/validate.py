@@ -7,8 +7,10 @@ would reject: a first-rows preview over its byte budget, or a page of rows whose
 """
 
 import fnmatch
+import gc
 import io
 import json
+import logging
 import re
 
 import pyarrow.parquet as pq
@@ -28,10 +30,11 @@ from ..core.constants import (
 )
 from ..core.errors import UserError
 from ..core.pages import page_index_problems
-from ..core.schema import annotation_features, image_features, legacy_annotation_features
+from ..core.schema import annotation_features, image_features, layout_of, legacy_annotation_features
 from ..core.targets import Target
 
 DECLARED = {"default": image_features, ANNOTATIONS_CONFIG: annotation_features}
+log = logging.getLogger(__name__)
 REQUIRED_METADATA = ("license", "pretty_name", "task_categories", "configs", "dataset_info")
 
 
@@ -71,23 +74,14 @@ def check(target: str, stream: bool = True) -> list[str]:
 
 def _declared(name: str, declared, info: dict | None) -> Features:
     """The config's schema; a build from before the generalization columns declares (and holds) the older
-    annotations schema, which stays valid. The default config's raw maps have the shape of the build's model
-    (Array2D), or are nested lists in builds from before the fixed-shape maps: both valid."""
+    annotations schema, which stays valid. The default config's raw maps have the shape of the build's model; older
+    builds' layouts (Array2D maps, nested lists: `schema.LEGACY_LAYOUTS`) stay valid."""
     card = Features._from_yaml_list(info.get("features", [])) if info else None
     if name == ANNOTATIONS_CONFIG and card == legacy_annotation_features():
         return legacy_annotation_features()
-    if name == "default" and card is not None:
-        nam = _nam_feature(card)
-        if nam is not None:
-            return image_features(getattr(nam, "shape", None))
+    if name == "default" and card is not None and "features" in card:
+        return image_features(*layout_of(card))
     return declared()
-
-
-def _nam_feature(features: Features):
-    """The declared type of `features[].nam`, or None where the declaration has none."""
-    feature = features.get("features")
-    inner = getattr(feature, "feature", None)
-    return inner.get("nam") if isinstance(inner, dict) else None
 
 
 def _check_config(where: Target, name: str, config: dict, info: dict | None, declared: Features,
@@ -124,7 +118,7 @@ def _check_config(where: Target, name: str, config: dict, info: dict | None, dec
                 problems.append(f"{path}: schema differs from {first} (all shards of `{name}` must share one)")
         if sizes.get(split) is not None and sizes[split] != rows:
             problems.append(f"README.md: `{name}` split `{split}` says {sizes[split]} rows, the shards hold {rows}")
-        if stream and not problems:
+        if stream and not problems and not _streams_array2d(name, declared):
             problems += _check_stream(where, name, split)
     return problems
 
@@ -154,6 +148,17 @@ def _check_shard(path: str, parquet: pq.ParquetFile, declared: Features) -> list
     return problems
 
 
+def _streams_array2d(name: str, declared: Features) -> bool:
+    """A build of 0.x stores its raw maps as datasets' Array2D, a Python-defined Arrow type: a process that streamed
+    it may hang or abort at exit (pyarrow's reader threads call back into Python, apache/arrow#45214), so `check`
+    leaves its default config unstreamed, and says so."""
+    if name != "default" or layout_of(declared)[1] != "array2d":
+        return False
+    log.warning("config `default`: its raw maps are datasets' Array2D (a build of 0.x), which can hang a process "
+                "that streams them at exit; its first rows are not streamed (rebuild with this version to fix it)")
+    return True
+
+
 def _check_stream(where: Target, name: str, split: str) -> list[str]:
     from datasets import load_dataset
 
@@ -161,7 +166,12 @@ def _check_stream(where: Target, name: str, split: str) -> list[str]:
         rows = load_dataset(str(where.root) if where.local else where.name, name, split=split, streaming=True)
         stream = iter(rows)
         first = next(stream)
-        stream.close()  # close the readers now: a reader left suspended can abort the interpreter at exit
+        stream.close()
+        # pyarrow's reader threads may still hold the file: let go of it now, not at interpreter exit, where a reader
+        # thread taking the GIL aborts the process ("terminate called without an active exception";
+        # huggingface/datasets#7566, apache/arrow#45214)
+        del stream, rows
+        gc.collect()
     except Exception as e:
         return [f"config `{name}`: the first row does not stream ({type(e).__name__}: {e})"]
     if name == "default" and first["features"] and first["features"][0]["mask"] is None:

@@ -1,6 +1,5 @@
 """Human masks on disk -> (object, counted) maps in the dataset's 224 view."""
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +31,16 @@ class HumanMasks:
             candidates.append(self.folder / f"{image_id}.png")
         return next((p for p in candidates if p.is_file()), None)
 
-    def view(self, path: Path, image: bytes | None) -> tuple[np.ndarray, np.ndarray]:
+    def view(self, path: Path, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
         """(H, counted): boolean 224 x 224 maps of the object and of the pixels that count (not ignored).
-        `image`: the original image file when the build kept it (its size is checked and its EXIF orientation
-        applied to the mask); None for a build that kept only the 224 view or no image."""
+        A human mask is drawn on the image as displayed (EXIF orientation applied, as ImageNet-S draws them and as
+        the build decoded the image): `size`, the image's (width, height) so, is the size the mask must have; None
+        where the build does not tell (builds from before the size columns), unchecked."""
         ids = _read_ids(path, self.format)
-        ids = _orient(ids, path, image)
+        height, width = ids.shape
+        if size is not None and (width, height) != tuple(size):
+            raise InputError(f"human mask {path}: {width}x{height} pixels, but its image is {size[0]}x{size[1]} (as "
+                             "displayed, EXIF orientation applied: the frame human masks are drawn in)")
         ids = _nearest_view(ids)
         if self.format == "imagenet-s":
             return (ids != IMAGENET_S_OTHER) & (ids != IMAGENET_S_IGNORE), ids != IMAGENET_S_IGNORE
@@ -59,30 +62,6 @@ def _read_ids(path: Path, fmt: str) -> np.ndarray:
     if pixels.ndim == 3:  # an RGB(A) binary mask: any colour channel set; alpha says nothing about the object
         pixels = pixels[..., :3].any(axis=-1) if pixels.shape[-1] >= 3 else pixels[..., 0]
     return (pixels != 0).astype(np.int32)
-
-
-EXIF_ORIENTATION = 0x0112
-TRANSPOSES = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-              8: Image.Transpose.ROTATE_90}  # what ImageOps.exif_transpose does to the image for each orientation
-
-
-def _orient(ids: np.ndarray, path: Path, image: bytes | None) -> np.ndarray:
-    """The mask in the image's upright pixel grid. With the original image: a mask of its stored size is turned by
-    its EXIF orientation, as the image was when the build decoded it; a mask of its upright size is kept; any other
-    size is refused. Without it (a build that kept the 224 view or no image), the mask is taken as upright."""
-    if image is None:
-        return ids
-    with Image.open(io.BytesIO(image)) as original:
-        stored, orientation = original.size, int(original.getexif().get(EXIF_ORIENTATION, 1))
-    turn = TRANSPOSES.get(orientation)
-    upright = stored[::-1] if orientation in (5, 6, 7, 8) else stored
-    height, width = ids.shape
-    if (width, height) == stored and turn is not None:
-        return np.asarray(Image.fromarray(ids).transpose(turn), dtype=np.int32)
-    if (width, height) in (stored, upright):
-        return ids
-    raise InputError(f"human mask {path}: {width}x{height} pixels, but its image is {upright[0]}x{upright[1]}")
 
 
 def _nearest_view(ids: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from PIL import Image
 
 from ..core.constants import CROP_SIZE
 from ..core.dataset import DatasetView
+from ..core.images import displayed_size
 from ..core.masks import decode_mask
 from .human import HumanMasks
 
@@ -34,14 +35,23 @@ class Scores:
     empty_masks: int = 0  # (image, feature) with a human mask but no soft-mask mass on counted pixels
 
 
+SIZES = ("original_width", "original_height")  # each image's size as displayed (builds of this version)
+
+
 def score_dataset(view: DatasetView, humans: HumanMasks, classes: list[int] | None = None) -> Scores:
     """Every annotated pair of the build (of `classes` when given): its images' energy_inside and their mean."""
     scores = Scores()
     pairs = view.pairs()
+    sized = set(SIZES) <= set(view.image_columns())
+    if not sized:
+        log.warning("%s: a build from before the image size columns (%s): the human masks' sizes are checked only "
+                    "against an --image-mode original build's files, otherwise not at all", view.name,
+                    ", ".join(SIZES))
+    columns = ["image", "image_id", "wordnet_id", "features", *(SIZES if sized else ())]
     for class_index in sorted({p["class_index"] for p in pairs}):
         if classes is not None and class_index not in classes:
             continue
-        per_feature = _score_class(view, humans, class_index, scores)
+        per_feature = _score_class(view, humans, class_index, scores, columns)
         for pair in (p for p in pairs if p["class_index"] == class_index):
             values = per_feature.get(pair["feature_index"], [])
             scores.pairs.append({"class_index": class_index, "feature_index": pair["feature_index"],
@@ -50,16 +60,17 @@ def score_dataset(view: DatasetView, humans: HumanMasks, classes: list[int] | No
     return scores
 
 
-def _score_class(view: DatasetView, humans: HumanMasks, class_index: int, scores: Scores) -> dict[int, list[float]]:
+def _score_class(view: DatasetView, humans: HumanMasks, class_index: int, scores: Scores,
+                 columns: list[str]) -> dict[int, list[float]]:
     """feature index -> energy_inside of each of its images in this class's rows that has a human mask."""
     found: dict[int, list[float]] = {}
-    for row in view.group_rows(class_index, ["image", "image_id", "wordnet_id", "features"]):
+    for row in view.group_rows(class_index, columns):
         scores.images += 1
         path = humans.path(row["wordnet_id"], row["image_id"])
         if path is None:
             scores.without_mask += 1
             continue
-        human, counted = humans.view(path, _original(row.get("image")))
+        human, counted = humans.view(path, image_size(row))
         for entry in row["features"]:
             value = energy_inside(decode_mask(entry["mask"]["bytes"]), human, counted)
             if value is None:
@@ -71,9 +82,15 @@ def _score_class(view: DatasetView, humans: HumanMasks, class_index: int, scores
     return found
 
 
-def _original(image: dict | None) -> bytes | None:
-    """The original image file of an --image-mode original build; None for the 224 view or no image."""
+def image_size(row: dict) -> tuple[int, int] | None:
+    """The row's image as displayed: the build's record of it, else (older builds) an --image-mode original build's
+    file; None when neither tells (a crop or masks-only build from before the size columns)."""
+    if row.get(SIZES[0]) is not None:
+        return row[SIZES[0]], row[SIZES[1]]
+    image = row.get("image")
     if not image or not image.get("bytes"):
         return None
     with Image.open(io.BytesIO(image["bytes"])) as picture:
-        return None if picture.size == (CROP_SIZE, CROP_SIZE) else image["bytes"]
+        if picture.size == (CROP_SIZE, CROP_SIZE):  # the stored 224 view, not the file
+            return None
+    return displayed_size(image["bytes"])
