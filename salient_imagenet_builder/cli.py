@@ -306,7 +306,8 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--answers-per-pair", type=positive_int, default=ANSWERS_PER_PAIR,
                         help=f"answers every pair needs (default: {ANSWERS_PER_PAIR})")
     parser.add_argument("--majority", type=positive_int,
-                        help=f"spurious when at least this many answers are separate_object or background "
+                        help=f"spurious when at least this many answers are separate_object or background; in a "
+                             "generalization study, a band's verdict is same when at least this many are same "
                              f"(default: a majority of --answers-per-pair, {MAJORITY} of {ANSWERS_PER_PAIR}; the build "
                              "applies a majority)")
     parser.add_argument("--out", required=True,

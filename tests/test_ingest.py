@@ -165,3 +165,21 @@ def test_three_annotators_are_labelled_by_two_of_three_as_the_build_reads_them(t
     parsed = parse(out)
     assert (parsed.answers_per_pair, parsed.majority) == (3, 2)
     assert {c: p.kind for (c, _), p in parsed.pairs.items()} == {0: "spurious", 1: "core"}
+
+
+def test_other_columns_are_ignored_and_counted(tmp_path, pairs_csv, capsys):
+    """A crowdsourcing platform's results: the published columns in another order, among columns ingest does not
+    read; the labels are those of the plain files."""
+    plan = {0: [B, B, S, M, M], 1: [M, M, M, S, B]}
+    files = five_files(tmp_path, plan)
+    with open(files[0], newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(files[0], "w", newline="", encoding="utf-8-sig") as f:
+        writer = csv.DictWriter(f, ["HITId", *reversed(COLUMNS), "Approve"])
+        writer.writeheader()
+        writer.writerows({**row, "HITId": "h1", "Approve": "x"} for row in rows)
+    out = tmp_path / "annotations.csv"
+    assert main(["ingest", *map(str, files), "--pairs", str(pairs_csv), "--out", str(out)]) == 0
+    assert f"{files[0]}: 2 other column(s) ignored: HITId, Approve" in capsys.readouterr().out
+    parsed = parse(out)
+    assert {c: p.kind for (c, _), p in parsed.pairs.items()} == {0: "spurious", 1: "core"}

@@ -4,8 +4,6 @@ import csv
 import math
 import os
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from .constants import (
     SPURIOUS_ANSWERS,
     majority_of,
 )
+from .csvfile import csv_reader, is_blank, missing_columns, separator_hint
 from .download import fetch_pinned
 from .errors import InputError, NetworkError  # noqa: F401 (NetworkError: what fetch raises, callers catch it here)
 from .output import sha256_file
@@ -134,22 +133,6 @@ class Annotations:
         }
 
 
-@contextmanager
-def csv_reader(path: Path, error: type[InputError] = InputError) -> Iterator[csv.DictReader]:
-    """A DictReader over a CSV file: UTF-8 with or without a BOM (Excel's "CSV UTF-8" export starts with one).
-    Every CSV this tool reads goes through here, so undecodable or malformed text is one line naming the file."""
-    if path.is_dir():
-        raise error(f"{path}: is a folder, not a CSV file")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            yield csv.DictReader(f)
-    except UnicodeDecodeError as e:
-        raise error(f"{path}: not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset {e.start}); "
-                    "save it as CSV UTF-8") from None
-    except csv.Error as e:
-        raise error(f"{path}: not a readable CSV file ({e})") from None
-
-
 # A study's pairs.csv (discover writes it, ingest checks answers against it): the published CSV's Input.*
 # names, so the file can be uploaded as a crowdsourcing batch as it is.
 STUDY_PAIR_COLUMNS = ("Input.wordnet_id", "Input.class_index", "Input.feature_index", "Input.feature_rank",
@@ -179,12 +162,16 @@ def pairs_path(path: str | os.PathLike) -> Path:
 def parse_band(text: str) -> tuple[int, int]:
     """"61-65" -> (61, 65): ranks within a pair's top-k, 1-based, first <= last."""
     try:
-        first, last = (int(part) for part in text.strip().split("-"))
+        first, last = (int(part) for part in (text or "").strip().split("-"))
     except ValueError:
         raise InputError(f"band {text!r} is not FIRST-LAST (e.g. 61-65)") from None
     if not 1 <= first <= last:
         raise InputError(f"band {text!r}: ranks start at 1 and FIRST <= LAST")
     return first, last
+
+
+def band_text(band: tuple[int, int]) -> str:
+    return f"{band[0]}-{band[1]}"
 
 
 def read_pairs(path: str | os.PathLike) -> dict[tuple, dict]:
@@ -241,9 +228,10 @@ def read_generalization(path: str | os.PathLike) -> dict[tuple[int, int], list[d
         raise InputError(f"--generalization {path}: no such file (ingest writes it from a generalization study)")
     studied: dict[tuple[int, int], list[dict]] = {}
     with csv_reader(path) as reader:
-        if tuple(reader.fieldnames or ()) != GENERALIZATION_COLUMNS:
-            raise InputError(f"{path}: not a generalization CSV: expected the header {','.join(GENERALIZATION_COLUMNS)}"
-                             f"{separator_hint(reader.fieldnames)}")
+        missing = missing_columns(reader.fieldnames, GENERALIZATION_COLUMNS)
+        if missing:
+            raise InputError(f"{path}: not a generalization CSV: missing column(s) {', '.join(missing)} (ingest writes "
+                             f"{','.join(GENERALIZATION_COLUMNS)}){separator_hint(reader.fieldnames)}")
         for number, row in enumerate(reader, start=2):
             if is_blank(row):
                 continue
@@ -264,8 +252,7 @@ def _generalization_row(row: dict) -> tuple[tuple[int, int], dict]:
     key = (int(row["class_index"]), int(row["feature_index"]))
     if not 0 <= key[0] < NUM_CLASSES or key[1] < 0:
         raise InputError(f"class {key[0]} feature {key[1]}: classes are 0-{NUM_CLASSES - 1}, features >= 0")
-    band = row["band"].strip()
-    parse_band(band)
+    band = band_text(parse_band(row["band"]))  # one spelling per band (" 06-10" is 6-10)
     answers, same = int(row["answers"]), int(row["same"])
     if not 0 <= same <= answers or row["verdict"] not in ("same", "not_same"):
         raise InputError(f"answers {answers}, same {same}, verdict {row['verdict']!r}: expected 0 <= same <= answers "
@@ -274,28 +261,20 @@ def _generalization_row(row: dict) -> tuple[tuple[int, int], dict]:
 
 
 def generalizes_to_rank(bands: list[dict] | None) -> int | None:
-    """The last rank of the highest band that, with every lower band, has verdict `same`; the top 5 (the images
-    the pair was annotated from) when the first band fails; None for a pair not studied."""
+    """The last rank of the unbroken run of ranks from 6 up (just below the top 5 the pair was annotated from)
+    that a band judged `same` covers and no band judged `not_same` does; 5 when rank 6 is not one; None for a pair
+    not studied. So a rank range never studied stops the run, and a rank in a rejected band is never counted, even
+    where an overlapping band judged it `same`."""
     if not bands:
         return None
+    spans = sorted((parse_band(b["band"]), b["verdict"] == "same") for b in bands)
+    first_rejected = min((max(first, ANNOTATOR_TOP_IMAGES + 1) for (first, last), same in spans
+                          if not same and last > ANNOTATOR_TOP_IMAGES), default=math.inf)
     reached = ANNOTATOR_TOP_IMAGES
-    for band in sorted(bands, key=lambda b: parse_band(b["band"])):
-        if band["verdict"] != "same":
-            break
-        reached = parse_band(band["band"])[1]
-    return reached
-
-
-def is_blank(row: dict) -> bool:
-    """A blank line, or one of separators only (",,,,"), as spreadsheets leave at the end."""
-    return not any((v or "").strip() for v in row.values() if isinstance(v, str))
-
-
-def separator_hint(fieldnames) -> str:
-    """For a header that is one field holding ';' or tabs: the file was saved with another separator."""
-    if fieldnames and len(fieldnames) == 1 and any(sep in fieldnames[0] for sep in ";\t"):
-        return " (it seems to use ';' or tabs between columns: save it as comma-separated CSV UTF-8)"
-    return ""
+    for (first, last), same in spans:  # by first rank: the run of ranks the `same` bands cover from 6
+        if same and first <= reached + 1:
+            reached = max(reached, last)
+    return int(min(reached, first_rejected - 1))
 
 
 def parse(path: str | os.PathLike, num_features: int = 2048) -> Annotations:

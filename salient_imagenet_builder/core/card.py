@@ -266,16 +266,28 @@ def _attached(attached: dict) -> str:
             f"build {md_text(attached['dataset'])}: {attached['attached']} of {attached['rows']} rows have an image")
 
 
+def generalization_studies(summary: dict | None) -> list[dict]:
+    """The study files `update --generalization` recorded, in order, as {file, sha256} (builds updated before
+    studies accumulated name one file)."""
+    if not summary:
+        return []
+    return summary.get("studies") or [{"file": summary["file"], "sha256": summary["sha256"]}]
+
+
 def _generalization_section(summary: dict | None) -> str:
-    """The generalization study `update` recorded: a table per band (pairs studied, share judged same)."""
+    """The generalization studies `update` recorded: a table per band (pairs studied, share judged same)."""
     if not summary:
         return ""
     rows = "\n".join(f"| {b['band']} | {b['pairs']} | {b['same']} | {b['share_same']:.2f} |" for b in summary["bands"])
+    files = "; ".join(f"{md_text(s['file'])}, sha256 `{s['sha256']}`" for s in generalization_studies(summary))
     return ("\n## Generalization study\n\nDo a pair's lower-ranked images show the same visual attribute as its top "
             f"{summary['top_images']}? Annotators compared the top images with a band of lower ranks; a band's verdict "
-            f"is `same` when a majority of its answers is `same` (file {md_text(summary['file'])}, sha256 "
-            f"`{summary['sha256']}`). The `annotations` config has each pair's bands (`generalization`) and "
-            "`generalizes_to_rank`; `salient-imagenet evaluate --generalized-only` uses only those masks.\n\n"
+            "is `same` when enough of its answers are `same` (a majority unless `ingest --majority` set another "
+            f"count). Recorded from these studies, in order: {files}; a pair's band studied again keeps the later "
+            "answers. The `annotations` config has each pair's bands (`generalization`) and `generalizes_to_rank` (the "
+            f"last rank of the unbroken run from rank {summary['top_images'] + 1} up that a band judged `same` covers "
+            "and no band judged `not_same` does); `salient-imagenet evaluate --generalized-only` uses only those "
+            "masks.\n\n"
             f"| band (ranks) | pairs studied | judged same | share judged same |\n|---|---|---|---|\n{rows}\n")
 
 

@@ -33,7 +33,3 @@ def check_within(bands: list[tuple[int, int]], top_k: int | None, dataset: str) 
         inside = f"; bands within {ANNOTATOR_TOP_IMAGES + 1}-{top_k}" if top_k > ANNOTATOR_TOP_IMAGES else ""
         raise InputError(f"--bands {','.join(beyond)}: beyond the top-k of {dataset} ({top_k}): each pair has masks "
                          f"for its top {top_k} images only{inside}")
-
-
-def band_text(band: tuple[int, int]) -> str:
-    return f"{band[0]}-{band[1]}"

@@ -19,7 +19,7 @@ import numpy as np
 from .. import __version__
 from ..core import render
 from ..core.annotation_page import study_data, write_page
-from ..core.annotations import GENERALIZATION_PAIR_COLUMNS
+from ..core.annotations import GENERALIZATION_PAIR_COLUMNS, band_text
 from ..core.constants import (
     ANNOTATOR_TOP_IMAGES,
     BUILD_INFO,
@@ -45,7 +45,7 @@ from ..core.schema import wordnet_ids
 from ..core.sources import open_source
 from ..core.targets import resolve
 from ..core.units import WorkLock
-from .bands import band_text, check_within, parse_bands
+from .bands import check_within, parse_bands
 from .panels import BandTask, render_band_panel
 
 log = logging.getLogger(__name__)

@@ -67,16 +67,16 @@ def kappa_of(grouped: dict) -> float:
 
 # --- a generalization study -----------------------------------------------------------------------------------
 
-def band_verdicts(grouped: dict) -> list[dict]:
-    """Per (pair, band), sorted by class, feature, band: the answers per choice and the verdict, `same` when a
-    majority (`majority_of`) of the band's answers is `same`, else `not_same`."""
+def band_verdicts(grouped: dict, majority: int | None = None) -> list[dict]:
+    """Per (pair, band), sorted by class, feature, band: the answers per choice and the verdict, `same` when at
+    least `majority` of the band's answers are `same` (default: a majority, `majority_of`), else `not_same`."""
     table = []
     for key in sorted(grouped, key=lambda k: (k[0], k[1], parse_band(k[2]))):
         votes = Counter(r.answer for r in grouped[key])
         answers = len(grouped[key])
         table.append({"class_index": key[0], "feature_index": key[1], "band": key[2], "answers": answers,
                       **{c: votes[c] for c in GENERALIZE_CHOICES},
-                      "verdict": "same" if votes["same"] >= majority_of(answers) else "not_same"})
+                      "verdict": "same" if votes["same"] >= (majority or majority_of(answers)) else "not_same"})
     return table
 
 

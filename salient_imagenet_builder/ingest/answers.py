@@ -6,9 +6,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.annotations import COLUMNS, csv_reader, is_blank, separator_hint
+from ..core.annotations import COLUMNS
+from ..core.csvfile import csv_reader, is_blank, missing_columns, other_columns, separator_hint
 from ..core.constants import ANSWER_CHOICES, CONFIDENCE_RANGE, GENERALIZE_ANSWER_COLUMNS, GENERALIZE_CHOICES
 from ..core.errors import InputError
+
+
+MAX_COLUMNS_NAMED = 8  # a crowdsourcing platform's results have dozens of columns
 
 
 class IngestError(InputError):
@@ -41,8 +45,9 @@ def header_of(kind: str) -> tuple:
 
 
 def unreadable(paths: list[str], kind: str = "discovery") -> list[str]:
-    """File-level problems (missing, a folder, not UTF-8 CSV, not the results header), reported before any row:
-    a file that cannot be read would otherwise show up only as every pair's missing answers."""
+    """File-level problems (missing, a folder, not UTF-8 CSV, a required column missing), reported before any row:
+    a file that cannot be read would otherwise show up only as every pair's missing answers. Columns are found by
+    name, in any order; other columns are ignored (`ignored_columns` says which)."""
     problems = []
     for path in map(Path, paths):
         if not path.exists():
@@ -52,18 +57,30 @@ def unreadable(paths: list[str], kind: str = "discovery") -> list[str]:
         try:
             with csv_reader(path, IngestError) as reader:
                 fieldnames = reader.fieldnames
-                missing = [c for c in header_of(kind) if c not in (fieldnames or [])]
                 for _ in reader:  # decode it all: a bad byte may come late
                     pass
         except IngestError as e:
             problems.append(str(e))
             continue
-        extra = kind == "generalization" and not missing and tuple(fieldnames) != header_of(kind)
-        if missing or extra:
-            problems.append(f"{path}: {'missing column(s) ' + ', '.join(missing) if missing else 'other columns'}; "
-                            f"expected the header "
-                            f"{','.join(header_of(kind))}{separator_hint(fieldnames)}")
+        missing = missing_columns(fieldnames, header_of(kind))
+        if missing:
+            problems.append(f"{path}: missing column(s) {', '.join(missing)} (the answers need "
+                            f"{', '.join(header_of(kind))}, in any order){separator_hint(fieldnames)}")
     return problems
+
+
+def ignored_columns(paths: list[str], kind: str = "discovery") -> list[str]:
+    """One line per answer file with columns the study does not read (a platform's `Approve`, a spreadsheet's
+    `Notes`), for files `unreadable` passed."""
+    lines = []
+    for path in map(Path, paths):
+        with csv_reader(path, IngestError) as reader:
+            others = other_columns(reader.fieldnames, header_of(kind))
+        if others:
+            shown = ", ".join(name or "(unnamed)" for name in others[:MAX_COLUMNS_NAMED])
+            more = f" and {len(others) - MAX_COLUMNS_NAMED} more" if len(others) > MAX_COLUMNS_NAMED else ""
+            lines.append(f"{path}: {len(others)} other column(s) ignored: {shown}{more}")
+    return lines
 
 
 def read_answers(paths: list[str], pairs: dict[tuple, dict], kind: str = "discovery") -> tuple[list[Row], list[str]]:

@@ -12,7 +12,7 @@ from ..core.annotations import read_generalization, read_pairs, study_kind
 from ..core.constants import GENERALIZATION_COLUMNS, PAIRS_FILE, majority_of
 from ..core.output import check_out_file, write_text_atomic
 from .agreement import annotator_agreement, band_statistics, band_verdicts, kappa_of, pair_agreement
-from .answers import IngestError, answers_text, by_pair, check_quorum, read_answers, unreadable
+from .answers import IngestError, answers_text, by_pair, check_quorum, ignored_columns, read_answers, unreadable
 
 log = logging.getLogger(__name__)
 MAX_PRINTED_PAIRS = 30
@@ -29,6 +29,7 @@ def run(args) -> int:
     if study_kind(pairs_path) == "generalization":
         return run_generalization(args, out, pairs_path)
     report(unreadable(args.answers), out)
+    print_ignored(args.answers, "discovery")
     pairs = read_pairs(pairs_path)
     rows, problems = read_answers(args.answers, pairs)
     grouped = by_pair(rows)
@@ -47,12 +48,13 @@ def run(args) -> int:
 def run_generalization(args, out: Path, pairs_path: Path) -> int:
     """A generalization study: one row per (pair, band) with its answers per choice and verdict."""
     report(unreadable(args.answers, "generalization"), out)
+    print_ignored(args.answers, "generalization")
     pairs = read_pairs(pairs_path)
     rows, problems = read_answers(args.answers, pairs, "generalization")
     grouped = by_pair(rows)
     report(problems + check_quorum(grouped, pairs, args.answers_per_pair), out)
-    verdicts = band_verdicts(grouped)
-    print_band_statistics(band_statistics(grouped, verdicts), args.answers_per_pair)
+    verdicts = band_verdicts(grouped, args.majority)
+    print_band_statistics(band_statistics(grouped, verdicts), args.majority, args.answers_per_pair)
     text = generalization_text(verdicts)
     with tempfile.TemporaryDirectory(prefix="salient_ingest_") as tmp:  # what update will read, read first
         draft = Path(tmp) / "generalization.csv"
@@ -73,9 +75,13 @@ def generalization_text(verdicts: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def print_band_statistics(stats: list[dict], answers_per_pair: int) -> None:
-    print(f"Generalization study: verdict same = at least {majority_of(answers_per_pair)} of {answers_per_pair} "
-          "answers same")
+def print_ignored(paths: list[str], kind: str) -> None:
+    for line in ignored_columns(paths, kind):
+        print(line)
+
+
+def print_band_statistics(stats: list[dict], majority: int, answers_per_pair: int) -> None:
+    print(f"Generalization study: verdict same = at least {majority} of {answers_per_pair} answers same")
     print("band | pairs | judged same | share same | agreement with the most common answer | Fleiss' kappa")
     for s in stats:
         kappa = "n/a" if math.isnan(s["kappa"]) else f"{s['kappa']:.3f}"

@@ -6,8 +6,8 @@ The stages, in order:
    image shards are the same bytes), let each `Recording` fill its columns of the annotations rows and its entry in
    the card's `updates`, write the annotation shards and the card into the staging folder, then rename it into place
    as a build does (`core.output.move_into_place`);
-2. `generalization`: the recording of `--generalization generalization.csv` (the pair's bands and
-   `generalizes_to_rank`);
+2. `generalization`: the recording of `--generalization generalization.csv` (the pair's bands, added to those
+   earlier updates recorded, and `generalizes_to_rank` over all of them);
 3. `validation`: the recording of `--validation REPORT/validation.csv` (`validate`'s scores, for the card only);
 4. `command`: the handler of `salient-imagenet update`: one recording per flag.
 """

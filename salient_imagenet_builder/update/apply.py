@@ -28,8 +28,9 @@ class Recording(Protocol):
 
     name: str  # its key in the card's `updates`
 
-    def fill(self, rows: list[dict]) -> dict:
-        """Set this study's columns in the annotations rows (in place); return its summary for the card."""
+    def fill(self, rows: list[dict], earlier: dict | None) -> dict:
+        """Set this study's columns in the annotations rows (in place); return its summary for the card. `earlier`:
+        the summary an earlier update of this study recorded (None: the first)."""
 
 
 def update(dataset: str | os.PathLike, recordings: list[Recording]) -> dict:
@@ -39,7 +40,8 @@ def update(dataset: str | os.PathLike, recordings: list[Recording]) -> dict:
     info = read_build_info(out)
     stats = BuildStats.from_dict(info["stats"])
     rows = read_annotation_rows(out)
-    summaries = {r.name: r.fill(rows) for r in recordings}  # every input checked before anything is written
+    # every input checked before anything is written; a study recorded before is passed its earlier summary
+    summaries = {r.name: r.fill(rows, stats.updates.get(r.name)) for r in recordings}
     staging = prepare_output(out, overwrite=True)
     try:
         link_build(out, staging)

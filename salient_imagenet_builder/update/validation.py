@@ -23,7 +23,7 @@ class ValidationRecording:
     path: Path
     name: str = "validation"
 
-    def fill(self, rows: list[dict]) -> dict:
+    def fill(self, rows: list[dict], earlier: dict | None = None) -> dict:  # a new report replaces an earlier one
         scored = read_validation(self.path)
         kinds = {(r["class_index"], r["feature_index"]): r["kind"] for r in rows}
         for (key, (kind, _, _)), number in zip(scored.items(), range(2, len(scored) + 2)):
