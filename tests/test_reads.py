@@ -1,6 +1,7 @@
 """Reads proportional to the job: the bytes a build downloads from a Hub parquet source (counted by the local Hub
 server), against what a careful reader needs, computed here from the file's own metadata; joins by id that read
-only what they join; `show` that reads only the row groups of the class it shows."""
+only what they join (`attach` reads each row group it needs once); `show` that reads only the row groups of the
+class it shows."""
 
 import io
 import json
@@ -15,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import CLASSES
+from test_attach import builds  # noqa: F401 (the masks-only build in several shards)
 from datasets import ClassLabel, Features, Image
 from PIL import Image as PILImage
 
@@ -246,3 +248,73 @@ def test_discover_reads_its_classes_row_groups_and_the_panels_images(inputs, sor
         column_bytes(meta, groups_of_class(sorted_parquet, TRIAL_CLASS), image_leaves)
     assert info["source_bytes"]["plan"] <= min(path.stat().st_size, FOOTER_READ) + column_bytes(
         meta, range(meta.num_row_groups), {"label"})
+
+
+@pytest.fixture(scope="module")
+def shuffled_copy(inputs, tmp_path_factory) -> dict:
+    """The fixture images' file names on bigger noise images, shuffled into one parquet file with its images inside,
+    in row groups of 4: the masks-only build's shards need images of the same row groups. Where every id lives."""
+    rng = np.random.default_rng(4)
+    written = inputs["written"]
+    rows = [(written[i][0], written[i][1], noise_jpeg(rng, 256)) for i in rng.permutation(len(written))]
+    features = Features({"image": Image(), "label": ClassLabel(names=class_names())})
+    table = pa.table({"image": [{"bytes": b, "path": name} for name, _, b in rows], "label": [c for _, c, _ in rows]},
+                     schema=features.arrow_schema)
+    path = tmp_path_factory.mktemp("shuffled") / "train-00000-of-00001.parquet"
+    pq.write_table(table, path, row_group_size=4)
+    return {"path": path, "group_of": {Path(name).stem: i // 4 for i, (name, _, _) in enumerate(rows)}}
+
+
+def attach_careful_bytes(builds, shuffled_copy) -> tuple[int, int]:
+    """What attach needs of the copy: to index it, the footer and the `path` column; then the image column of each
+    row group holding an image of the dataset, once (its shards share row groups: read per shard, some twice)."""
+    path, group_of = shuffled_copy["path"], shuffled_copy["group_of"]
+    shards = sorted((builds["none"] / "data").glob("train-*.parquet"))
+    by_shard = [{group_of[i] for i in pq.read_table(s, columns=["image_id"]).column(0).to_pylist()} for s in shards]
+    needed = set().union(*by_shard)
+    assert sum(map(len, by_shard)) > len(needed)
+    meta = pq.ParquetFile(path).metadata
+    index = min(path.stat().st_size, FOOTER_READ) + column_bytes(meta, range(meta.num_row_groups), {"image.path"})
+    return index, column_bytes(meta, needed, {"image.bytes", "image.path"})
+
+
+def assert_attach_reads(full: Path, stdout: str, size: int, index: int, images: int) -> int:
+    """attach_info's count and what attach printed; returns the bytes read."""
+    read = json.loads((full / "attach_info.json").read_text())
+    total = read["source_bytes"]["index"] + read["source_bytes"]["images"]
+    assert read["source_bytes"]["images"] == images and read["source_bytes"]["index"] <= index
+    assert read["source_size"] == size
+    assert (f"Read {total / 1e6:.1f} MB of the copy's {size / 1e6:.1f} MB (index "
+            f"{read['source_bytes']['index'] / 1e6:.1f} MB, images {images / 1e6:.1f} MB).") in stdout
+    return total
+
+
+def test_attach_from_a_parquet_copy_reads_each_needed_row_group_once(builds, shuffled_copy, tmp_path,  # noqa: F811
+                                                                     capsys):
+    """Issue 24.11: a parquet copy with its images inside. Indexing reads the `path` column, no image bytes; then
+    each row group that holds an image of the dataset is read once, whichever shards need it (before: about twice
+    the copy, each shard reading the row groups it needed)."""
+    from salient_imagenet_builder.cli import main
+
+    path, full = shuffled_copy["path"], tmp_path / "full"
+    index, images = attach_careful_bytes(builds, shuffled_copy)
+    assert main(["attach", str(builds["none"]), "--imagenet", str(path), "--out", str(full), "--workers", "0"]) == 0
+    total = assert_attach_reads(full, capsys.readouterr().out, path.stat().st_size, index, images)
+    assert total <= index + images < path.stat().st_size + FOOTER_READ
+
+
+def test_attach_from_a_hub_parquet_copy_downloads_each_needed_row_group_once(builds, shuffled_copy,  # noqa: F811
+                                                                             tmp_path):
+    """The same copy on the Hub (the local server): what the server sent is what attach says it read, and what a
+    careful reader needs."""
+    path, full = shuffled_copy["path"], tmp_path / "full"
+    index, images = attach_careful_bytes(builds, shuffled_copy)
+    with HubServer(token="hf_reads_token", user="user") as hub:
+        hub.seed("user/shuffled", {"data/train-00000-of-00001.parquet": path.read_bytes()})
+        hub.clear_requests()
+        done = subprocess.run([sys.executable, "-m", "salient_imagenet_builder.cli", "attach", str(builds["none"]),
+                               "--imagenet", "user/shuffled", "--out", str(full), "--workers", "0"], cwd=ROOT,
+                              env=hub.client_env(tmp_path / "hf"), capture_output=True, text=True, timeout=300)
+        sent = sum(r.sent for r in hub.requests if r.method == "GET" and "/resolve/" in r.path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert assert_attach_reads(full, done.stdout, path.stat().st_size, index, images) == sent

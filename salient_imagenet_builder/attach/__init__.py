@@ -7,7 +7,10 @@ The stages, in order (`apply.attach` wires them over the engine, `..core`):
 2. index: the ImageNet copy (`core.sources`, any layout, path or Hub id) indexed by file name or id column, no image
    bytes read (`Source.index_ids`); ids it lacks are refused in one line unless `--allow-missing`;
 3. units (`join.JoinWorker`, resumable as a build's: `core.units`): per shard, its rows with the image column made
-   from only the images the shard names (`Source.read_many`; `core.decoding.image_column`), spilled to Arrow;
+   from only the images the shard names (`Source.read_ids`; `core.decoding.image_column`), spilled to Arrow. A copy
+   read by row group (parquet) is read first by `fetch`: each row group that holds an image of the dataset once,
+   those images kept in the work folder for the join. A rerun first reads again the images a finished shard could
+   not decode (`recheck`): a shard where one decodes now is joined again;
 4. write: the rows in the build's order into parquet shards (`core.writer`), the annotation shards copied byte for
    byte, the gallery, the card and `attach_info.json`; the staging folder replaces `--out` (`core.output`).
 `command` is the handler of `salient-imagenet attach`.

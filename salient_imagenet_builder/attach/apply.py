@@ -33,7 +33,9 @@ from ..core.targets import resolve
 from ..core.units import Unit, UnitFolder, WorkLock, fingerprint_hash, open_work, run_units
 from ..core.writer import ShardWriter, SpilledRows
 from .errors import AttachError, MissingImages
-from .join import JoinWorker
+from .fetch import fetch_blocks
+from .join import ImageJob, JoinResult, JoinWorker
+from .recheck import redo_changed
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ class Inputs:
     source: Source
     split: str  # the copy's split
     refs: dict[str, str]  # image id -> where the copy holds it
+    shard_ids: list[list[str]]  # every row's image_id, by image shard of the build
     missing: list[str]  # ids of the build's rows the copy lacks
     index_bytes: int  # bytes read to index the copy (a folder: none)
 
@@ -84,6 +87,8 @@ def attach(config: AttachConfig) -> dict:
     check_out(out, config.overwrite, config.imagenet)
     refuse_dataset_as_out(out, config.dataset)
     inputs = open_inputs(config)
+    if inputs.missing and not inputs.refs and inputs.source.unnamed.rows:
+        raise AttachError(no_names_line(config, inputs))  # --allow-missing or not: there is nothing to attach
     if inputs.missing and not config.allow_missing:
         raise MissingImages(not_found_line(config, inputs))
     lock, staging = WorkLock(staging_folder(out) / WORK_DIR, f"--out {out}"), staging_folder(out)
@@ -91,11 +96,11 @@ def attach(config: AttachConfig) -> dict:
         try:
             prepare_output(out, config.overwrite, config.imagenet)
             open_work(staging / WORK_DIR, fingerprint(config, inputs), config.restart)
-            markers = join_units(config, inputs, staging)
+            markers, images_bytes = join_units(config, inputs, staging)
             unreadable = [u for m in markers for u in m["unreadable"]]
             if unreadable and not config.allow_missing:
                 raise MissingImages(undecodable_line(config, unreadable, staging))
-            summary = write(config, inputs, staging, markers, start)
+            summary = write(config, inputs, staging, markers, images_bytes, start)
         except BaseException:
             discard_staging(staging)  # an earlier --out is untouched; finished units stay for a resume
             raise
@@ -114,9 +119,10 @@ def open_inputs(config: AttachConfig) -> Inputs:
     resolve(config.imagenet, "--imagenet")  # "no such folder" in its own name, before the reader says --source
     split = config.split or info["split"]
     source = open_source(config.imagenet, split, config.imagenet_type)
-    ids = image_ids(dataset)
-    refs = source.index_ids(set(ids))
-    return Inputs(dataset, info, source, split, refs, [i for i in ids if i not in refs], source.io.take())
+    shard_ids = image_ids(dataset)
+    refs = source.index_ids({i for ids in shard_ids for i in ids})
+    missing = [i for ids in shard_ids for i in ids if i not in refs]
+    return Inputs(dataset, info, source, split, refs, shard_ids, missing, source.io.take())
 
 
 def refuse_dataset_as_out(out: Path, dataset: str) -> None:
@@ -125,21 +131,34 @@ def refuse_dataset_as_out(out: Path, dataset: str) -> None:
         raise OutputExists(f"--out {out}: is the dataset attach reads (or inside it); choose another --out")
 
 
-def image_ids(dataset: DatasetView) -> list[str]:
-    """Every row's image_id, in shard order (that column alone is read)."""
+def image_ids(dataset: DatasetView) -> list[list[str]]:
+    """Every row's image_id, by image shard (that column alone is read)."""
     ids = []
     for path in dataset.image_files:
         with dataset.target.open(path, random=True) as f:
-            ids += pq.ParquetFile(f).read(columns=["image_id"]).column(0).to_pylist()
+            ids.append(pq.ParquetFile(f).read(columns=["image_id"]).column(0).to_pylist())
     return ids
 
 
 def not_found_line(config: AttachConfig, inputs: Inputs) -> str:
-    """The one line for images the copy lacks (found before any image is read)."""
-    missing = inputs.missing
+    """The one line for images the copy lacks (found before any image is read), and why where the copy tells."""
+    missing, unnamed = inputs.missing, inputs.source.unnamed
+    why = f"; {unnamed.rows} of its {unnamed.of} rows name no file ({unnamed.how})" if unnamed.rows else ""
     return (f"{len(missing)} image(s) of {config.dataset} not found in {config.imagenet} (split {inputs.split!r}), "
-            f"e.g. {', '.join(missing[:EXAMPLES])}; put them in place and rerun, or pass --allow-missing to attach "
-            f"the rest {_kept_null(config)}")
+            f"e.g. {', '.join(missing[:EXAMPLES])}{why}; put them in place and rerun, or pass --allow-missing to "
+            f"attach the rest {_kept_null(config)}")
+
+
+def no_names_line(config: AttachConfig, inputs: Inputs) -> str:
+    """The one line for a copy none of whose images could be found because its rows name no file."""
+    unnamed = inputs.source.unnamed
+    rows = f"all {unnamed.of}" if unnamed.rows == unnamed.of else f"{unnamed.rows} of the {unnamed.of}"
+    return (f"--imagenet {config.imagenet}: {rows} rows of the copy (split {inputs.split!r}) name no image file "
+            f"({unnamed.how}), so none of the {len(inputs.missing)} images of {config.dataset} can be found by "
+            "image_id (the original file name); attach needs a copy that keeps ImageNet's file names: the ImageNet "
+            "folder (<split>/<wnid>/<wnid>_<n>.JPEG), parquet shards whose image column keeps each file's `path` "
+            "(as the Hub's ILSVRC/imagenet-1k does), or WebDataset tars whose keys (or <key>.json \"filename\") are "
+            "the file names")
 
 
 def undecodable_line(config: AttachConfig, unreadable: list[dict], staging: Path) -> str:
@@ -147,7 +166,8 @@ def undecodable_line(config: AttachConfig, unreadable: list[dict], staging: Path
     first = unreadable[0]
     return (f"{len(unreadable)} image(s) of {config.dataset} in {config.imagenet} could not be decoded, e.g. "
             f"{first['image_id']} ({first['error']}); the finished shards are kept in {staging}: rerun with "
-            f"--allow-missing to attach the rest {_kept_null(config)}, or replace those files and rerun with --restart")
+            f"--allow-missing to attach the rest {_kept_null(config)}, or replace those files and run the same command "
+            "again (it joins again only the shards that hold them)")
 
 
 def _kept_null(config: AttachConfig) -> str:
@@ -155,31 +175,46 @@ def _kept_null(config: AttachConfig) -> str:
 
 
 def fingerprint(config: AttachConfig, inputs: Inputs) -> dict:
-    """What makes two runs the same attach: the build (its build info names its shards), the copy and where each
-    image was found in it, the image column's form. `--allow-missing` and `--workers` are not part of it."""
+    """What makes two runs the same attach: the build (its build info names its shards), the copy, the image
+    column's form. Where each image was found is each unit's own (its spec): a shard whose images the copy holds
+    elsewhere now is joined again, the others kept. `--allow-missing` and `--workers` are not part of it."""
     return {"package_version": __version__, "dataset": config.dataset,
             "build_info_sha256": fingerprint_hash({"info": inputs.info}),
-            "imagenet": inputs.source.describe(), "split": inputs.split, "image_mode": config.image_mode,
-            "index_sha256": fingerprint_hash({"refs": sorted(inputs.refs.items())})}
+            "imagenet": inputs.source.describe(), "split": inputs.split, "image_mode": config.image_mode}
 
 
-def join_units(config: AttachConfig, inputs: Inputs, staging: Path) -> list[dict]:
-    """One unit per image shard of the build; returns their done markers, in shard order."""
-    plan = [Unit(i, {"shard": path}) for i, path in enumerate(inputs.dataset.image_files)]
-    folder = UnitFolder(staging / WORK_DIR, "join")
+def join_units(config: AttachConfig, inputs: Inputs, staging: Path) -> tuple[list[dict], int]:
+    """One unit per image shard of the build; returns their done markers, in shard order, and the bytes of images
+    read from the copy (this run and the runs it resumes)."""
+    plan, work = join_plan(inputs), staging / WORK_DIR
+    folder = UnitFolder(work, "join")
     workers = config.workers if config.workers is not None else default_workers()
     # decoded as the build decoded (a --decode gpu build used no draft: its views came from the device decoder,
     # which Pillow's full-size decode matches within 1 level)
     draft = bool(inputs.info["provenance"]["constants"].get("jpeg_draft", True))
-    run_units(plan, folder, lambda: JoinWorker(inputs.dataset, inputs.source, inputs.refs, config.image_mode, draft,
+    fixed = redo_changed(folder, plan, inputs.source, inputs.refs, ImageJob(config.image_mode, draft),
+                         config.imagenet)
+    rechecked = inputs.source.io.take()
+    images, fetched = fetch_blocks(inputs.source, inputs.refs, work, config.imagenet, again=fixed)
+    run_units(plan, folder, lambda: JoinWorker(inputs.dataset, images, inputs.refs, config.image_mode, draft,
                                                workers, folder.path, config.imagenet),
               World(), "attach", desc=f"attach: images of {len(plan)} shard(s) from {config.imagenet}",
               ran_with={"--workers": workers})
-    return [folder.read_marker(unit.index) | {"path": str(folder.result_dir(unit.index) / "rows.arrow")}
-            for unit in plan]
+    markers = [folder.read_marker(unit.index) | {"path": str(folder.result_dir(unit.index) / JoinResult.file)}
+               for unit in plan]
+    return markers, rechecked + fetched + sum(m["bytes_read"] for m in markers)
 
 
-def write(config: AttachConfig, inputs: Inputs, staging: Path, markers: list[dict], start: float) -> dict:
+def join_plan(inputs: Inputs) -> list[Unit]:
+    """Unit i is the build's image shard i; its spec names where the copy holds the shard's images (a hash), so a
+    rerun that finds them elsewhere joins that shard again (`recheck`)."""
+    refs = inputs.refs
+    return [Unit(index, {"shard": path, "refs_sha256": fingerprint_hash({"refs": [[i, refs.get(i)] for i in ids]})})
+            for index, (path, ids) in enumerate(zip(inputs.dataset.image_files, inputs.shard_ids))]
+
+
+def write(config: AttachConfig, inputs: Inputs, staging: Path, markers: list[dict], images_bytes: int,
+          start: float) -> dict:
     """The joined rows in the build's order, its annotation shards, the gallery, the card and attach_info.json."""
     info = inputs.info
     stats = BuildStats.from_dict(info["stats"])
@@ -193,7 +228,7 @@ def write(config: AttachConfig, inputs: Inputs, staging: Path, markers: list[dic
     del rows
     copy_annotations(inputs.dataset, staging)
     stats.gallery = write_gallery(staging, info["split"])
-    summary = attach_summary(config, inputs, markers, start)
+    summary = attach_summary(config, inputs, markers, images_bytes, start)
     stats.attached = {k: v for k, v in summary.items() if k not in ("missing", "unreadable")}
     provenance = info["provenance"]
     provenance["constants"] = {**provenance["constants"], "image_mode": config.image_mode}
@@ -209,7 +244,8 @@ def copy_annotations(dataset: DatasetView, staging: Path) -> None:
             shutil.copyfileobj(f, g)
 
 
-def attach_summary(config: AttachConfig, inputs: Inputs, markers: list[dict], start: float) -> dict:
+def attach_summary(config: AttachConfig, inputs: Inputs, markers: list[dict], images_bytes: int,
+                   start: float) -> dict:
     missing = [i for m in markers for i in m["missing"]]
     unreadable = [u for m in markers for u in m["unreadable"]]
     return {
@@ -219,7 +255,8 @@ def attach_summary(config: AttachConfig, inputs: Inputs, markers: list[dict], st
         "command": card.public_paths(config.command or " ".join(sys.argv)),
         "rows": sum(m["rows"] for m in markers), "attached": sum(m["attached"] for m in markers),
         "not_attached": len(missing) + len(unreadable),
-        "source_bytes": {"index": inputs.index_bytes, "images": sum(m["bytes_read"] for m in markers)},
+        "source_bytes": {"index": inputs.index_bytes, "images": images_bytes},
+        "source_size": inputs.source.size(),  # bytes of the copy's files (of the split), where the listing tells
         "seconds": round(time.perf_counter() - start, 2),
         "missing": missing, "unreadable": unreadable,
     }

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from ..core.output import interruptible
+from ..core.sources import describe_reads
 from .apply import ATTACH_INFO, AttachConfig, attach
 
 
@@ -20,6 +21,7 @@ def run(args) -> int:
     if summary["not_attached"]:
         print(f"{summary['not_attached']} row(s) keep no image (--allow-missing); {Path(args.out) / ATTACH_INFO} "
               "lists them.")
-    print(f"Read {summary['source_bytes']['images'] / 1e6:.1f} MB of images from the copy. Check it with:\n"
-          f"  salient-imagenet check {args.out}")
+    read = summary["source_bytes"]
+    print(describe_reads({"total": sum(read.values()), **read}, summary["source_size"], whose="the copy's"))
+    print(f"Check it with:\n  salient-imagenet check {args.out}")
     return 0

@@ -16,11 +16,13 @@ from ..core.schema import image_features
 from ..core.sources import Source
 from ..core.stages import StageTimer, ordered_map
 from ..core.units import Unit
-from .errors import AttachError
+from .errors import AttachError, reading_copy
 
 
 class JoinResult:
     """A unit's rows (`rows.arrow`); the marker keeps the counts and the images it could not attach."""
+
+    file = "rows.arrow"
 
     def __init__(self, rows_path: Path, summary: dict):
         self.rows_path, self._summary = rows_path, summary
@@ -29,11 +31,11 @@ class JoinResult:
         return self._summary
 
     def save(self, folder: Path) -> None:
-        os.replace(self.rows_path, folder / "rows.arrow")
+        os.replace(self.rows_path, folder / self.file)
 
     @classmethod
     def load(cls, folder: Path) -> "JoinResult":
-        return cls(folder / "rows.arrow", {})  # counts live in the done marker
+        return cls(folder / cls.file, {})  # counts live in the done marker
 
 
 class ImageJob:
@@ -112,9 +114,5 @@ class JoinWorker:
 
     def _read(self, found: dict[str, str]):
         """(image_id, bytes) of the ids in `found` (id -> ref), as the source yields them (in its file order)."""
-        try:
+        with reading_copy(self.imagenet):
             yield from self.source.read_ids(found)
-        except OSError as e:  # a file removed or unreadable since the index was made
-            raise AttachError(f"--imagenet {self.imagenet}: cannot read an image it holds "
-                              f"({e.strerror or type(e).__name__}: {getattr(e, 'filename', None) or e}); "
-                              "rerun to resume from the finished shards") from None

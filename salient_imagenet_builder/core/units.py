@@ -215,6 +215,19 @@ class UnitFolder:
     def read_marker(self, index: int) -> dict:
         return json.loads(self.marker(index).read_text(encoding="utf-8"))
 
+    def discard(self, index: int) -> None:
+        """A finished unit to compute again: its marker goes (the next `commit` replaces its result files)."""
+        self.marker(index).unlink(missing_ok=True)
+
+    def discard_changed(self, plan: list["Unit"]) -> list["Unit"]:
+        """Discard the finished units whose spec is not the plan's any more (what they read changed); returns them."""
+        done = self.done()
+        changed = [unit for unit in plan if unit.index in done
+                   and self.read_marker(unit.index).get("spec") != json.loads(json.dumps(unit.spec, default=str))]
+        for unit in changed:
+            self.discard(unit.index)
+        return changed
+
     def commit(self, unit: Unit, result: UnitResult, seconds: float, ran_with: dict | None = None) -> None:
         """Result files first (in a temporary folder, renamed), the marker last: a marker means a whole result."""
         self.path.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,16 @@ class Sample:
     error: str | None = None  # why there are no bytes to decode (a missing file a row names): a counted skip
 
 
+@dataclass(frozen=True)
+class Unnamed:
+    """Rows of a copy that name no file (a parquet image column without `path`), as `Source.index_ids` found them:
+    their ids are made up from where they sit (`<file>_<group>_<row>`), so a join by file name cannot find them."""
+
+    rows: int = 0
+    of: int = 0  # the rows indexed
+    how: str = ""  # what holds no name, in words, with the first such row's place
+
+
 class Source:
     """Base reader. Subclasses implement `_iter(classes)`, `read_many(refs)` and optionally `count(classes)`."""
 
@@ -38,6 +48,7 @@ class Source:
     fs = None  # an fsspec filesystem for remote files (None: local)
     unlabelled: Counter  # label -> samples skipped for a label outside 0-999 (reset by `samples` and per unit)
     not_images: set[str] = frozenset()  # files a folder source skipped as not images (Thumbs.db, notes.txt)
+    unnamed = Unnamed()  # rows the last `index_ids` met that name no file (a folder's or a tar's files all have names)
 
     @property
     def io(self) -> ReadCounter:
@@ -127,6 +138,11 @@ class Source:
         """image id -> ref for the ids this source holds, found without reading image bytes (joins by id read
         only what they join). Default: a pass over the samples (readers override it)."""
         return {s.image_id: s.ref for s in self.samples() if s.image_id in ids}
+
+    def read_blocks(self, refs: Iterable[str]) -> dict[str, list[str]] | None:
+        """The refs by the block that reading any one of them reads whole (a parquet row group), in file order;
+        None where each image is read alone (a file, a tar member by offset)."""
+        return None
 
     def read_ids(self, refs: dict[str, str]) -> Iterator[tuple[str, bytes]]:
         """(image id, bytes) of `refs` (what `index_ids` found), in the source's file order: the join's read."""

@@ -69,8 +69,8 @@ def open_file(path: str, fs, counter: ReadCounter, sequential: bool = False) -> 
     return CountingFile(raw, counter)
 
 
-def describe_reads(source_bytes: dict, source_size: int | None) -> str:
+def describe_reads(source_bytes: dict, source_size: int | None, whose: str = "the source's") -> str:
     """What a job read from its source, per pass (in MB), against the source's size where known."""
     parts = ", ".join(f"{name} {value / 1e6:.1f} MB" for name, value in source_bytes.items() if name != "total")
-    of = f" of the source's {source_size / 1e6:.1f} MB" if source_size else ""
+    of = f" of {whose} {source_size / 1e6:.1f} MB" if source_size else ""
     return f"Read {source_bytes.get('total', 0) / 1e6:.1f} MB{of} ({parts})."

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..constants import NUM_CLASSES
-from .base import Sample, Source, SourceError, image_id_from_name, is_class
+from .base import Sample, Source, SourceError, Unnamed, image_id_from_name, is_class
 from .labels import declared_names, label_mapping, normalize_label
 
 
@@ -194,24 +194,56 @@ class ParquetSource(Source):
                         raise SourceError(f"{self.files[file_index]} (row group {group}, row {row}): {error}")
                     yield ref, data
 
+    def read_blocks(self, refs):
+        """One block per row group (per file for .arrow): reading an image reads its row group's image column."""
+        blocks: dict[tuple[int, int], list[tuple[int, str]]] = defaultdict(list)
+        for ref in refs:
+            file_index, group, row = map(int, ref.split(":"))
+            blocks[file_index, group].append((row, ref))
+        return {f"{f}:{g}": [ref for _, ref in sorted(blocks[f, g])] for f, g in sorted(blocks)}
+
     def index_ids(self, ids):
-        """image id -> ref for the ids found, from the image column's `path` field alone (no image bytes)."""
-        found = {}
-        with_paths = pa.types.is_struct(self.schema.field(self.image_column).type)
+        """image id -> ref for the ids found, from the image column's `path` field alone (no image bytes, no label:
+        the footer gives the row counts). Rows that name no file are counted in `unnamed`."""
+        found, rows, unnamed, first = {}, 0, 0, None
         for file_index in range(len(self.files)):
-            for group, labels in enumerate(self.labels(file_index)):
-                paths = self._paths(file_index, group) if with_paths else [None] * len(labels)
+            for group, paths in self._paths(file_index):
                 for row, path in enumerate(paths):
+                    rows += 1
+                    if not path:
+                        unnamed, first = unnamed + 1, first or (file_index, group, row)
                     image_id = self._image_id(file_index, group, row, {"path": path})
                     if image_id in ids:
                         found.setdefault(image_id, f"{file_index}:{group}:{row}")
+        self.unnamed = Unnamed(unnamed, rows, self._unnamed_how(first))
         return found
 
-    def _paths(self, file_index: int, group: int) -> list:
-        """The image column's `path` field of one row group (the whole column of an .arrow file, read anyway)."""
+    def _has_paths(self) -> bool:
+        kind = self.schema.field(self.image_column).type
+        return pa.types.is_struct(kind) and kind.get_field_index("path") >= 0
+
+    def _paths(self, file_index: int) -> Iterator[tuple[int, list]]:
+        """The image column's `path` field, by row group (the whole column of an .arrow file, read anyway); a
+        column with no `path` field (plain binary) gives None for every row, its row counts from the footer."""
+        groups = list(range(self._num_groups(file_index)))
+        if not self._has_paths():
+            for group in groups:
+                rows = self._arrow_table(file_index).num_rows if self._is_arrow(file_index) else \
+                    self._footers[file_index].row_group(group).num_rows
+                yield group, [None] * rows
+            return
         column = self.image_column if self._is_arrow(file_index) else f"{self.image_column}.path"
-        table = next(self._group_columns(file_index, [group], [column]))[1]
-        return table.column(0).combine_chunks().field("path").to_pylist() if table.num_rows else []
+        for group, table in self._group_columns(file_index, groups, [column]):
+            yield group, table.column(0).combine_chunks().field("path").to_pylist() if table.num_rows else []
+
+    def _unnamed_how(self, first: tuple[int, int, int] | None) -> str:
+        if first is None:
+            return ""
+        if not self._has_paths():
+            return f"column {self.image_column!r} holds the image bytes alone, no file name"
+        file_index, group, row = first
+        return (f"their `{self.image_column}.path` is empty, e.g. {self.files[file_index]} (row group {group}, "
+                f"row {row})")
 
     def describe(self):
         return f"parquet shards {self.where} ({len(self.files)} files)"
