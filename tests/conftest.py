@@ -173,15 +173,14 @@ def _make_study(inputs, root: Path) -> Path:
     return out
 
 
-def as_legacy_build(build: Path, out: Path, legacy: str, row_group_rows: int = 100) -> Path:
+def as_legacy_build(build: Path, out: Path, legacy: str, **writer_options) -> Path:
     """A copy of `build` in an older layout (`schema.LEGACY_LAYOUTS`: "array2d", the 0.x builds' Array2D maps, or
-    "lists", the first builds' nested lists; neither has the original sizes), written with the real writer and card,
-    as those versions wrote them."""
+    "lists", the first builds' nested lists; neither has the image sizes), written with the real writer and card,
+    as those versions wrote them (`writer_options`: the ShardWriter's, e.g. row_group_rows)."""
     import numpy as np
     import pyarrow.parquet as pq
 
     from salient_imagenet_builder.core.card import BuildStats, read_build_info, write_card
-    from salient_imagenet_builder.core.schema import image_features
     from salient_imagenet_builder.core.writer import ShardWriter, encode_rows
 
     shutil.copytree(build, out)
@@ -189,15 +188,16 @@ def as_legacy_build(build: Path, out: Path, legacy: str, row_group_rows: int = 1
     stats = BuildStats.from_dict({**info["stats"], "legacy_layout": legacy,
                                   "map_shape": None if legacy == "lists" else info["stats"]["map_shape"]})
     features = stats.image_features()
+    rows = []
     for shard in sorted((out / "data").glob(f"{info['split']}-*.parquet")):
-        rows = pq.read_table(shard).to_pylist()
+        rows += pq.read_table(shard).to_pylist()
         shard.unlink()
-        for row in rows:
-            del row["original_width"], row["original_height"]
-            for feature in row["features"]:
-                feature["nam"] = np.reshape(feature["nam"], info["stats"]["map_shape"]).tolist()
-        writer = ShardWriter(out / "data", info["split"], features, row_group_rows=row_group_rows)
-        writer.write(encode_rows(rows, features))
-        stats.default_shards = [p.name for p in writer.close()]
+    for row in rows:
+        del row["original_width"], row["original_height"]
+        for feature in row["features"]:
+            feature["nam"] = np.reshape(feature["nam"], info["stats"]["map_shape"]).tolist()
+    writer = ShardWriter(out / "data", info["split"], features, group_column="group", **writer_options)
+    writer.write(encode_rows(rows, features))
+    stats.default_shards = [p.name for p in writer.close()]
     write_card(out, info["provenance"], stats, info["split"])
     return out

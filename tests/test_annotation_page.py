@@ -107,3 +107,33 @@ def test_annotate_ingest_build_show(browser, study, inputs, tmp_path):  # noqa: 
                  spurious["Input.feature_index"], "--out", str(panel)]) == 0
     assert main(["show", str(out), "--class", spurious["Input.class_index"], "--out", str(summary)]) == 0
     assert Image.open(panel).format == "PNG" and Image.open(summary).height > Image.open(panel).height / 2
+
+
+TRICKY_TITLE = 'Study "__TITLE__" of __STUDY_JSON__ & /*SCRIPT*/ <b>'
+
+
+def test_a_title_or_task_that_reads_like_a_placeholder_keeps_the_page_whole(study, browser, tmp_path):  # noqa: F811
+    """A --title holding a template placeholder and a quote once broke the page's JSON (no task shown): the data
+    reads back exactly, the title shows as typed, and Chromium shows the first task."""
+    import json
+    import re
+    import shutil
+
+    from salient_imagenet_builder.core.annotation_page import render_page, study_data
+
+    data = json.loads(re.search(r'<script id="study-data" type="application/json">(.*?)</script>',
+                                (study / "index.html").read_text(encoding="utf-8"), re.S).group(1))
+    tasks = data["pairs"]
+    tasks[0] = {**tasks[0], "class_name": "__TITLE__ /*STYLE*/ __STUDY_JSON__"}
+    made = study_data(tasks, TRICKY_TITLE)
+    html = render_page(made)
+    shown = re.search(r'<script id="study-data" type="application/json">(.*?)</script>', html, re.S).group(1)
+    assert json.loads(shown) == made
+    assert "<title>Study \"__TITLE__\" of __STUDY_JSON__ &amp; /*SCRIPT*/ &lt;b&gt;</title>" in html
+    folder = tmp_path / "tricky"
+    shutil.copytree(study, folder)
+    (folder / "index.html").write_text(html, encoding="utf-8")
+    browser.get((folder / "index.html").as_uri())
+    page = Page(browser)
+    page.wait_for_text("position", f"Pair 1 of {len(tasks)}")
+    assert browser.title == TRICKY_TITLE

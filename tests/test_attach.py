@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import ARCH, built_once
+from conftest import ARCH, as_legacy_build, built_once
 from datasets import load_dataset
 from PIL import Image
 
@@ -78,6 +78,18 @@ def assert_same_dataset(full: Path, reference: Path) -> None:
     loaded = load_dataset(str(full), split="train")
     assert loaded["image_id"] == want.column("image_id").to_pylist()
     np.testing.assert_array_equal(np.asarray(loaded[0]["image"]), pixels(want.column("image")[0].as_py()["bytes"]))
+    assert check(str(full)) == []
+
+
+@pytest.mark.parametrize("legacy", ["array2d", "lists"])
+def test_an_older_builds_masks_attach_into_this_versions_layout(builds, inputs, tmp_path, legacy):
+    """A masks-only build of an older version (Array2D or nested-list maps, no image sizes) attaches to exactly the
+    crop build of the same images in this version's layout: the maps flattened, each image's size from its file."""
+    older = as_legacy_build(builds["none"], tmp_path / "older", legacy, max_shard_bytes=SMALL_SHARDS)
+    assert len(list((older / "data").glob("train-*.parquet"))) > 1
+    full = tmp_path / "full"
+    attach(AttachConfig(dataset=str(older), imagenet=str(inputs["folder"]), out=str(full), workers=0))
+    assert_same_dataset(full, builds["crop"])
     assert check(str(full)) == []
 
 

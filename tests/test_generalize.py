@@ -237,3 +237,23 @@ def test_answer_in_chromium_ingest_update_and_evaluate(browser, study, built, tm
     used = sum(1 for row in load_dataset(str(dataset), split="train") for f in row["features"]
                if f["rank"] <= expected.get((row["group"], f["feature_index"]), 0))
     assert counts["feature_masks_used"] == used and counts["pairs"] - counts["pairs_not_studied"] == len(expected)
+
+
+def test_overwrite_keeps_the_answers_and_notes_saved_in_the_study(study, built, tmp_path, caplog):
+    """The README's workflow keeps the annotators' exports in the study folder: `generalize --overwrite` refuses in
+    one line naming every file it did not write, and deletes nothing."""
+    folder, class_index = study
+    copy = tmp_path / "study"
+    shutil.copytree(folder, copy)
+    saved = {"answers-g1.csv": "WorkerId\n", "answers-g2.csv": "WorkerId\n", "notes/todo.txt": "ask g3\n"}
+    for name, text in saved.items():
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        (copy / name).write_text(text)
+    before = sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*"))
+    assert main(["generalize", str(built), "--bands", ",".join(BANDS), "--classes", str(class_index), "--out",
+                 str(copy), "--overwrite"]) == 2
+    line = next(r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    assert line.startswith(f"--out {copy}: --overwrite would delete 3 file(s) this tool did not write there (")
+    assert all(name in line for name in saved)
+    assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*")) == before
+    assert all((copy / name).read_text() == text for name, text in saved.items())

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from .. import __version__
 from ..core import card
 from ..core.card import BuildStats
-from ..core.constants import BUILD_INFO, MAX_SHARD_BYTES, PACKAGE_NAME, WORK_DIR
+from ..core.constants import BUILD_INFO, MAP_SHAPE, MAX_SHARD_BYTES, PACKAGE_NAME, WORK_DIR
 from ..core.dataset import DatasetView
 from ..core.distributed import World
 from ..core.gallery import write_gallery
@@ -26,7 +26,6 @@ from ..core.output import (
     staging_folder,
     write_text_atomic,
 )
-from ..core.schema import image_features
 from ..core.sources import Source, open_source
 from ..core.stages import default_workers
 from ..core.targets import resolve
@@ -196,8 +195,9 @@ def join_units(config: AttachConfig, inputs: Inputs, staging: Path) -> tuple[lis
                          config.imagenet)
     rechecked = inputs.source.io.take()
     images, fetched = fetch_blocks(inputs.source, inputs.refs, work, config.imagenet, again=fixed)
+    features = output_stats(inputs.info).image_features()
     run_units(plan, folder, lambda: JoinWorker(inputs.dataset, images, inputs.refs, config.image_mode, draft,
-                                               workers, folder.path, config.imagenet),
+                                               workers, folder.path, config.imagenet, features),
               World(), "attach", desc=f"attach: images of {len(plan)} shard(s) from {config.imagenet}",
               ran_with={"--workers": workers})
     markers = [folder.read_marker(unit.index) | {"path": str(folder.result_dir(unit.index) / JoinResult.file)}
@@ -217,9 +217,9 @@ def write(config: AttachConfig, inputs: Inputs, staging: Path, markers: list[dic
           start: float) -> dict:
     """The joined rows in the build's order, its annotation shards, the gallery, the card and attach_info.json."""
     info = inputs.info
-    stats = BuildStats.from_dict(info["stats"])
+    stats = output_stats(info)
     rows = SpilledRows([Path(m["path"]) for m in markers])
-    shards = ShardWriter(staging / "data", info["split"], image_features(), config.max_shard_bytes,
+    shards = ShardWriter(staging / "data", info["split"], stats.image_features(), config.max_shard_bytes,
                          group_column="group")
     for table in rows.sorted_batches(["group", "image_id"]):
         shards.write(table)
@@ -235,6 +235,14 @@ def write(config: AttachConfig, inputs: Inputs, staging: Path, markers: list[dic
     card.write_card(staging, provenance, stats, info["split"], repo_id=Path(config.out).name)
     write_text_atomic(staging / ATTACH_INFO, json.dumps(summary, indent=2))
     return summary
+
+
+def output_stats(info: dict) -> BuildStats:
+    """The build's statistics in this version's layout: an older build's rows are upgraded as they are joined
+    (`core.layouts`; the first builds recorded no map shape: theirs is the ResNet-50's)."""
+    stats = BuildStats.from_dict(info["stats"])
+    stats.map_shape, stats.legacy_layout = list(stats.map_shape or MAP_SHAPE), None
+    return stats
 
 
 def copy_annotations(dataset: DatasetView, staging: Path) -> None:

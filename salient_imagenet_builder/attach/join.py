@@ -7,12 +7,14 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from datasets import Features
 
 from ..core.dataset import DatasetView
 from ..core.decoding import image_column
-from ..core.images import CorruptImage, center_view, decode
-from ..core.schema import image_features
+from ..core.images import CorruptImage, center_view, decode_sized
+from ..core.layouts import SIZE_COLUMNS, upgrade_table
 from ..core.sources import Source
 from ..core.stages import StageTimer, ordered_map
 from ..core.units import Unit
@@ -39,8 +41,9 @@ class JoinResult:
 
 
 class ImageJob:
-    """(image_id, bytes) -> (image_id, image column, error): the column a build of `image_mode` stores, from a view
-    decoded as the build decoded it (`draft`); an image that does not decode is reported, not attached."""
+    """(image_id, bytes) -> (image_id, (image column, size as displayed), error): the column a build of `image_mode`
+    stores, from a view decoded as the build decoded it (`draft`); an image that does not decode is reported, not
+    attached."""
 
     def __init__(self, image_mode: str, draft: bool):
         self.image_mode, self.draft = image_mode, draft
@@ -48,21 +51,23 @@ class ImageJob:
     def __call__(self, item):
         image_id, data = item
         try:
-            view = center_view(decode(data, self.draft))
+            image, size = decode_sized(data, self.draft)
+            view = center_view(image)
         except CorruptImage as e:
             return image_id, None, str(e)
-        return image_id, image_column(view, data, self.image_mode), None
+        return image_id, (image_column(view, data, self.image_mode), size), None
 
 
 class JoinWorker:
     """`worker(unit)`: unit i is the build's image shard `dataset.image_files[i]`; `refs` maps an image id to where
-    the ImageNet copy holds it (`Source.index_ids`)."""
+    the ImageNet copy holds it (`Source.index_ids`). The rows are written in this version's layout (`features`), an
+    older build's included: their image sizes, where the build did not record them, are the joined images'."""
 
     def __init__(self, dataset: DatasetView, source: Source, refs: dict[str, str], image_mode: str, draft: bool,
-                 workers: int, spill_dir: Path, imagenet: str):
+                 workers: int, spill_dir: Path, imagenet: str, features: Features):
         self.dataset, self.source, self.refs, self.spill_dir = dataset, source, refs, spill_dir
-        self.imagenet = imagenet
-        self.schema = image_features().arrow_schema
+        self.imagenet, self.features = imagenet, features
+        self.schema = features.arrow_schema
         self._stack = ExitStack()
         self.imap = self._stack.enter_context(ordered_map(ImageJob(image_mode, draft), workers))
 
@@ -82,20 +87,27 @@ class JoinWorker:
                     table = self._conform(parquet.read_row_group(group), path)
                 with timer("read+decode images"):
                     images = self._images(table.column("image_id").to_pylist(), counts)
-                out.write_table(table.set_column(table.schema.get_field_index("image"), self.schema.field("image"),
-                                                 pa.array(images, self.schema.field("image").type)))
+                out.write_table(self._joined(table, images))
                 counts["rows"] += len(table)
         counts["attached"] = counts["rows"] - len(counts["missing"]) - len(counts["unreadable"])
         return JoinResult(spill, {**counts, "shard": path, "bytes_read": self.source.io.take(),
                                   "timings": timer.report()})
 
+    def _joined(self, table: pa.Table, images: list[tuple | None]) -> pa.Table:
+        """The rows with their image column, and the images' sizes where the build has none."""
+        column = [None if i is None else i[0] for i in images]
+        table = table.set_column(table.schema.get_field_index("image"), self.schema.field("image"),
+                                 pa.array(column, self.schema.field("image").type))
+        for axis, name in enumerate(SIZE_COLUMNS):
+            joined = pa.array([None if i is None else i[1][axis] for i in images], pa.int32())
+            table = table.set_column(table.schema.get_field_index(name), self.schema.field(name),
+                                     pc.coalesce(table.column(name), joined))
+        return table
+
     def _conform(self, table: pa.Table, path: str) -> pa.Table:
         """The shard's rows in this version's schema (metadata included), or one line saying why not."""
         try:
-            table = table.select(self.schema.names)
-            if table.schema.equals(self.schema, check_metadata=False):  # a build of this version: no cast (pyarrow
-                return table.replace_schema_metadata(self.schema.metadata)  # 21 crashes casting Array2D to itself)
-            return table.cast(self.schema)
+            return upgrade_table(table, self.features)
         except (KeyError, ValueError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
             raise AttachError(f"{self.dataset.name}: {path} does not have the columns of a Salient ImageNet build "
                               f"of this version ({type(e).__name__}: {e})") from None

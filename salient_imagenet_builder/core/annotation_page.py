@@ -8,6 +8,7 @@ generalization study's format). Same keys, progress, resume and annotator id in 
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from .output import write_text_atomic
@@ -27,14 +28,20 @@ def study_data(tasks: list[dict], title: str, mode: str = "discover") -> dict:
     return {"id": study_id, "mode": mode, "title": title, "pairs": tasks}
 
 
+PLACEHOLDERS = re.compile(r"/\*STYLE\*/|/\*SCRIPT\*/|__STUDY_JSON__|__TITLE__")
+
+
 def render_page(data: dict) -> str:
+    """The template with its placeholders filled in one pass over the template alone: a value (a title, a task)
+    that reads like a placeholder stays as it is."""
     text = json.dumps(data, ensure_ascii=False)
     text = text.replace("<", "\\u003c")  # nothing in the data can close the <script> element
-    html = (PAGE / "index.html").read_text(encoding="utf-8")
     escaped_title = data["title"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return (html.replace("/*STYLE*/", (PAGE / "style.css").read_text(encoding="utf-8"))
-                .replace("/*SCRIPT*/", (PAGE / "app.js").read_text(encoding="utf-8"))
-                .replace("__STUDY_JSON__", text).replace("__TITLE__", escaped_title))
+    values = {"/*STYLE*/": (PAGE / "style.css").read_text(encoding="utf-8"),
+              "/*SCRIPT*/": (PAGE / "app.js").read_text(encoding="utf-8"),
+              "__STUDY_JSON__": text, "__TITLE__": escaped_title}
+    html = (PAGE / "index.html").read_text(encoding="utf-8")
+    return PLACEHOLDERS.sub(lambda match: values[match.group()], html)
 
 
 def write_page(out: Path, data: dict) -> Path:

@@ -21,6 +21,7 @@ nothing (`half_replaced`); only commands that write `X` (build, discover) finish
 decides whether the next run reuses it) and is dropped when the build is published.
 """
 
+import fnmatch
 import hashlib
 import json
 import logging
@@ -38,7 +39,9 @@ from .constants import (
     DEFAULT_STUDY_DIR,
     DISCOVER_INFO,
     EVALUATE_INFO,
+    GALLERY_FILE,
     GENERALIZE_INFO,
+    PAIRS_FILE,
     PACKAGE_NAME,
     WORK_DIR,
 )
@@ -62,21 +65,36 @@ def old_folder(out: Path) -> Path:
 @dataclass(frozen=True)
 class OutputKind:
     """What an `--out` folder of this tool holds: its name in messages, its marker file, a good `--out` to suggest,
-    and what its command replaces."""
+    what its command replaces, and (for a kind whose command replaces the whole folder) the files it writes, as
+    glob patterns of paths inside the folder: `--overwrite` refuses to delete any other file."""
 
     noun: str
     marker: str
     example: str
     replaces: str
+    owns: tuple[str, ...] | None = None
 
 
-OUTPUT_KINDS = {"build": OutputKind("a build", BUILD_INFO, DEFAULT_OUT, "--overwrite only replaces an earlier build"),
+STUDY_FILES = ("index.html", PAIRS_FILE, "panels/*.png")
+OUTPUT_KINDS = {"build": OutputKind("a build", BUILD_INFO, DEFAULT_OUT, "--overwrite only replaces an earlier build",
+                                    (BUILD_INFO, "README.md", GALLERY_FILE, "attach_info.json", "data/*.parquet")),
          "study": OutputKind("a discovery study", DISCOVER_INFO, DEFAULT_STUDY_DIR,
-                             "--overwrite only replaces an earlier study"),
+                             "--overwrite only replaces an earlier study", (DISCOVER_INFO, *STUDY_FILES)),
          "generalization": OutputKind("a generalization study", GENERALIZE_INFO, DEFAULT_GENERALIZE_DIR,
-                                      "--overwrite only replaces an earlier generalization study"),
+                                      "--overwrite only replaces an earlier generalization study",
+                                      (GENERALIZE_INFO, *STUDY_FILES)),
          "results": OutputKind("a results folder", EVALUATE_INFO, DEFAULT_RESULTS_DIR,
                                "evaluate writes only into a new or empty folder or its own earlier results")}
+
+
+def foreign_files(folder: Path, kind: str) -> list[str]:
+    """Files in `folder` (an output of `kind`) that this tool did not write there (an annotator's export, the user's
+    notes), as paths inside it; none for a kind whose command never replaces the folder."""
+    owns = OUTPUT_KINDS[kind].owns
+    if owns is None:
+        return []
+    found = (p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir() or p.is_symlink())
+    return sorted(path for path in found if not any(fnmatch.fnmatchcase(path, pattern) for pattern in owns))
 
 
 def output_kind(folder: Path) -> str | None:
@@ -138,9 +156,11 @@ def _overlaps_source(out: Path, source: str | None) -> str | None:
     return None
 
 
-def check_out(out: Path, overwrite: bool, source: str | None = None, kind: str = "build") -> None:
+def check_out(out: Path, overwrite: bool, source: str | None = None, kind: str = "build",
+              replacing: bool = True) -> None:
     """The one guard of an `--out` folder (a build, a study, evaluate's results): refuse what this command (writing
-    a `kind`) must not write (see the module docstring); touches nothing, and says why in one line."""
+    a `kind`) must not write (see the module docstring); touches nothing, and says why in one line. `replacing`:
+    the command replaces the folder (False: `update`, which keeps every file of it)."""
     name, what = f"--out {out}", OUTPUT_KINDS[kind]
     if out.is_symlink():
         raise OutputExists(f"{name}: is a symbolic link; give the path of a folder (a new one, or an earlier "
@@ -179,6 +199,11 @@ def check_out(out: Path, overwrite: bool, source: str | None = None, kind: str =
         label = "generalization study" if kind == "generalization" else kind
         raise OutputExists(f"{name}: an earlier {label} is there; pass --overwrite to replace it (it stays whole "
                            f"until the new {label} is complete)")
+    foreign = foreign_files(current, kind) if replacing else []
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise OutputExists(f"{name}: --overwrite would delete {len(foreign)} file(s) this tool did not write there "
+                           f"({shown}); move them out of it, or choose another --out")
 
 
 def check_out_file(out: Path, *, what: str, example, is_ours, foreign: str, overwrite: bool = True,
@@ -201,10 +226,11 @@ def check_out_file(out: Path, *, what: str, example, is_ours, foreign: str, over
         raise OutputExists(f"{name}: exists and is not {foreign}; choose another --out")
 
 
-def prepare_output(out: Path, overwrite: bool, source: str | None = None, kind: str = "build") -> Path:
+def prepare_output(out: Path, overwrite: bool, source: str | None = None, kind: str = "build",
+                   replacing: bool = True) -> Path:
     """Check `out` (see `check_out`) and return the staging folder beside it, emptied except for `work/`."""
     out = Path(out)
-    check_out(out, overwrite, source, kind)
+    check_out(out, overwrite, source, kind, replacing)
     repair(out)
     if old_folder(out).exists():  # an output of another kind that `repair` leaves alone
         raise OutputExists(f"--out {out}: {old_folder(out)} is in the way (not {OUTPUT_KINDS[kind].noun}, so not "

@@ -50,7 +50,6 @@ from .panels import write_panels
 from .ranking import rank_pairs, write_pairs
 
 log = logging.getLogger(__name__)
-OWN_FILES = ("index.html", PAIRS_FILE, DISCOVER_INFO)
 
 __all__ = ["DiscoverConfig", "discover"]
 
@@ -90,22 +89,10 @@ class DiscoverConfig:
         return Numerics(tf32=self.tf32, bf16=self.bf16, compile=self.compile)
 
 
-def refuse_foreign_files(out: Path, overwrite: bool) -> None:
-    """--overwrite of a study never deletes what discovery did not write (an annotator's export saved there)."""
-    if not out.exists() or not overwrite:
-        return
-    foreign = [p for p in out.rglob("*") if p.is_file() and p.name not in OWN_FILES
-               and not (p.parent == out / "panels" and p.suffix == ".png")]
-    if foreign:
-        raise InputError(f"{out}: --overwrite would delete files discovery did not write, e.g. "
-                         f"{foreign[0].relative_to(out)}; move them away or choose another --out")
-
-
 def check_study_out(config: DiscoverConfig) -> None:
     """What --out may be, before any work (never writes)."""
     out = Path(config.out)
     check_out(out, config.overwrite, config.source, kind="study")
-    refuse_foreign_files(out, config.overwrite)
 
 
 def discover(config: DiscoverConfig) -> dict:

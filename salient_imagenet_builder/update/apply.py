@@ -42,7 +42,7 @@ def update(dataset: str | os.PathLike, recordings: list[Recording]) -> dict:
     rows = read_annotation_rows(out)
     # every input checked before anything is written; a study recorded before is passed its earlier summary
     summaries = {r.name: r.fill(rows, stats.updates.get(r.name)) for r in recordings}
-    staging = prepare_output(out, overwrite=True)
+    staging = prepare_output(out, overwrite=True, replacing=False)  # every file of it is kept (linked)
     try:
         link_build(out, staging)
         writer = ShardWriter(staging / "data", ANNOTATIONS_CONFIG, annotation_features())
