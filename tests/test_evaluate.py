@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -580,3 +581,61 @@ def test_hub_dataset_gives_the_same_results(built, tmp_path):
     summary = json.loads((tmp_path / "hub" / label / "summary.json").read_text())
     assert summary["dataset"]["dataset"] == "user/salient"
     assert summary["dataset"]["provenance"]["model"] == "resnet18"  # build_info.json read from the Hub repo
+
+
+def tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def stop_at_call(monkeypatch, name: str, k: int) -> None:
+    """`os.<name>`'s k-th call stops the process there (KeyboardInterrupt, where a kill would stop it)."""
+    real, calls = getattr(os, name), []
+
+    def stopping(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == k:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, name, stopping)
+
+
+def test_a_swap_of_results_cut_short_leaves_a_folder_the_same_command_accepts(built, tmp_path, monkeypatch):
+    """evaluate writes into `.results.partial` and swaps it into place (`results` -> `.results.old`, the new one ->
+    `results`, `.results.old` removed). A kill between the renames or in the middle of the removal leaves a state
+    the same command accepts: it finishes the swap or drops the replaced folder, then writes its own results."""
+    from salient_imagenet_builder.core.output import (
+        move_into_place,
+        old_folder,
+        output_kind,
+        prepare_output,
+        staging_folder,
+    )
+
+    args = ["evaluate", "--dataset", str(built["crop"]), "--model", "resnet10t", "--checkpoint",
+            str(built["checkpoint"]), "--draws", "1", "--no-single-feature", "--workers", "0"]
+    earlier, new = tmp_path / "earlier", tmp_path / "new"
+    assert main([*args, "--out", str(earlier)]) == 0 and main([*args, "--draws", "2", "--out", str(new)]) == 0
+    out = tmp_path / "case" / "results"
+    removals = len(tree(earlier)) + 1  # one os.unlink or os.rmdir per file and folder of the replaced results
+    moments = [("rename", 2)] + [(f, k) for f in ("unlink", "rmdir") for k in range(1, removals + 1)]
+    cut_short = 0
+    for function, k in moments:
+        shutil.rmtree(out.parent, ignore_errors=True)
+        shutil.copytree(earlier, out)
+        shutil.copytree(new, staging_folder(out))
+        with monkeypatch.context() as patched:
+            stop_at_call(patched, function, k)
+            try:
+                move_into_place(staging_folder(out), out)
+            except KeyboardInterrupt:
+                cut_short += 1
+        prepare_output(out, overwrite=True, kind="results")  # what the same command does first: accepted
+        assert output_kind(out) == "results" and not old_folder(out).exists()  # repaired
+    assert cut_short == 1 + removals  # between the renames, and after each step of the removal
+
+    assert main([*args, "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["results"]
+    assert sorted(tree(out)) == sorted(tree(earlier))  # the same command's results: the same files, the same rows
+    label = "resnet10t-resnet10t"
+    assert read_csv(out / label / "classes.csv") == read_csv(earlier / label / "classes.csv")

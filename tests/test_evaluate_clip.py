@@ -6,6 +6,7 @@ No weights are ever downloaded."""
 import functools
 import hashlib
 import http.server
+import io
 import json
 import os
 import subprocess
@@ -316,8 +317,8 @@ def test_bad_heads_are_one_line_naming_the_file(clip, tmp_path):
     (tmp_path / "text.npy").write_text("not an array\n")
     refused(str(tmp_path / "text.npy"), f"--zero-shot-head {tmp_path / 'text.npy'}: not a .npy array")
     np.save(tmp_path / "objects.npy", np.array([{"x": 1}] * 2, dtype=object), allow_pickle=True)
-    refused(str(tmp_path / "objects.npy"), f"--zero-shot-head {tmp_path / 'objects.npy'}: not a .npy array "
-                                           r"\(Object arrays cannot be loaded when allow_pickle=False\)")
+    refused(str(tmp_path / "objects.npy"), f"--zero-shot-head {tmp_path / 'objects.npy'}: an array of Python "
+                                           r"objects \(dtype object\), refused")
     np.savez(tmp_path / "archive.npz", head=good)
     refused(str(tmp_path / "archive.npz"), f"--zero-shot-head {tmp_path / 'archive.npz'}: a .npz archive")
     np.save(tmp_path / "ints.npy", good.astype(np.int32))
@@ -332,3 +333,74 @@ def test_bad_heads_are_one_line_naming_the_file(clip, tmp_path):
         model_specs([TOWER], None, ["missing.npy"])
     specs = model_specs(["resnet10t", TOWER], None, ["default", str(clip["head"])])
     assert [(s.zero_shot_head, s.label) for s in specs] == [(None, "resnet10t"), (str(clip["head"]), f"{TOWER}-head")]
+
+
+class Unpickled:
+    """Unpickling it makes a folder: the proof that a head was (or was not) unpickled."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.folder),)
+
+
+def test_bad_heads_say_what_is_wrong_and_where(clip, built, tmp_path, caplog):
+    """Case: a head with a NaN was "dtype float32; expected finite floats"; a text file named .npy was "pickled
+    data" with advice to pass allow_pickle= (no such option); a head given to a 1000-class classifier was "a CLIP
+    tower with 1000-d embeddings". Each line now says what is wrong, and where."""
+    good = np.load(clip["head"]).astype(np.float32)
+    info = timm.data.ImageNetInfo()  # sorted wnids: column c is class c
+
+    def named(c):
+        return f"{info.label_names()[c]}, {info.index_to_description(c).split(',')[0]}"
+
+    def message(array_or_bytes) -> str:
+        path = tmp_path / "head.npy"
+        if isinstance(array_or_bytes, bytes):
+            path.write_bytes(array_or_bytes)
+        else:
+            np.save(path, array_or_bytes, allow_pickle=True)
+        with pytest.raises(ev.EvaluationError) as refused:
+            ev.load_classifier(TOWER, str(clip["tower"]), zero_shot_head=str(path))
+        line = str(refused.value)
+        assert line.startswith(f"--zero-shot-head {path}: ") and "\n" not in line and "pickle=" not in line, line
+        return line[len(f"--zero-shot-head {path}: "):]
+
+    one_nan = good.copy()
+    one_nan[7, 17] = np.nan
+    assert message(one_nan).startswith(f"1 value is NaN: in column 17 (class {named(17)}), first at row 7;")
+    inf_column = good.copy()
+    inf_column[3:, 900] = np.inf
+    inf_column[5, 901] = -np.inf
+    assert message(inf_column).startswith(f"{512 - 3 + 1} values are inf: in column 900 (class {named(900)}), "
+                                          "first at row 3, and in 1 other column;")
+    assert message(np.zeros((0, 1000), np.float32)).startswith("shape (0, 1000) (empty), expected (D, 1000)")
+    assert message(good[:, 0]).startswith("shape (512,) (1-D), expected (D, 1000)")
+    assert message(good.T).startswith("shape (1000, 512) (transposed? one row per class: save head.T)")
+    assert message(good.astype(np.int64)).startswith("dtype int64; expected floats")
+    proof = tmp_path / "unpickled"
+    assert message(np.array([Unpickled(proof)], dtype=object)).startswith(
+        "an array of Python objects (dtype object), refused (reading it would unpickle it)")
+    assert not proof.exists()  # never unpickled
+    saved = io.BytesIO()
+    np.save(saved, good)
+    assert message(saved.getvalue()[:-1000]) == ("truncated: its header says shape (512, 1000) float32, 2048000 "
+                                                 f"bytes of data, but only {2048000 - 1000} follow")
+    csv_text = "\n".join(",".join(f"{v:.4f}" for v in row) for row in good[:3]).encode()
+    assert message(csv_text).startswith("not a .npy array but a text file (a CSV?)")
+    assert message(good[:500]) == (f"500 rows, but {TOWER}'s image tower gives 512-d embeddings: the head must be "
+                                   "(512, 1000)")
+
+    head = tmp_path / "head.npy"
+    np.save(head, good)
+    for model in ("resnet18", "resnet10t.c3_in1k"):  # a classifier: refused before any weights are fetched
+        with pytest.raises(ev.EvaluationError, match=rf"--zero-shot-head {head}: --model '{model}' already "
+                                                     r"classifies the 1000 ImageNet classes \(it gives 1000 logits\), "
+                                                     "so it needs no zero-shot head"):
+            ev.load_classifier(model, zero_shot_head=str(head))
+    out = tmp_path / "results"
+    assert main(["evaluate", "--dataset", str(built["crop"]), "--model", "resnet10t", "--checkpoint",
+                 str(built["checkpoint"]), "--zero-shot-head", str(head), "--out", str(out)]) == 2
+    assert "already classifies the 1000 ImageNet classes" in caplog.text and "1000-d embeddings" not in caplog.text
+    assert not out.exists()

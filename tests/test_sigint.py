@@ -1,15 +1,19 @@
 """Ctrl-C the way a terminal sends it: SIGINT to the command's whole process group (its decoding workers too), at
 start-up, in pass 1, in pass 2 and while writing, for build, discover and evaluate; once, and twice in a row (an
 impatient user). Every time: exit 130 within seconds, no traceback, the one interruption line last, no process of the
-group left, and `--out` as it was or its finished work kept in `.X.partial` for a rerun that equals one run.
+group left, and `--out` as it was or its finished work kept in `.X.partial` for a rerun that equals one run. An
+evaluation of four models is also stopped (Ctrl-C, or a kill) after the first model's results are written.
 
 The real commands run in their own session (a terminal's process group) on the tiny fixtures; each moment is found
 from what the command itself shows on stderr (progress bars, log lines), or, at start-up, from torch's libraries
 appearing in the process's memory map (it is importing the model stack)."""
 
+import csv
+import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,9 +22,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ARCH, STUDY_ARGS, built_once
+from conftest import ARCH, CLASSES, STUDY_ARGS, built_once
 from datasets import load_dataset
 
+from salient_imagenet_builder.builder.demo import make_checkpoint
 from salient_imagenet_builder.core.errors import EXIT_INTERRUPTED
 from salient_imagenet_builder.core.output import staging_folder
 
@@ -66,9 +71,9 @@ def importing_torch(pid: int) -> bool:
 
 
 class Interrupted:
-    """A command run in its own process group, Ctrl-C'd when `ready(stderr_so_far)` holds."""
+    """A command run in its own process group, Ctrl-C'd (or sent `signum`) when `ready(stderr_so_far)` holds."""
 
-    def __init__(self, command: list[str], cwd: Path, ready, twice: bool = False):
+    def __init__(self, command: list[str], cwd: Path, ready, twice: bool = False, signum=signal.SIGINT):
         self.process = subprocess.Popen(command, cwd=cwd, env=env(), stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, start_new_session=True)
         chunks = []
@@ -82,7 +87,7 @@ class Interrupted:
             time.sleep(0.005)
         self.processes = len(group(self.process.pid))
         start = time.monotonic()
-        os.killpg(self.process.pid, signal.SIGINT)
+        os.killpg(self.process.pid, signum)
         if twice:
             time.sleep(0.05)
             os.killpg(self.process.pid, signal.SIGINT)
@@ -229,5 +234,72 @@ def test_evaluate(moment, inputs, reference, tmp_path):
     run = Interrupted(command("evaluate", "--dataset", reference, "--model", ARCH, "--checkpoint",
                               inputs["checkpoint"], "--draws", "10", "--workers", "1", "--out", out),
                       tmp_path, after(moment), twice=moment == "decode dataset")
-    assert run.line().endswith(START_OVER)
-    assert not out.exists()
+    assert run.line().endswith(AS_BEFORE.format(out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# --- evaluate: several models, stopped after the first one's results are written ---------------------------------
+
+@pytest.fixture(scope="module")
+def four_models(reference, tmp_path_factory) -> dict:
+    """Four small models (resnet10t, 176 px: ~3x faster than resnet18; seeds 11-14, so other predictions) and their
+    uninterrupted evaluation."""
+    from salient_imagenet_builder.cli import main
+
+    def make(root):
+        models = []
+        for i in range(1, 5):  # labels resnet10t-m1 ... resnet10t-m4
+            checkpoint = make_checkpoint(root / f"m{i}.ckpt", "resnet10t", seed=10 + i, classes=CLASSES)
+            models += ["--model", "resnet10t", "--checkpoint", str(checkpoint)]
+        args = ["evaluate", "--dataset", str(reference), *models, "--draws", "2", "--no-single-feature",
+                "--workers", "0"]
+        assert main([*args, "--out", str(root / "results")]) == 0
+        return {"args": args, "results": root / "results"}
+
+    return built_once(tmp_path_factory, "test_sigint_evaluate", make)
+
+
+def files(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def results(folder: Path) -> dict:
+    """What a results folder holds, less the timings: every file (hidden ones too), every CSV's rows, each model's
+    metrics and model record, the marker."""
+    found = {}
+    for name, data in files(folder).items():
+        if name.endswith(".csv"):
+            rows = csv.DictReader(io.StringIO(data.decode()))
+            data = [{k: v for k, v in row.items() if k != "images_per_second"} for row in rows]
+        elif name.endswith("summary.json"):
+            summary = json.loads(data)
+            data = [summary["metrics"], summary["model"]]
+        elif name.endswith(".png"):
+            data = len(data) > 0
+        found[name] = data
+    return found
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["new", "replacing-earlier-results"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
+def test_evaluate_of_four_models_stopped_after_the_first_then_the_same_command(signum, earlier, four_models,
+                                                                               tmp_path):
+    from salient_imagenet_builder.cli import main
+
+    """Ctrl-C (or a kill) while the second model runs, the first model's results written: `--out` is as it was (an
+    earlier complete results folder whole), and the same command then gives the uninterrupted run's results."""
+    out = tmp_path / "results"
+    if earlier:
+        shutil.copytree(four_models["results"], out)
+    before = files(tmp_path)
+    evaluate = command(*four_models["args"], "--out", out)
+    run = Interrupted(evaluate, tmp_path, after("evaluate resnet10t-m2:"), signum=signum)
+    if signum == signal.SIGINT:
+        assert run.line().endswith(AS_BEFORE.format(out))
+        assert files(tmp_path) == before  # nothing partial left beside it either
+    else:
+        assert run.returncode == -signal.SIGKILL
+        assert {k: v for k, v in files(tmp_path).items() if not k.startswith(".results.partial")} == before
+    assert main([*four_models["args"], "--out", str(out)]) == 0  # the same command
+    assert results(out) == results(four_models["results"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]

@@ -14,8 +14,9 @@ What `--out X` may be (checked before any work; a refusal is one line and touche
 The swap is the `datasets` way: stage, then rename into place (`X` -> `.X.old`, `.X.partial` -> `X`, drop
 `.X.old`). An interruption between the two renames leaves `X` missing and the intact earlier output in `.X.old`:
 commands that only read (`check`, `show`, `evaluate --dataset`, a build's `--source`) say so in one line and touch
-nothing (`half_replaced`); only commands that write `X` (build, discover) finish or undo the swap (`repair`, from
-`prepare_output`, on one process) before they start.
+nothing (`half_replaced`); only commands that write `X` (build, discover, generalize, evaluate) finish or undo the
+swap (`repair`, from `prepare_output`, on one process) before they start. The replaced output is dropped with its
+marker file last, so a kill during that clean-up still leaves a `.X.old` that the next run knows as ours and drops.
 
 `.X.partial/work/` is the builder's resumable work area: it survives a failed or interrupted build (the builder
 decides whether the next run reuses it) and is dropped when the build is published.
@@ -182,7 +183,7 @@ def check_out(out: Path, overwrite: bool, source: str | None = None, kind: str =
     if out.parent.exists() and not out.parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise OutputExists(f"{name}: cannot write in {parent} (not a writable folder); choose another --out")
     old = old_folder(out)
-    if old.exists() and output_kind(old) is None:  # ours are finished or undone by `repair`; this one is not ours
+    if old.exists() and output_kind(old) is None and any(old.iterdir()):  # ours (or an empty one) `repair` handles
         raise OutputExists(f"{name}: {old} is in the way (not {what.noun} of this tool, so not removed); move or "
                            "remove it")
     current = out if out.exists() else old  # a half-replaced `out`: its intact output is in `old`
@@ -300,10 +301,24 @@ def move_into_place(staging: Path, out: Path) -> None:
         return
     old = old_folder(out)
     if old.exists():
-        shutil.rmtree(old)
+        drop_output(old)
     os.rename(out, old)
     os.rename(staging, out)  # an interruption right before this line is what `repair` undoes
-    shutil.rmtree(old)
+    drop_output(old)
+
+
+def drop_output(folder: Path) -> None:
+    """Remove a replaced output, its marker file last: cut short (a kill), it still names itself an output of this
+    tool, which the next run's `repair` drops, rather than a foreign folder that blocks `--out`."""
+    markers = {kind.marker for kind in OUTPUT_KINDS.values()}
+    for entry in folder.iterdir():
+        if entry.name in markers:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    shutil.rmtree(folder)
 
 
 def half_replaced(out: Path) -> str | None:
@@ -315,8 +330,8 @@ def half_replaced(out: Path) -> str | None:
     kind = output_kind(old)
     if kind is None:
         return None
-    writer = {"build": "build (python build_dataset.py ...)", "study": "discover",
-              "generalization": "generalize"}.get(kind, kind)
+    writer = {"build": "build (python build_dataset.py ...)", "study": "discover", "generalization": "generalize",
+              "results": "evaluate"}[kind]
     return (f"{out}: a replacement of it was interrupted; the intact {kind} is in {old}. Run the {writer} that was "
             f"writing --out {out} again to finish or undo the replacement (this command changes nothing)")
 
@@ -326,26 +341,33 @@ def repair(out: Path) -> None:
     out, old, staging = Path(out), old_folder(Path(out)), staging_folder(Path(out))
     if old.is_symlink() or not old.is_dir():
         return
+    if not any(old.iterdir()):  # left by a removal cut short after its last file
+        old.rmdir()
+        return
     if not out.exists() and not out.is_symlink():
         if output_kind(old) is None:
             return  # not ours: leave it alone
         if _complete(staging):  # the new output was complete: finish the swap
             shutil.rmtree(staging / WORK_DIR, ignore_errors=True)
             os.rename(staging, out)
-            log.warning("%s: finished the interrupted replacement of an earlier build", out)
+            log.warning("%s: finished the interrupted replacement of an earlier %s", out, output_kind(out))
         else:
             os.rename(old, out)
-            log.warning("%s: restored the earlier build (its replacement was interrupted)", out)
+            log.warning("%s: restored the earlier %s (its replacement was interrupted)", out, output_kind(out))
             return
     if output_kind(out) is not None and output_kind(out) == output_kind(old):
-        shutil.rmtree(old, ignore_errors=True)  # the output `out` replaced, left by an interrupted clean-up
+        try:
+            drop_output(old)  # the output `out` replaced, left by an interrupted clean-up
+        except OSError as e:  # in the way of nothing: the next run tries again
+            log.warning("%s: could not remove it (%s)", old, e.strerror or e)
 
 
 def _complete(staging: Path) -> bool:
-    """A staged output that was whole: a build with its card, or a study with its page."""
+    """A staged output that was whole: a build with its card, a study with its page, results with their marker
+    (written last)."""
     kind = output_kind(staging)
-    return (kind == "build" and (staging / "README.md").is_file()) or (kind in ("study", "generalization") and
-                                                                        (staging / "index.html").is_file())
+    last = {"build": "README.md", "study": "index.html", "generalization": "index.html", "results": EVALUATE_INFO}
+    return kind is not None and (staging / last[kind]).is_file()
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -2,6 +2,7 @@
 dataset once, evaluates each model (core / spurious accuracy, RCS, the single-feature test) and writes its results
 folder; returns each model's `ModelResult`."""
 
+import logging
 import platform
 import re
 from dataclasses import asdict, dataclass, field
@@ -19,20 +20,24 @@ from ..core.constants import (
     DEFAULT_RESULTS_DIR,
     DEFAULT_SEED,
     DEFAULT_TOP_PAIRS,
+    WORK_DIR,
 )
 from ..core.model import pick_device
-from ..core.output import check_out
+from ..core.output import check_out, discard_staging, move_into_place, prepare_output, staging_folder
 from ..core.stages import StageTimer, default_workers
 from ..core.targets import resolve
+from ..core.units import WorkLock
 from .generalized import generalization_limits, keep_generalized
 from .models import check_model_name, load_classifier
-from .outputs import format_table, format_top_pairs, write_comparison, write_model_outputs
+from .outputs import earlier_models, format_table, format_top_pairs, write_comparison, write_model_outputs
 from .rows import load_eval_data
 from .runner import evaluate_model, place
 from .settings import EvalSettings, EvaluationError
 from .zeroshot import DEFAULT_HEAD
 
 __all__ = ["EvaluateConfig", "evaluate"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -123,12 +128,51 @@ def check_inputs(config: EvaluateConfig) -> None:
 
 
 def evaluate(config: EvaluateConfig) -> list:
-    """Every model of `config` on its dataset; writes `<out>/<label>/` per model and the comparison in `<out>`."""
+    """Every model of `config` on its dataset; writes `<out>/<label>/` per model and the comparison in `<out>`.
+    Written in `.<out>.partial` and swapped into place once every model is done (`core.output`): an interrupted or
+    failed run leaves `--out` as it was, and an earlier results folder stays whole until the new one replaces it."""
     check_inputs(config)
     specs = model_specs(config.model, config.checkpoint, config.zero_shot_head)
+    out = Path(config.out)
+    staging = staging_folder(out)
+    lock = WorkLock(staging / WORK_DIR, f"--out {out}")  # one run at a time writes `out`
+    try:
+        prepare_output(out, overwrite=True, kind="results")  # a rerun replaces its own earlier results
+        results, heads, data = evaluate_into(staging, config, specs)
+        dropped = earlier_models(out, [r.label for r in results])
+        move_into_place(staging, out)  # not after a Ctrl-C that some library swallowed: it raises then
+    except BaseException:
+        discard_staging(staging)
+        raise
+    finally:
+        lock.release()
+    if dropped:
+        log.info("%s: removed the earlier results of %s (this run evaluates %s; the comparison lists these only)",
+                 out, ", ".join(dropped), ", ".join(r.label for r in results))
+    report(out, results, heads, data, config)
+    return results
+
+
+def report(out: Path, results: list, heads: dict, data, config: EvaluateConfig) -> None:
+    """The comparison table and each model's most harmful features, on stdout."""
+    top = min(5, config.top_pairs)
+    print("\n" + format_table(results, heads))
+    for result in results:
+        print("\n" + format_top_pairs(result, data.pairs, top))
+    if config.generalized_only:
+        used = data.source["generalized_only"]
+        print(f"\n--generalized-only: {used['feature_masks_used']} of {used['feature_masks']} feature masks used "
+              f"(up to each pair's generalizes_to_rank); {used['pairs_not_studied']} of {used['pairs']} pairs not "
+              "studied, left out")
+    print(f"\nResults in {out}/ ({', '.join(r.label for r in results)}; comparison.csv, comparison.png)")
+
+
+def evaluate_into(folder: Path, config: EvaluateConfig, specs: list[ModelSpec]) -> tuple[list, dict, object]:
+    """Load every model, decode the dataset once, evaluate each; the results folder's files in `folder`. Returns
+    the results, the zero-shot heads by label and the decoded data."""
     settings = config.settings
     limits = generalization_limits(config.dataset) if config.generalized_only else None
-    timer, out = StageTimer(), Path(config.out)
+    timer = StageTimer()
     classifiers = []
     for spec in specs:  # every model first: a missing download fails before the long decode
         with timer(f"load {spec.label}"):
@@ -149,20 +193,11 @@ def evaluate(config: EvaluateConfig) -> list:
         with timer(f"evaluate {label}"):
             result = evaluate_model(data, classifier.module, classifier.data_config, settings, label)
         summary = make_summary(result, classifier, settings, data, config, timer)
-        write_model_outputs(out / label, result, summary, data.pairs, settings.top_pairs)
+        write_model_outputs(folder / label, result, summary, data.pairs, settings.top_pairs)
         results.append(result)
         del classifier
-    write_comparison(out, results, heads)
-    print("\n" + format_table(results, heads))
-    for result in results:
-        print("\n" + format_top_pairs(result, data.pairs, min(5, settings.top_pairs)))
-    if config.generalized_only:
-        used = data.source["generalized_only"]
-        print(f"\n--generalized-only: {used['feature_masks_used']} of {used['feature_masks']} feature masks used "
-              f"(up to each pair's generalizes_to_rank); {used['pairs_not_studied']} of {used['pairs']} pairs not "
-              "studied, left out")
-    print(f"\nResults in {out}/ ({', '.join(r.label for r in results)}; comparison.csv, comparison.png)")
-    return results
+    write_comparison(folder, results, heads)
+    return results, heads, data
 
 
 def make_summary(result, classifier, settings: EvalSettings, data, config: EvaluateConfig, timer) -> dict:

@@ -1,5 +1,8 @@
 """`salient-imagenet evaluate`: the command line's options -> `api.evaluate`."""
 
+from pathlib import Path
+
+from ..core.output import interruptible
 from .api import EvaluateConfig, check_inputs, evaluate
 
 
@@ -17,5 +20,6 @@ def run(args) -> int:
     """Known failures are `UserError`s: `cli.dispatch` turns them into one line and the exit code."""
     config = config_from_args(args)
     check_inputs(config)  # "no such folder" at once
-    evaluate(config)
+    with interruptible(Path(config.out)):  # Ctrl-C: one line saying that --out is as it was
+        evaluate(config)
     return 0

@@ -19,7 +19,7 @@ from ..core.targets import hub_unreachable
 from .noise import noisy_batch
 from .rows import EvalData
 from .settings import EvaluationError, log
-from .zeroshot import head_path, is_clip_tower, read_head, zero_shot
+from .zeroshot import is_clip_tower, load_head, zero_shot
 
 INTERPOLATION = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest-exact"}
 
@@ -81,8 +81,7 @@ def load_classifier(name: str, checkpoint: str | None = None, label: str | None 
     check_model_name(name)
     head = None
     if zero_shot_head is not None or is_clip_tower(name):
-        path, url = head_path(name, zero_shot_head, cache_dir)
-        head = (path, read_head(path), url)
+        head = load_head(name, zero_shot_head, cache_dir)
     net = create(name, checkpoint)
     data_config = dict(timm.data.resolve_data_config({}, model=net))
     info = {"name": name, "checkpoint": checkpoint, "checkpoint_sha256": None}

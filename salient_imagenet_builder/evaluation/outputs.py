@@ -3,10 +3,8 @@
 import csv
 import io
 import json
-import logging
 import math
 import os
-import shutil
 import textwrap
 from pathlib import Path
 
@@ -20,7 +18,6 @@ from .metrics import mean_std
 from .rows import Pairs
 from .runner import ModelResult
 
-log = logging.getLogger(__name__)
 
 CLASS_COLUMNS = ["class", "wordnet_id", "class_name", "core_feature_images", "spurious_feature_images",
                  "clean_acc_core_images", "spurious_acc", "spurious_acc_std", "clean_acc_spurious_images", "core_acc",
@@ -175,13 +172,11 @@ def write_model_outputs(folder: Path, result: ModelResult, summary: dict, pairs:
 
 
 def write_comparison(folder: Path, results: list[ModelResult], heads: dict | None = None) -> None:
-    """comparison.csv and .png, then the marker that makes `folder` a results folder `evaluate` may write again.
-    The folders of models an earlier run into `folder` evaluated and this one did not are removed first, so the
-    folder holds exactly the models its comparison lists. `heads`: the zero-shot head of each CLIP model's label
-    (`zeroshot.zero_shot`'s info), named in the table and the marker."""
+    """comparison.csv and .png, then the marker, last, that makes `folder` a complete results folder `evaluate` may
+    replace. `heads`: the zero-shot head of each CLIP model's label (`zeroshot.zero_shot`'s info), named in the
+    table and the marker."""
     heads = heads or {}
     folder.mkdir(parents=True, exist_ok=True)
-    drop_earlier_models(folder, [r.label for r in results])
     rows = [table_row(r, heads.get(r.label)) for r in results]
     write_csv(folder / "comparison.csv", rows, list(rows[0]))
     plot_comparison(folder / "comparison.png", results)
@@ -191,21 +186,14 @@ def write_comparison(folder: Path, results: list[ModelResult], heads: dict | Non
                                                             for label, head in heads.items()}})
 
 
-def drop_earlier_models(folder: Path, labels: list[str]) -> list[str]:
-    """Remove the per-model folders an earlier evaluate run wrote into `folder` (listed in its marker) that are not
-    among `labels`; returns their labels, and says so in one line."""
+def earlier_models(folder: Path, labels: list[str]) -> list[str]:
+    """The models an earlier evaluate run into `folder` listed (its marker) that are not among `labels`: the new
+    results folder replaces theirs."""
     try:
         earlier = json.loads((folder / EVALUATE_INFO).read_text(encoding="utf-8")).get("models", [])
     except (OSError, ValueError, AttributeError):
         return []
-    dropped = [label for label in earlier if isinstance(label, str) and label not in labels and label
-               and "/" not in label and label not in (".", "..") and (folder / label / "summary.json").is_file()]
-    for label in dropped:
-        shutil.rmtree(folder / label)
-    if dropped:
-        log.info("%s: removed the earlier results of %s (this run evaluates %s; the comparison lists these only)",
-                 folder, ", ".join(dropped), ", ".join(labels))
-    return dropped
+    return [label for label in earlier if isinstance(label, str) and label not in labels]
 
 
 def table_row(result: ModelResult, head: dict | None = None) -> dict:
