@@ -109,7 +109,7 @@ def rows_alone(n, workers, batch_size, features=5) -> float:
     """Masks + PNG of `n` selected images with `features` annotated features each (decode not included)."""
     decoder = BatchDecoder(workers, batch_size, draft=True)
     nams = normalized_maps(torch.relu(torch.randn(n, features, 7, 7, generator=torch.Generator().manual_seed(0))))
-    jobs = [(ImageMeta(str(i), 0, 0, 0, str(i)), None,
+    jobs = [(ImageMeta(str(i), 0, 0, 0, str(i), (500, 375)), None,
              [{"feature_index": j, "feature_rank": j + 1, "kind": "core", "activation": 1.0, "rank": 1,
                "nam": nams[i, j].numpy()} for j in range(features)]) for i in range(n)]
     start = time.perf_counter()

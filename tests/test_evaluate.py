@@ -74,7 +74,7 @@ def region_row(rng, image_id, label, features, spot=False) -> dict:
     for rank, (index, kind, side) in enumerate(features, start=1):
         masks[kind].append(region(side))
         entries.append({"feature_index": index, "feature_rank": rank, "kind": kind, "activation": 1.0, "rank": 1,
-                        "nam": [[1.0]], "mask": png(region(side), "L")})
+                        "nam": [1.0], "mask": png(region(side), "L")})  # a 1 x 1 raw map
     combined = {k: png(np.max(np.stack(v), 0), "L") if v else None for k, v in masks.items()}
     return {"image": png(region_image(rng, label, spot), "RGB"), "image_id": image_id, "label": label,
             "wordnet_id": "n0", "prediction": label, "group": label, "features": entries,
@@ -82,8 +82,8 @@ def region_row(rng, image_id, label, features, spot=False) -> dict:
 
 
 def write_dataset(folder: Path, rows: list[dict]) -> Path:
-    writer = ShardWriter(folder / "data", "train", image_features())
-    writer.write(encode_rows(rows, image_features()))
+    writer = ShardWriter(folder / "data", "train", image_features((1, 1)))
+    writer.write(encode_rows(rows, image_features((1, 1))))
     writer.close()
     return folder
 

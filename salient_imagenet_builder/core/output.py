@@ -85,7 +85,9 @@ OUTPUT_KINDS = {"build": OutputKind("a build", BUILD_INFO, DEFAULT_OUT, "--overw
                                       "--overwrite only replaces an earlier generalization study",
                                       (GENERALIZE_INFO, *STUDY_FILES)),
          "results": OutputKind("a results folder", EVALUATE_INFO, DEFAULT_RESULTS_DIR,
-                               "evaluate writes only into a new or empty folder or its own earlier results")}
+                               "evaluate writes only into a new or empty folder or its own earlier results",
+                               (EVALUATE_INFO, "comparison.csv", "comparison.png", "*/classes.csv", "*/features.csv",
+                                "*/summary.json", "*/core_vs_spurious.png", "*/feature_drops.png"))}
 
 
 def foreign_files(folder: Path, kind: str) -> list[str]:
