@@ -255,8 +255,25 @@ def render(provenance: dict, stats: BuildStats, split: str, repo_id: str = "path
                            + _validation_section(stats.updates.get("validation")),
         "gallery": f"![Top images of annotated pairs with their masks]({stats.gallery})\n"
                    if stats.gallery else "",
+        **_layout_values(stats),
     }
     return Template(TEMPLATE.read_text(encoding="utf-8")).substitute(values)
+
+
+def _layout_values(stats: BuildStats) -> dict:
+    """The card's words for the `default` config's layout: this version's (flat maps, image sizes) or an older one."""
+    height, width = stats.map_shape or (7, 7)
+    if stats.legacy_layout is None:
+        nam = (f"raw max-normalised activation map: its {height}x{width} float32 values, row-major (the model's map "
+               "shape)")
+        sizes = ("| `original_width`, `original_height` | the source image's size as displayed (EXIF orientation "
+                 "applied): the frame a human mask of it is drawn in |\n")
+    else:
+        nam = ("raw max-normalised activation map: a float32 array of the model's map shape, 7x7 for a ResNet-50 "
+               f"(stored as {'datasets.Array2D' if stats.legacy_layout == 'array2d' else 'nested lists'} by the "
+               "version that made this build)")
+        sizes = ""
+    return {"map_height": height, "map_width": width, "nam_text": nam, "size_rows": sizes}
 
 
 def _attached(attached: dict) -> str:
