@@ -25,11 +25,11 @@ import torch
 from salient_imagenet_builder import evaluation as ev
 from salient_imagenet_builder.builder import BuildConfig, build
 from salient_imagenet_builder.builder.demo import make_annotations, make_checkpoint, make_images
-from salient_imagenet_builder.core.constants import DEFAULT_DRAWS
 from salient_imagenet_builder.core.model import pick_device
 from salient_imagenet_builder.core.stages import synchronize
 from salient_imagenet_builder.evaluation.models import prepare_model
 from salient_imagenet_builder.evaluation.noise import noisy_batch
+from salient_imagenet_builder.evaluation.options import DEFAULT_DRAWS
 from salient_imagenet_builder.evaluation.runner import place
 
 

@@ -18,7 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from salient_imagenet_builder.core.scan import MERGE_GROUP, ScanResult, ScanSpec, UnitScan  # noqa: E402
+from salient_imagenet_builder.core.scan import ScanResult, ScanSpec  # noqa: E402
+from salient_imagenet_builder.core.scan_units import MERGE_GROUP, UnitScan  # noqa: E402
 from salient_imagenet_builder.core.sources import Sample  # noqa: E402
 
 CLASSES, FEATURES, UNIT_IMAGES, TRAIN_UNITS = 1000, 2048, 1000, 1282

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from .core.compat import shared_storage
 from .core.constants import CROP_SIZE, FEATURES_PER_CLASS, MAP_SHAPE
 from .core.images import center_view, to_rgb, view_hwc
 from .core.masks import add_noise, decode_mask_uint8, map_shape_of, normalized_maps, upsample
@@ -138,7 +139,7 @@ def _new_batch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     nbytes = int(np.prod(shape)) * dtype.itemsize
     if get_worker_info() is None:
         return torch.from_numpy(np.empty(nbytes, dtype=np.uint8)).view(dtype).view(shape)
-    return torch.empty(0, dtype=dtype).set_(torch.UntypedStorage._new_shared(nbytes), 0, shape)
+    return torch.empty(0, dtype=dtype).set_(shared_storage(nbytes), 0, shape)
 
 
 def _mask(cell) -> np.ndarray:

@@ -125,7 +125,7 @@ def test_a_title_or_task_that_reads_like_a_placeholder_keeps_the_page_whole(stud
                                 (study / "index.html").read_text(encoding="utf-8"), re.S).group(1))
     tasks = data["pairs"]
     tasks[0] = {**tasks[0], "class_name": "__TITLE__ /*STYLE*/ __STUDY_JSON__"}
-    made = study_data(tasks, TRICKY_TITLE)
+    made = study_data(tasks, TRICKY_TITLE, mode="discover")
     html = render_page(made)
     shown = re.search(r'<script id="study-data" type="application/json">(.*?)</script>', html, re.S).group(1)
     assert json.loads(shown) == made

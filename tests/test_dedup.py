@@ -15,7 +15,7 @@ from conftest import built_once
 from salient_imagenet_builder.builder import BuildConfig, build
 from salient_imagenet_builder.builder.demo import make_images
 from salient_imagenet_builder.core import writer
-from salient_imagenet_builder.core.pages import chunk_range, column_pages
+from salient_imagenet_builder.core.pages import PAGE_TYPES, Page, _Reader, chunk_range
 from salient_imagenet_builder.core.schema import image_features
 from salient_imagenet_builder.core.writer import ShardWriter
 
@@ -24,6 +24,21 @@ from salient_imagenet_builder.core.writer import ShardWriter
 # columns here, and 2-8 KiB 65-100 % depending on the masks' exact bytes; at CDC_OPTIONS' scale, ten or more values a page, it is steady: see the test on real-sized values.)
 SMALL_CDC = {"min_chunk_size": 2 * 1024, "max_chunk_size": 8 * 1024, "norm_level": 0}
 IMAGE_COLUMNS = ("image.bytes", "features.list.element.mask.bytes", "core_mask.bytes", "spurious_mask.bytes")
+
+
+def column_pages(data: bytes, start: int = 0) -> list[Page]:
+    """The pages of one column chunk, given its bytes (from its first page, `start` being their offset in the file):
+    each page header read with the package's Thrift reader (`core.pages`, which reads the footer's page index)."""
+    pages, pos = [], 0
+    while pos < len(data):
+        reader = _Reader(data, pos)
+        header = reader.struct()
+        kind = PAGE_TYPES.get(header[1], str(header[1]))
+        values = next((header[f].get(1, 0) for f in (5, 7, 8) if f in header), 0)
+        page = Page(start + pos, reader.pos - pos, header[3], kind, values)
+        pages.append(page)
+        pos = page.end - start
+    return pages
 
 
 @pytest.fixture(scope="module")

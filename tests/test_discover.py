@@ -24,15 +24,16 @@ from PIL import Image
 
 from salient_imagenet_builder.cli import main
 from salient_imagenet_builder.core import render
-from salient_imagenet_builder.core.annotations import STUDY_PAIR_COLUMNS
 from salient_imagenet_builder.core.images import CorruptImage, center_view, decode, to_uint8_tensor
 from salient_imagenet_builder.core.model import create_feature_model
 from salient_imagenet_builder.core.runner import ModelRunner, Numerics
-from salient_imagenet_builder.core.scan import ScanResult, ScanSpec, ScanWorker, UnitScan
+from salient_imagenet_builder.core.scan import ScanResult, ScanSpec
+from salient_imagenet_builder.core.scan_units import ScanWorker, UnitScan
 from salient_imagenet_builder.core.sources import Sample, open_source
 from salient_imagenet_builder.core.stages import StageTimer
 from salient_imagenet_builder.core.units import Unit
 from salient_imagenet_builder.discovery.attack import activation_maps, feature_attack
+from salient_imagenet_builder.discovery.study_format import STUDY_PAIR_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 

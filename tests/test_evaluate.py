@@ -604,13 +604,9 @@ def test_a_swap_of_results_cut_short_leaves_a_folder_the_same_command_accepts(bu
     """evaluate writes into `.results.partial` and swaps it into place (`results` -> `.results.old`, the new one ->
     `results`, `.results.old` removed). A kill between the renames or in the middle of the removal leaves a state
     the same command accepts: it finishes the swap or drops the replaced folder, then writes its own results."""
-    from salient_imagenet_builder.core.output import (
-        move_into_place,
-        old_folder,
-        output_kind,
-        prepare_output,
-        staging_folder,
-    )
+    from salient_imagenet_builder.core.output import kind_of as output_kind
+    from salient_imagenet_builder.core.output import old_folder, staging_folder
+    from salient_imagenet_builder.core.staging import move_into_place, prepare_output
 
     args = ["evaluate", "--dataset", str(built["crop"]), "--model", "resnet10t", "--checkpoint",
             str(built["checkpoint"]), "--draws", "1", "--no-single-feature", "--workers", "0"]
@@ -630,7 +626,7 @@ def test_a_swap_of_results_cut_short_leaves_a_folder_the_same_command_accepts(bu
                 move_into_place(staging_folder(out), out)
             except KeyboardInterrupt:
                 cut_short += 1
-        prepare_output(out, overwrite=True, kind="results")  # what the same command does first: accepted
+        prepare_output(out, True, None, "results")  # what the same command does first: accepted
         assert output_kind(out) == "results" and not old_folder(out).exists()  # repaired
     assert cut_short == 1 + removals  # between the renames, and after each step of the removal
 

@@ -27,10 +27,11 @@ from timm.models.vision_transformer import _create_vision_transformer
 from salient_imagenet_builder import evaluation as ev
 from salient_imagenet_builder.cli import main
 from salient_imagenet_builder.core import constants
-from salient_imagenet_builder.core.constants import CLIP_MEAN, CLIP_STD, CROP_SIZE, ZERO_SHOT_HEADS
+from salient_imagenet_builder.core.constants import CROP_SIZE
 from salient_imagenet_builder.core.masks import decode_mask
 from salient_imagenet_builder.evaluation.api import model_specs
 from salient_imagenet_builder.evaluation.noise import row_seed
+from salient_imagenet_builder.evaluation.options import CLIP_MEAN, CLIP_STD, ZERO_SHOT_HEADS
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED, DRAWS, NOISE_STD = 3, 2, 0.25

@@ -21,7 +21,8 @@ from datasets import load_dataset
 
 from salient_imagenet_builder.builder import build
 from salient_imagenet_builder.core.errors import EXIT_INTERRUPTED, EXIT_NETWORK, EXIT_USAGE, InputError
-from salient_imagenet_builder.core.output import move_into_place, old_folder, prepare_output, staging_folder
+from salient_imagenet_builder.core.output import old_folder, staging_folder
+from salient_imagenet_builder.core.staging import move_into_place, prepare_output
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -266,7 +267,7 @@ def test_a_half_done_swap_is_named_by_readers_and_repaired_by_the_next_writer(st
     line = one_line(run("check", out, "--no-stream", cwd=tmp_path, script=None), EXIT_USAGE)
     assert f"the intact build is in {old_folder(out)}" in line and "build" in line and "again" in line
     assert snapshot(tmp_path) == before
-    staging = prepare_output(out, overwrite=True)  # what build and discover do first, on one process
+    staging = prepare_output(out, True, None, "build")  # what build and discover do first, on one process
     expected = {"complete": {2}, "incomplete": {1}}[staging_state]
     assert set(load_dataset(str(out), split="train")["group"]) == expected
     assert not old_folder(out).exists()

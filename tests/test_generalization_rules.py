@@ -15,10 +15,11 @@ from conftest import build_top7, built_once
 from datasets import load_dataset
 
 from salient_imagenet_builder.cli import main
-from salient_imagenet_builder.core.annotations import generalizes_to_rank
-from salient_imagenet_builder.core.constants import GENERALIZATION_COLUMNS, GENERALIZE_ANSWER_COLUMNS
 from salient_imagenet_builder.core.schema import wordnet_ids
 from salient_imagenet_builder.evaluation.generalized import generalization_limits
+from salient_imagenet_builder.generalize.study_format import ANSWER_COLUMNS as GENERALIZE_ANSWER_COLUMNS
+from salient_imagenet_builder.generalize.study_format import RESULT_COLUMNS as GENERALIZATION_COLUMNS
+from salient_imagenet_builder.generalize.study_format import generalizes_to_rank
 from salient_imagenet_builder.publish.validate import check
 
 

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 from browser import Page, browser  # noqa: F401 (the module's browser fixture)
 from conftest import CLASSES, build_top7, built_once
-from hub_server import HubServer
 from datasets import load_dataset
+from hub_server import HubServer
 from PIL import Image
 
 from salient_imagenet_builder.cli import main
-from salient_imagenet_builder.core.constants import GENERALIZE_ANSWER_COLUMNS, GENERALIZE_CHOICES
+from salient_imagenet_builder.generalize.study_format import ANSWER_COLUMNS as GENERALIZE_ANSWER_COLUMNS
+from salient_imagenet_builder.generalize.study_format import CHOICES as GENERALIZE_CHOICES
 
 BANDS = ("6-6", "7-7")
 ANNOTATORS = ("g1", "g2", "g3")

@@ -8,7 +8,7 @@ import pytest
 
 from salient_imagenet_builder.cli import main
 from salient_imagenet_builder.core.annotations import COLUMNS, classify, parse
-from salient_imagenet_builder.ingest.agreement import fleiss_kappa
+from salient_imagenet_builder.core.studies import fleiss_kappa
 
 M, S, B = "main_object", "separate_object", "background"
 

@@ -17,7 +17,7 @@ import pytest
 from salient_imagenet_builder.core import distributed
 from salient_imagenet_builder.core.errors import Interrupted
 from salient_imagenet_builder.core.interrupts import ctrl_c_received, ctrl_c_stops_once
-from salient_imagenet_builder.core.output import interruptible, move_into_place
+from salient_imagenet_builder.core.staging import interruptible, move_into_place
 from salient_imagenet_builder.core.units import Unit, UnitFolder, open_work, run_units
 
 

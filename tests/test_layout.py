@@ -75,7 +75,7 @@ def test_no_import_cycles_between_modules():
 
 
 CAPABILITIES = {"builder", "publish", "evaluation", "discovery", "ingest", "show", "segmentation", "update",
-                "generalize", "attach"}  # what a user does
+                "generalize", "attach"}  # what a user does (salient_imagenet_builder.CAPABILITIES lists them)
 ENGINE = "core"  # what every capability runs on
 
 
@@ -172,7 +172,7 @@ def test_wheel_carries_the_card_template(tmp_path):
     for name in ("index.html", "app.js", "style.css"):  # the annotation page is package data
         assert f"salient_imagenet_builder/core/page/{name}" in names
     code = ("from salient_imagenet_builder.core.annotation_page import PAGE, render_page, study_data; "
-            "print(PAGE); print(len(render_page(study_data([], 'wheel study'))))")
+            "print(PAGE); print(len(render_page(study_data([], 'wheel study', mode='discover'))))")
     rendered = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(target)},
                               capture_output=True, text=True, timeout=120)
     assert rendered.returncode == 0, rendered.stderr
@@ -180,3 +180,56 @@ def test_wheel_carries_the_card_template(tmp_path):
     assert Path(installed_page).is_relative_to(target)
     assert (Path(installed_page) / "app.js").read_bytes() == (page / "app.js").read_bytes()
     assert int(length) > len((page / "app.js").read_text()) + len((page / "index.html").read_text())
+
+
+def test_the_package_lists_every_capability_folder():
+    import salient_imagenet_builder
+
+    assert set(salient_imagenet_builder.CAPABILITIES) == CAPABILITIES
+
+
+def capability_names() -> set[str]:
+    """What the capabilities register with the engine: their package and command names, their output kinds, marker
+    files and owned files, card parts and study kinds. The dataset ("build") is the engine's own kind."""
+    from salient_imagenet_builder.core import registry
+
+    kinds = registry.output_kinds()
+    ours = {"build"}
+    names = set(CAPABILITIES)
+    names |= {c.name for c in registry.commands()} - ours
+    names |= {k.name for k in kinds.values() if k.name not in ours} | {k.marker for k in kinds.values()
+                                                                       if k.name not in ours}
+    # a study's pairs.csv and its page are the engine's (core.studies, core.annotation_page), shared by every study
+    names |= {p for k in kinds.values() if k.name not in ours for p in k.owns} - {"index.html", "pairs.csv"}
+    names |= {p for p in registry.output_kind("build").owns if p not in kinds["build"].owns}
+    names |= {p.name for p in registry.card_parts()} | {s.name for s in registry.study_formats()}
+    return names
+
+
+def string_literals(tree: ast.AST) -> set[str]:
+    """The string constants a module uses, its docstrings aside (an identifier such as `results` or `update` names
+    no capability; a string such as "results" or "discover_info.json" does)."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body
+                  and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return {node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings}
+
+
+def test_the_engine_names_no_capability():
+    """Adding a capability touches no module of the engine: no module of `core` names (in a string) a capability, its
+    commands, its output folders and their files, its card parts or its study kinds (they register themselves), nor
+    imports one (`test_capabilities_run_on_the_engine_and_never_reach_into_each_other`)."""
+    forbidden = capability_names()
+    assert {"study", "discover", "attach_info.json", "generalization study", "results"} <= forbidden  # it sees them
+    offenders = {}
+    for path in sorted((PACKAGE / ENGINE).rglob("*.py")):
+        named = string_literals(ast.parse(path.read_text())) & forbidden
+        if named:
+            offenders[str(path.relative_to(ROOT))] = sorted(named)
+    assert offenders == {}
+
+
+def test_modules_have_one_concern_and_at_most_400_lines():
+    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert long == {}

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import CLASSES
-from test_attach import builds  # noqa: F401 (the masks-only build in several shards)
 from datasets import ClassLabel, Features, Image
 from PIL import Image as PILImage
+from test_attach import builds  # noqa: F401 (the masks-only build in several shards)
 
 from salient_imagenet_builder.core.schema import class_names, wordnet_ids
 from salient_imagenet_builder.core.sources import open_source
@@ -145,14 +145,15 @@ def test_a_parquet_copy_is_joined_by_its_path_column_without_image_bytes(sorted_
     """Indexing a parquet copy by id reads its path column, not its images; then only the named images."""
     source = open_source(str(sorted_parquet["path"]))
     wanted = {f"{wordnet_ids()[CLASSES[2]]}_{n}" for n in (3, 17)} | {"n09999999_1"}
-    source.io.take()
-    refs = source.index_ids(wanted)
+    with source.io.measure() as indexed:
+        refs = source.index_ids(wanted)
     meta = pq.ParquetFile(sorted_parquet["path"]).metadata
     assert set(refs) == wanted - {"n09999999_1"}
-    assert source.io.take() < column_bytes(meta, range(meta.num_row_groups), {"image.bytes"}) / 20
-    images = dict(source.read_many(refs.values()))
+    assert indexed.bytes < column_bytes(meta, range(meta.num_row_groups), {"image.bytes"}) / 20
+    with source.io.measure() as read:
+        images = dict(source.read_many(refs.values()))
     groups = {sorted_parquet["group_of"][i] for i in refs}
-    assert source.io.take() <= column_bytes(meta, groups, {"image.bytes", "image.path"})
+    assert read.bytes <= column_bytes(meta, groups, {"image.bytes", "image.path"})
     assert len(images) == 2
 
 
@@ -168,10 +169,11 @@ def test_a_folder_copy_is_joined_by_file_name_opening_only_the_named_files(tmp_p
     wanted = {f"{wnids[CLASSES[0]]}_4", f"{wnids[CLASSES[2]]}_11"}
     source = open_source(str(tmp_path))
     refs = source.index_ids(wanted)
-    assert source.io.take() == 0
-    read = dict(source.read_many(refs.values()))
+    assert source.io.total == 0
+    with source.io.measure() as reads:
+        read = dict(source.read_many(refs.values()))
     expected = sum((tmp_path / "train" / ref).stat().st_size for ref in refs.values())
-    assert source.io.take() == expected and len(read) == 2
+    assert reads.bytes == expected and len(read) == 2
 
 
 def test_a_local_tar_trial_reads_headers_and_the_wanted_images_only(tmp_path):
@@ -192,11 +194,12 @@ def test_a_local_tar_trial_reads_headers_and_the_wanted_images_only(tmp_path):
                     tar.addfile(info, io.BytesIO(payload))
     source = open_source(str(tmp_path))
     plan = source.plan_units({TRIAL_CLASS}, None, 100)
-    planned = source.io.take()
-    samples = [s for spec in plan for s in source.unit_samples(spec, {TRIAL_CLASS}, None)]
+    planned = source.io.total
+    with source.io.measure() as read:
+        samples = [s for spec in plan for s in source.unit_samples(spec, {TRIAL_CLASS}, None)]
     wanted = sorted(k for k, (c, _) in image_bytes.items() if c == TRIAL_CLASS)
     assert sorted(s.image_id for s in samples) == wanted
-    assert source.io.take() == sum(image_bytes[k][1] for k in wanted)  # pass 1: the wanted images, nothing else
+    assert read.bytes == sum(image_bytes[k][1] for k in wanted)  # pass 1: the wanted images, nothing else
     tars = sum(p.stat().st_size for p in tmp_path.glob("*.tar"))
     headers = 2 * 512 * len(image_bytes) + 2 * 1024  # a header per member, the archives' end blocks
     assert planned <= headers + sum(len(str(c)) for c, _ in image_bytes.values()) < tars / 10

@@ -15,11 +15,11 @@ from datasets import load_dataset
 
 from salient_imagenet_builder.cli import main
 from salient_imagenet_builder.core.card import BuildStats, read_build_info, write_card
-from salient_imagenet_builder.core.constants import GENERALIZE_ANSWER_COLUMNS
 from salient_imagenet_builder.core.schema import legacy_annotation_features, wordnet_ids
 from salient_imagenet_builder.core.writer import ShardWriter, encode_rows
 from salient_imagenet_builder.evaluation.generalized import keep_generalized
 from salient_imagenet_builder.evaluation.rows import load_eval_data, mask_uint8
+from salient_imagenet_builder.generalize.study_format import ANSWER_COLUMNS as GENERALIZE_ANSWER_COLUMNS
 from salient_imagenet_builder.publish.validate import check
 
 BANDS = ("6-6", "7-7")

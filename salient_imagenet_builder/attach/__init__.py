@@ -1,7 +1,8 @@
 """Attach the user's own ImageNet copy to a masks-only build (`--image-mode none`): the same rows, the same masks,
 the images joined by `image_id`, as a `crop` or `original` build of the same source would store them.
 
-The stages, in order (`apply.attach` wires them over the engine, `..core`):
+The stages, in order (`apply.AttachJob` fills in the engine's job, `..core.job`, with them; `options` declares
+`AttachConfig`, the command, the file it adds to a dataset and its parts of the card):
 1. `apply.open_inputs`: the build to attach to (local folder or Hub repo, `core.dataset.DatasetView`): its build
    info, its image shards (one work unit each) and every row's `image_id` (that column alone is read);
 2. index: the ImageNet copy (`core.sources`, any layout, path or Hub id) indexed by file name or id column, no image
@@ -16,6 +17,9 @@ The stages, in order (`apply.attach` wires them over the engine, `..core`):
 `command` is the handler of `salient-imagenet attach`.
 """
 
-from .apply import AttachConfig, AttachError, MissingImages, attach
+from ..core.lazy import lazy_exports
+from .errors import AttachError, MissingImages
+from .options import AttachConfig
 
-__all__ = ["AttachConfig", "AttachError", "MissingImages", "attach"]
+__all__ = ["AttachConfig", "AttachError", "AttachJob", "MissingImages", "attach"]
+__getattr__, __dir__ = lazy_exports(__name__, {"AttachJob": ".apply", "attach": ".apply"})

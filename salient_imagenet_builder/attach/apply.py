@@ -1,68 +1,41 @@
-"""`attach` itself: check the inputs, index the ImageNet copy, join shard by shard (resumable), write the dataset."""
+"""`attach` as a job of the engine (`core.job.Job`: the claim of `--out`, the lock, the staging folder, resume and
+the swap are the base's): check the inputs, index the ImageNet copy, join shard by shard (resumable), write the
+dataset."""
 
 import json
 import logging
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from .. import __version__
-from ..core import card
-from ..core.card import BuildStats
-from ..core.constants import BUILD_INFO, MAP_SHAPE, MAX_SHARD_BYTES, PACKAGE_NAME, WORK_DIR
+from ..core.card import BuildStats, write_card
+from ..core.constants import BUILD_INFO, MAP_SHAPE
 from ..core.dataset import DatasetView
 from ..core.distributed import World
 from ..core.gallery import write_gallery
-from ..core.output import (
-    OutputExists,
-    check_out,
-    discard_staging,
-    move_into_place,
-    prepare_output,
-    staging_folder,
-    write_text_atomic,
-)
+from ..core.job import Job
+from ..core.output import OutputExists, write_text_atomic
+from ..core.provenance import made_by, public_paths
 from ..core.sources import Source, open_source
 from ..core.stages import default_workers
 from ..core.targets import resolve
-from ..core.units import Unit, UnitFolder, WorkLock, fingerprint_hash, open_work, run_units
+from ..core.units import Unit, UnitFolder, fingerprint_hash, run_units
 from ..core.writer import ShardWriter, SpilledRows
+from ..version import __version__
 from .errors import AttachError, MissingImages
 from .fetch import fetch_blocks
 from .join import ImageJob, JoinResult, JoinWorker
+from .options import ATTACH_INFO, AttachConfig
 from .recheck import redo_changed
+
+__all__ = ["AttachJob", "attach"]
 
 log = logging.getLogger(__name__)
 
-ATTACH_INFO = "attach_info.json"  # what was attached, from where, and every image that was not
-IMAGE_MODES = ("crop", "original")
 EXAMPLES = 3  # ids named in the one-line summary
-
-
-@dataclass
-class AttachConfig:
-    dataset: str  # a build (local folder or Hub id), typically --image-mode none
-    imagenet: str  # the user's ImageNet copy: folder, parquet or WebDataset, path or Hub id
-    out: str
-    image_mode: str = "crop"
-    allow_missing: bool = False
-    split: str | None = None  # the copy's split (default: the build's)
-    imagenet_type: str | None = None
-    workers: int | None = None  # decoding processes; None: every core
-    overwrite: bool = False
-    restart: bool = False
-    max_shard_bytes: int = MAX_SHARD_BYTES
-    command: str = ""
-
-    def __post_init__(self):
-        if self.image_mode not in IMAGE_MODES:
-            raise AttachError(f"--image-mode must be one of {IMAGE_MODES}, got {self.image_mode!r}")
-        if self.workers is not None and self.workers < 0:
-            raise AttachError(f"--workers must be 0 (decode in this process) or more, got {self.workers}")
 
 
 @dataclass
@@ -79,34 +52,42 @@ class Inputs:
     index_bytes: int  # bytes read to index the copy (a folder: none)
 
 
+class AttachJob(Job):
+    kind = "build"
+    resumable = True
+    source_option = "imagenet"
+
+
+    def check(self) -> None:
+        refuse_dataset_as_out(self.out, self.config.dataset)
+
+    def prepare(self) -> None:
+        """The build and the copy, indexed (no image bytes read); images the copy lacks fail here, before any."""
+        config = self.config
+        self.start = time.perf_counter()
+        self.inputs = inputs = open_inputs(config)
+        if inputs.missing and not inputs.refs and inputs.source.unnamed.rows:
+            raise AttachError(no_names_line(config, inputs))  # --allow-missing or not: there is nothing to attach
+        if inputs.missing and not config.allow_missing:
+            raise MissingImages(not_found_line(config, inputs))
+
+    def fingerprint(self) -> dict:
+        return fingerprint(self.config, self.inputs)
+
+    def work(self, work: Path) -> None:
+        self.markers, self.images_bytes = join_units(self.config, self.inputs, work)
+        unreadable = [u for m in self.markers for u in m["unreadable"]]
+        if unreadable and not self.config.allow_missing:
+            raise MissingImages(undecodable_line(self.config, unreadable, self.staging))
+
+    def write(self, staging: Path) -> dict:
+        return write(self.config, self.inputs, staging, self.markers, self.images_bytes, self.start)
+
+
 def attach(config: AttachConfig) -> dict:
     """Write `config.out`: the build `config.dataset` with its images joined from `config.imagenet`. Returns what
     `attach_info.json` says. Images the copy lacks (or cannot decode) fail it, in one line, unless `allow_missing`."""
-    start, out = time.perf_counter(), Path(config.out)
-    check_out(out, config.overwrite, config.imagenet)
-    refuse_dataset_as_out(out, config.dataset)
-    inputs = open_inputs(config)
-    if inputs.missing and not inputs.refs and inputs.source.unnamed.rows:
-        raise AttachError(no_names_line(config, inputs))  # --allow-missing or not: there is nothing to attach
-    if inputs.missing and not config.allow_missing:
-        raise MissingImages(not_found_line(config, inputs))
-    lock, staging = WorkLock(staging_folder(out) / WORK_DIR, f"--out {out}"), staging_folder(out)
-    try:
-        try:
-            prepare_output(out, config.overwrite, config.imagenet)
-            open_work(staging / WORK_DIR, fingerprint(config, inputs), config.restart)
-            markers, images_bytes = join_units(config, inputs, staging)
-            unreadable = [u for m in markers for u in m["unreadable"]]
-            if unreadable and not config.allow_missing:
-                raise MissingImages(undecodable_line(config, unreadable, staging))
-            summary = write(config, inputs, staging, markers, images_bytes, start)
-        except BaseException:
-            discard_staging(staging)  # an earlier --out is untouched; finished units stay for a resume
-            raise
-        move_into_place(staging, out)
-    finally:
-        lock.release()
-    return summary
+    return AttachJob(config).run()
 
 
 def open_inputs(config: AttachConfig) -> Inputs:
@@ -121,7 +102,7 @@ def open_inputs(config: AttachConfig) -> Inputs:
     shard_ids = image_ids(dataset)
     refs = source.index_ids({i for ids in shard_ids for i in ids})
     missing = [i for ids in shard_ids for i in ids if i not in refs]
-    return Inputs(dataset, info, source, split, refs, shard_ids, missing, source.io.take())
+    return Inputs(dataset, info, source, split, refs, shard_ids, missing, source.io.total)  # all read: the index
 
 
 def refuse_dataset_as_out(out: Path, dataset: str) -> None:
@@ -182,18 +163,19 @@ def fingerprint(config: AttachConfig, inputs: Inputs) -> dict:
             "imagenet": inputs.source.describe(), "split": inputs.split, "image_mode": config.image_mode}
 
 
-def join_units(config: AttachConfig, inputs: Inputs, staging: Path) -> tuple[list[dict], int]:
+def join_units(config: AttachConfig, inputs: Inputs, work: Path) -> tuple[list[dict], int]:
     """One unit per image shard of the build; returns their done markers, in shard order, and the bytes of images
     read from the copy (this run and the runs it resumes)."""
-    plan, work = join_plan(inputs), staging / WORK_DIR
+    plan = join_plan(inputs)
     folder = UnitFolder(work, "join")
     workers = config.workers if config.workers is not None else default_workers()
     # decoded as the build decoded (a --decode gpu build used no draft: its views came from the device decoder,
     # which Pillow's full-size decode matches within 1 level)
     draft = bool(inputs.info["provenance"]["constants"].get("jpeg_draft", True))
-    fixed = redo_changed(folder, plan, inputs.source, inputs.refs, ImageJob(config.image_mode, draft),
-                         config.imagenet)
-    rechecked = inputs.source.io.take()
+    with inputs.source.io.measure() as recheck:
+        fixed = redo_changed(folder, plan, inputs.source, inputs.refs, ImageJob(config.image_mode, draft),
+                             config.imagenet)
+    rechecked = recheck.bytes
     images, fetched = fetch_blocks(inputs.source, inputs.refs, work, config.imagenet, again=fixed)
     features = output_stats(inputs.info).image_features()
     run_units(plan, folder, lambda: JoinWorker(inputs.dataset, images, inputs.refs, config.image_mode, draft,
@@ -229,10 +211,10 @@ def write(config: AttachConfig, inputs: Inputs, staging: Path, markers: list[dic
     copy_annotations(inputs.dataset, staging)
     stats.gallery = write_gallery(staging, info["split"])
     summary = attach_summary(config, inputs, markers, images_bytes, start)
-    stats.attached = {k: v for k, v in summary.items() if k not in ("missing", "unreadable")}
+    stats.extras["attached"] = {k: v for k, v in summary.items() if k not in ("missing", "unreadable")}
     provenance = info["provenance"]
     provenance["constants"] = {**provenance["constants"], "image_mode": config.image_mode}
-    card.write_card(staging, provenance, stats, info["split"], repo_id=Path(config.out).name)
+    write_card(staging, provenance, stats, info["split"], repo_id=Path(config.out).name)
     write_text_atomic(staging / ATTACH_INFO, json.dumps(summary, indent=2))
     return summary
 
@@ -256,11 +238,11 @@ def attach_summary(config: AttachConfig, inputs: Inputs, markers: list[dict], im
                    start: float) -> dict:
     missing = [i for m in markers for i in m["missing"]]
     unreadable = [u for m in markers for u in m["unreadable"]]
+    made = made_by(config.command)
     return {
-        "package": PACKAGE_NAME, "package_version": __version__,
-        "dataset": card.public_paths(config.dataset), "imagenet": card.public_paths(inputs.source.describe()),
-        "split": inputs.split, "image_mode": config.image_mode,
-        "command": card.public_paths(config.command or " ".join(sys.argv)),
+        "package": made["package"], "package_version": made["package_version"],
+        "dataset": public_paths(config.dataset), "imagenet": public_paths(inputs.source.describe()),
+        "split": inputs.split, "image_mode": config.image_mode, "command": made["command"],
         "rows": sum(m["rows"] for m in markers), "attached": sum(m["attached"] for m in markers),
         "not_attached": len(missing) + len(unreadable),
         "source_bytes": {"index": inputs.index_bytes, "images": images_bytes},

@@ -1,27 +1,21 @@
 """`salient-imagenet attach DATASET --imagenet DIR_OR_ID --out FULL`: a masks-only build with the user's images."""
 
-import shlex
-import sys
 from pathlib import Path
 
-from ..core.output import interruptible
+from ..core.job import run_command
 from ..core.sources import describe_reads
-from .apply import ATTACH_INFO, AttachConfig, attach
+from .apply import AttachJob
+from .options import ATTACH_INFO, AttachConfig
 
 
-def run(args) -> int:
-    config = AttachConfig(dataset=args.dataset, imagenet=args.imagenet, out=args.out, image_mode=args.image_mode,
-                          allow_missing=args.allow_missing, split=args.split, imagenet_type=args.imagenet_type,
-                          workers=args.workers, overwrite=args.overwrite, restart=args.restart,
-                          command=shlex.join(["salient-imagenet", *sys.argv[1:]]))
-    with interruptible(Path(args.out)):
-        summary = attach(config)
-    print(f"Attached {summary['attached']} of {summary['rows']} images from {args.imagenet} to {args.dataset} "
-          f"(--image-mode {args.image_mode}) in {args.out}.")
+def run(config: AttachConfig) -> int:
+    summary = run_command(AttachJob(config))
+    print(f"Attached {summary['attached']} of {summary['rows']} images from {config.imagenet} to {config.dataset} "
+          f"(--image-mode {config.image_mode}) in {config.out}.")
     if summary["not_attached"]:
-        print(f"{summary['not_attached']} row(s) keep no image (--allow-missing); {Path(args.out) / ATTACH_INFO} "
+        print(f"{summary['not_attached']} row(s) keep no image (--allow-missing); {Path(config.out) / ATTACH_INFO} "
               "lists them.")
     read = summary["source_bytes"]
     print(describe_reads({"total": sum(read.values()), **read}, summary["source_size"], whose="the copy's"))
-    print(f"Check it with:\n  salient-imagenet check {args.out}")
+    print(f"Check it with:\n  salient-imagenet check {config.out}")
     return 0

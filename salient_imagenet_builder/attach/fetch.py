@@ -31,15 +31,14 @@ class FetchWorker:
 
     def __call__(self, unit: Unit) -> FetchResult:
         refs = unit.spec["refs"]
-        self.source.io.take()
-        with reading_copy(self.imagenet):
+        with self.source.io.measure() as read, reading_copy(self.imagenet):
             data = dict(self.source.read_many(refs))
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         spill = self.spill_dir / f".{unit.index:05d}.{FetchResult.file}.partial"
         table = pa.table({"ref": refs, "data": pa.array([data[ref] for ref in refs], pa.binary())})
         with pa.ipc.new_file(str(spill), table.schema) as out:
             out.write_table(table)
-        return FetchResult(spill, {"images": len(refs), "bytes_read": self.source.io.take()})
+        return FetchResult(spill, {"images": len(refs), "bytes_read": read.bytes})
 
 
 class FetchedImages(Source):

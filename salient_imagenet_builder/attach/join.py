@@ -79,8 +79,8 @@ class JoinWorker:
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         spill = self.spill_dir / f".{unit.index:05d}.rows.arrow.partial"
         counts = {"rows": 0, "attached": 0, "missing": [], "unreadable": []}
-        self.source.io.take()
-        with self.dataset.target.open(path, random=True) as f, pa.ipc.new_file(str(spill), self.schema) as out:
+        with self.source.io.measure() as read, self.dataset.target.open(path, random=True) as f, \
+                pa.ipc.new_file(str(spill), self.schema) as out:
             parquet = pq.ParquetFile(f)
             for group in range(parquet.metadata.num_row_groups):
                 with timer("read dataset"):
@@ -90,8 +90,7 @@ class JoinWorker:
                 out.write_table(self._joined(table, images))
                 counts["rows"] += len(table)
         counts["attached"] = counts["rows"] - len(counts["missing"]) - len(counts["unreadable"])
-        return JoinResult(spill, {**counts, "shard": path, "bytes_read": self.source.io.take(),
-                                  "timings": timer.report()})
+        return JoinResult(spill, {**counts, "shard": path, "bytes_read": read.bytes, "timings": timer.report()})
 
     def _joined(self, table: pa.Table, images: list[tuple | None]) -> pa.Table:
         """The rows with their image column, and the images' sizes where the build has none."""

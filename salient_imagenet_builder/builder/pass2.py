@@ -56,7 +56,12 @@ class RowsWorker:
                   for row, (meta, entries) in chosen.items()}
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         spill = Spill(self.spill_dir / f".{unit.index:05d}.rows.arrow.partial", self.features)
-        self.source.io.take()
+        with self.source.io.measure() as read:
+            masks = self._rows(by_ref, spill, timer)
+        spill.close()
+        return RowsResult(spill.rows, masks, timer.report(), spill.path, read.bytes)
+
+    def _rows(self, by_ref: dict, spill: Spill, timer: StageTimer) -> int:
         masks = 0
         for decoded in timed_iter(self._decoded(by_ref), timer, "read+decode (pass 2)"):
             if decoded.failed:  # it decoded in pass 1: the source changed under the build
@@ -70,8 +75,7 @@ class RowsWorker:
             with timer("spill"):
                 spill.append(rows)
             masks += sum(len(entries) for _, _, entries in jobs)
-        spill.close()
-        return RowsResult(spill.rows, masks, timer.report(), spill.path, self.source.io.take())
+        return masks
 
     def _decoded(self, by_ref: dict):
         """The unit's selected images decoded in batches; without an image column, their metadata alone."""

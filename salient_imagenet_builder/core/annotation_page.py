@@ -1,9 +1,10 @@
 """The annotation page: one self-contained `index.html` (no server, no network, no CDN) that opens from a study
 folder. Its HTML, CSS and JavaScript are package data (`page/`), inlined here together with the study's tasks.
 
-One page serves both studies (`mode`): "discover" (is a feature's region the main object, a separate object or
-background: the published results format) and "generalize" (do Sections A and B show the same attribute: the
-generalization study's format). Same keys, progress, resume and annotator id in both.
+One page asks the question of the study that wrote it (`mode`, one of the page's modes, `page/app.js` `MODES`: a
+discovery study's "is this region the main object, a separate object or background", in the published results
+format; a generalization study's "do Sections A and B show the same attribute"). Same keys, progress, resume and
+annotator id in every mode.
 """
 
 import hashlib
@@ -14,15 +15,20 @@ from pathlib import Path
 from .output import write_text_atomic
 
 PAGE = Path(__file__).parent / "page"
-MODES = ("discover", "generalize")
-
-__all__ = ["MODES", "PAGE", "render_page", "study_data", "write_page"]
+__all__ = ["PAGE", "page_modes", "render_page", "study_data", "write_page"]
 
 
-def study_data(tasks: list[dict], title: str, mode: str = "discover") -> dict:
+def page_modes() -> list[str]:
+    """The modes the page's script defines (`const MODES = { name: {...}, ... }`)."""
+    script = (PAGE / "app.js").read_text(encoding="utf-8")
+    block = script[script.index("MODES = {"):]
+    return re.findall(r"^ {4}(\w+): \{", block[:block.index("\n  };")], re.M)
+
+
+def study_data(tasks: list[dict], title: str, mode: str) -> dict:
     """The page's data: `tasks` as the page shows them, each with a unique `key` and its `panel` path."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode not in page_modes():
+        raise ValueError(f"mode must be one of {page_modes()}, got {mode!r}")
     # answers are stored per study: a page for other tasks never shows (or exports) this study's answers
     study_id = hashlib.sha256(json.dumps([mode, title, [t["key"] for t in tasks]]).encode()).hexdigest()[:16]
     return {"id": study_id, "mode": mode, "title": title, "pairs": tasks}

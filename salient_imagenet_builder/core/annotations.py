@@ -10,23 +10,20 @@ from pathlib import Path
 from .constants import (
     ANNOTATIONS_SHA256,
     ANNOTATIONS_URL,
-    ANNOTATOR_TOP_IMAGES,
     ANSWER_CHOICES,
     ANSWERS_PER_PAIR,
     CONFIDENCE_RANGE,
     FEATURES_PER_CLASS,
-    GENERALIZATION_COLUMNS,
     NUM_CLASSES,
-    PAIRS_FILE,
     PUBLISHED_ANNOTATION_STATS,
     SPURIOUS_ANSWERS,
     majority_of,
 )
-from .csvfile import csv_reader, is_blank, missing_columns, separator_hint
+from .csvfile import csv_reader, is_blank, separator_hint
 from .download import fetch_pinned
 from .errors import InputError, NetworkError  # noqa: F401 (NetworkError: what fetch raises, callers catch it here)
 from .output import sha256_file
-from .schema import wordnet_ids
+from .schema import SPURIOUS_TYPES, wordnet_ids
 
 COLUMNS = (
     "WorkerId",
@@ -126,155 +123,11 @@ class Annotations:
             "workers": len({a.worker_id for a in answers}),
             "core": kinds["core"],
             "spurious": kinds["spurious"],
-            **{f"spurious_{t}": sub_types[t] for t in ("background", "separate_object", "mixed")},
+            **{f"spurious_{t}": sub_types[t] for t in SPURIOUS_TYPES},
             "classes": len(self.classes),
             "classes_with_spurious": len({p.class_index for p in self.pairs.values() if p.kind == "spurious"}),
             "mean_confidence": round(sum(a.confidence for a in answers) / max(len(answers), 1), 4),
         }
-
-
-# A study's pairs.csv (discover writes it, ingest checks answers against it): the published CSV's Input.*
-# names, so the file can be uploaded as a crowdsourcing batch as it is.
-STUDY_PAIR_COLUMNS = ("Input.wordnet_id", "Input.class_index", "Input.feature_index", "Input.feature_rank",
-                "Input.class_name", "Input.panel")
-
-
-# A generalization study's pairs.csv: one row per (pair, band), the band a range of ranks ("61-65").
-GENERALIZATION_PAIR_COLUMNS = ("Input.class_index", "Input.feature_index", "Input.band", "Input.wordnet_id")
-
-
-def study_kind(path: str | os.PathLike) -> str:
-    """"generalization" when the study's pairs.csv has an `Input.band` column, else "discovery"."""
-    path = pairs_path(path)
-    with csv_reader(path) as reader:
-        return "generalization" if "Input.band" in (reader.fieldnames or []) else "discovery"
-
-
-def pairs_path(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if path.is_dir() and (path / PAIRS_FILE).is_file():  # the study folder itself
-        path = path / PAIRS_FILE
-    if not path.exists():
-        raise InputError(f"pairs file not found: {path} (discover writes it into its --out folder)")
-    return path
-
-
-def parse_band(text: str) -> tuple[int, int]:
-    """"61-65" -> (61, 65): ranks within a pair's top-k, 1-based, first <= last."""
-    try:
-        first, last = (int(part) for part in (text or "").strip().split("-"))
-    except ValueError:
-        raise InputError(f"band {text!r} is not FIRST-LAST (e.g. 61-65)") from None
-    if not 1 <= first <= last:
-        raise InputError(f"band {text!r}: ranks start at 1 and FIRST <= LAST")
-    return first, last
-
-
-def band_text(band: tuple[int, int]) -> str:
-    return f"{band[0]}-{band[1]}"
-
-
-def read_pairs(path: str | os.PathLike) -> dict[tuple, dict]:
-    """The rows of a study's `pairs.csv`, by key: (class_index, feature_index) for a discovery study,
-    (class_index, feature_index, band) for a generalization study; errors name the file and row."""
-    path = pairs_path(path)
-    kind = study_kind(path)
-    columns = GENERALIZATION_PAIR_COLUMNS if kind == "generalization" else STUDY_PAIR_COLUMNS[:4]
-    wnids = wordnet_ids()
-    with csv_reader(path) as reader:
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(f"{path}: not a pairs.csv: missing column(s) {', '.join(missing)}"
-                             f"{separator_hint(reader.fieldnames)}")
-        pairs = {}
-        for number, row in enumerate(reader, start=2):  # a spreadsheet's row numbers: the header is row 1
-            if is_blank(row):
-                continue
-            where = f"{path} (the study's pairs), row {number}"
-            try:
-                key = _pair_key(row, kind, wnids)
-            except InputError as e:
-                raise InputError(f"{where}: {e}") from None
-            pairs[key] = row
-    return pairs
-
-
-def _pair_key(row: dict, kind: str, wnids: list[str]) -> tuple:
-    try:
-        key = (int(row["Input.class_index"]), int(row["Input.feature_index"]))
-        if kind == "discovery":
-            row["Input.feature_rank"] = int(row["Input.feature_rank"])
-    except (TypeError, ValueError):
-        raise InputError("class, feature and rank must be integers") from None
-    rank_ok = kind != "discovery" or 1 <= row["Input.feature_rank"] <= FEATURES_PER_CLASS
-    if not 0 <= key[0] < NUM_CLASSES or not rank_ok:
-        raise InputError(f"class {key[0]} rank {row.get('Input.feature_rank')}: classes are 0-{NUM_CLASSES - 1}, "
-                         f"ranks 1-{FEATURES_PER_CLASS}")
-    row["Input.wordnet_id"] = (row["Input.wordnet_id"] or "").strip()
-    if row["Input.wordnet_id"] != wnids[key[0]]:
-        raise InputError(f"Input.wordnet_id {row['Input.wordnet_id']} is not class {key[0]} ({wnids[key[0]]})")
-    if kind == "generalization":
-        row["Input.band"] = (row["Input.band"] or "").strip()
-        parse_band(row["Input.band"])
-        key = (*key, row["Input.band"])
-    return key
-
-
-def read_generalization(path: str | os.PathLike) -> dict[tuple[int, int], list[dict]]:
-    """A generalization CSV (what `ingest` writes for a generalization study): (class, feature) -> its bands as
-    {band, answers, same, verdict}, by band; errors name the file and row."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"--generalization {path}: no such file (ingest writes it from a generalization study)")
-    studied: dict[tuple[int, int], list[dict]] = {}
-    with csv_reader(path) as reader:
-        missing = missing_columns(reader.fieldnames, GENERALIZATION_COLUMNS)
-        if missing:
-            raise InputError(f"{path}: not a generalization CSV: missing column(s) {', '.join(missing)} (ingest writes "
-                             f"{','.join(GENERALIZATION_COLUMNS)}){separator_hint(reader.fieldnames)}")
-        for number, row in enumerate(reader, start=2):
-            if is_blank(row):
-                continue
-            try:
-                key, band = _generalization_row(row)
-            except (InputError, ValueError, TypeError) as e:
-                raise InputError(f"{path}, row {number}: {e}") from None
-            bands = studied.setdefault(key, [])
-            if any(b["band"] == band["band"] for b in bands):
-                raise InputError(f"{path}, row {number}: class {key[0]} feature {key[1]} band {band['band']} again")
-            bands.append(band)
-    for bands in studied.values():
-        bands.sort(key=lambda b: parse_band(b["band"]))
-    return studied
-
-
-def _generalization_row(row: dict) -> tuple[tuple[int, int], dict]:
-    key = (int(row["class_index"]), int(row["feature_index"]))
-    if not 0 <= key[0] < NUM_CLASSES or key[1] < 0:
-        raise InputError(f"class {key[0]} feature {key[1]}: classes are 0-{NUM_CLASSES - 1}, features >= 0")
-    band = band_text(parse_band(row["band"]))  # one spelling per band (" 06-10" is 6-10)
-    answers, same = int(row["answers"]), int(row["same"])
-    if not 0 <= same <= answers or row["verdict"] not in ("same", "not_same"):
-        raise InputError(f"answers {answers}, same {same}, verdict {row['verdict']!r}: expected 0 <= same <= answers "
-                         "and a verdict same or not_same")
-    return key, {"band": band, "answers": answers, "same": same, "verdict": row["verdict"]}
-
-
-def generalizes_to_rank(bands: list[dict] | None) -> int | None:
-    """The last rank of the unbroken run of ranks from 6 up (just below the top 5 the pair was annotated from)
-    that a band judged `same` covers and no band judged `not_same` does; 5 when rank 6 is not one; None for a pair
-    not studied. So a rank range never studied stops the run, and a rank in a rejected band is never counted, even
-    where an overlapping band judged it `same`."""
-    if not bands:
-        return None
-    spans = sorted((parse_band(b["band"]), b["verdict"] == "same") for b in bands)
-    first_rejected = min((max(first, ANNOTATOR_TOP_IMAGES + 1) for (first, last), same in spans
-                          if not same and last > ANNOTATOR_TOP_IMAGES), default=math.inf)
-    reached = ANNOTATOR_TOP_IMAGES
-    for (first, last), same in spans:  # by first rank: the run of ranks the `same` bands cover from 6
-        if same and first <= reached + 1:
-            reached = max(reached, last)
-    return int(min(reached, first_rejected - 1))
 
 
 def parse(path: str | os.PathLike, num_features: int = 2048) -> Annotations:

@@ -5,18 +5,22 @@ The YAML `configs` and `dataset_info` come from the same `Features` the writer u
 the Hub repo id; evaluation reports the dataset's provenance).
 """
 
-import html
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path, PureWindowsPath
+from pathlib import Path
 from string import Template
 
 import yaml
 from datasets import DatasetInfo, Features, SplitDict, SplitInfo
+from datasets.info import DatasetInfosDict
+from huggingface_hub import DatasetCardData
 
 from .constants import ANNOTATIONS_CONFIG, ANSWERS_PER_PAIR, BUILD_INFO, CROP_SIZE, PACKAGE_NAME, RESIZE_SIZE
+from .markdown import md_text
 from .output import write_text_atomic
+from .provenance import public_paths
+from .registry import card_parts
 from .schema import annotation_features, image_features, legacy_annotation_features
 
 TEMPLATE = Path(__file__).parent.parent / "dataset_card.md"  # the package root holds the one template
@@ -57,24 +61,28 @@ class BuildStats:
     map_shape: list | None = None  # the raw maps' (H, W); None: nested lists (the first builds)
     legacy_layout: str | None = None  # None: this version's `default` layout; else `schema.LEGACY_LAYOUTS`
     generalization_columns: bool = False  # the annotations config has the generalization columns (newer builds)
-    updates: dict = field(default_factory=dict)  # what `update` recorded: study name -> its summary
-    attached: dict = field(default_factory=dict)  # what `attach` joined: from which copy, rows, images not found
+    updates: dict = field(default_factory=dict)  # studies recorded later: study name -> its summary
+    extras: dict = field(default_factory=dict)  # what other commands recorded (e.g. the images joined to a build),
+    # kept at the top level of build_info.json and rendered by their card parts (`core.registry.CardPart`)
 
     @classmethod
     def from_dict(cls, values: dict) -> "BuildStats":
-        """From build_info.json; keys this version does not know (or no longer writes) are left out. A build from
-        before `legacy_layout` has one of the older layouts: Array2D maps, or nested lists without a map shape."""
-        known = {f.name for f in fields(cls)}
+        """From build_info.json; keys of no field are kept in `extras`. A build from before `legacy_layout` has one
+        of the older layouts: Array2D maps, or nested lists without a map shape."""
+        known = {f.name for f in fields(cls)} - {"extras"}
+        extras = {k: v for k, v in values.items() if k not in known}
         values = {k: v for k, v in values.items() if k in known}
         values.setdefault("legacy_layout", "array2d" if values.get("map_shape") else "lists")
-        return cls(**values)
+        return cls(**values, extras=extras)
 
     def image_features(self) -> Features:
         """The `default` config's schema as this build wrote it."""
         return image_features(self.map_shape and tuple(self.map_shape), self.legacy_layout)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        extras = values.pop("extras")
+        return {**values, **extras}
 
 
 def config_layout(split: str) -> list[dict]:
@@ -101,6 +109,20 @@ def size_category(rows: int) -> str:
     return "10M<n<100M"
 
 
+def yaml_info(name: str, info: DatasetInfo) -> dict:
+    """A config's `dataset_info` entry of the card's YAML, as `datasets` writes it, its config name first."""
+    data = DatasetCardData()
+    DatasetInfosDict({name: info}).to_dataset_card_data(data)
+    entry = data.to_dict()["dataset_info"]
+    return {"config_name": name, **{k: v for k, v in entry.items() if k != "config_name"}}
+
+
+def yaml_features(name: str, entry: dict) -> Features:
+    """The features a card's `dataset_info` entry declares, read as `datasets` reads them."""
+    data = DatasetCardData(dataset_info=[{**entry, "config_name": name}])
+    return DatasetInfosDict.from_dataset_card_data(data)[name].features
+
+
 def front_matter(split: str, stats: BuildStats) -> dict:
     infos = []
     for name, features, split_name, rows, size in (
@@ -110,8 +132,8 @@ def front_matter(split: str, stats: BuildStats) -> dict:
     ):
         splits = SplitDict()
         splits.add(SplitInfo(name=split_name, num_bytes=size, num_examples=rows))
-        info = DatasetInfo(features=features, splits=splits, dataset_size=size, download_size=size)._to_yaml_dict()
-        infos.append({"config_name": name, **info})
+        info = DatasetInfo(features=features, splits=splits, dataset_size=size, download_size=size)
+        infos.append(yaml_info(name, info))
     return {
         "license": "other",
         "license_name": "imagenet-terms-of-access",
@@ -131,29 +153,6 @@ def _forward_passes(stats: BuildStats) -> str:
         return "?"
     return (f"{passes['images_forwarded']} ({passes['per_image']} per image read); the source was read "
             f"{passes['reads_of_source']} time(s) (the second read: only the selected images, for their rows)")
-# A local absolute path (/home/alice/x, ~/x, C:\\x) not inside a URL (https://host/x) or a relative path.
-ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~\\-])(?:~[\w.-]*/?|[A-Za-z]:\\|/)[^\s'\"`|,;()<>]*")
-MARKDOWN_SPECIAL = re.compile(r"([!\"#$%'()*+,\-.:;=?@\[\\\]^_`{|}~])")  # all ASCII punctuation but /
-
-
-def public_paths(text: str) -> str:
-    """`text` with every local absolute path cut to its last component: the card and build_info.json name an input
-    by its file name (beside its sha256), never by where it lay on the builder's disk (home folder, temp folder)."""
-    def last_part(match: re.Match) -> str:
-        parts = [p for p in re.split(r"[/\\]", match.group()) if p and p != "~" and not PureWindowsPath(p).drive]
-        return parts[-1] if parts else match.group()
-
-    return ABSOLUTE_PATH.sub(last_part, text)
-
-
-def md_text(value) -> str:
-    """Data (ids, paths, error texts, the command) -> Markdown that renders as exactly that text: every ASCII
-    punctuation mark but `/` backslash-escaped (no heading, link, autolink, emphasis, code span or table-cell break),
-    `&`, `<`, `>` as entities (no HTML), whitespace runs and newlines as one space (no new block)."""
-    text = " ".join(str(value).split())
-    return html.escape(MARKDOWN_SPECIAL.sub(r"\\\1", text), quote=False)
-
-
 def _table(rows) -> str:
     return "\n".join(f"| {k} | {v} |" for k, v in rows)
 
@@ -173,6 +172,7 @@ def _decoding(constants: dict) -> str:
 
 def render(provenance: dict, stats: BuildStats, split: str, repo_id: str = "path/to/salient_imagenet") -> str:
     repo_id = re.sub(r"[^\w./-]", "_", repo_id)  # it lands in code blocks: no quote, backtick or newline
+    parts = [(part, data) for part in card_parts() if (data := part.data(stats, provenance))]
     ann = stats.annotation_stats
     agreement = stats.top5_agreement
     constants = provenance["constants"]
@@ -195,7 +195,7 @@ def render(provenance: dict, stats: BuildStats, split: str, repo_id: str = "path
         ("software", f"python {provenance['python']}, torch {provenance['torch']}, device {provenance['device']}"),
         ("opt-in numerics", ", ".join(k for k, v in provenance.get("numerics", {}).items() if v) or "none (fp32)"),
         ("processes (torchrun world size)", provenance.get("world_size", 1)),
-        *([("images", _attached(stats.attached))] if stats.attached else []),
+        *(row for part, data in parts if part.provenance_rows for row in part.provenance_rows(data)),
     ]
     statistics_rows = [
         ("classes built", len(provenance["classes"])),
@@ -218,8 +218,7 @@ def render(provenance: dict, stats: BuildStats, split: str, repo_id: str = "path
             _counts(sum(stats.decode_fallbacks.values()), stats.decode_fallbacks).replace("label: ", "reason: "))]
           if constants.get("decode") == "gpu" else []),
         ("requested classes without annotations (skipped)", len(stats.classes_without_annotations)),
-        *([("rows without an image (not found in, or not decoded from, the attached ImageNet copy)",
-            stats.attached["not_attached"])] if stats.attached else []),
+        *(row for part, data in parts if part.statistics_rows for row in part.statistics_rows(data)),
         ("model forward passes", _forward_passes(stats)),
         ("build time", f"{stats.seconds_total} s ({stats.images_per_second} images/s)"),
     ]
@@ -229,14 +228,6 @@ def render(provenance: dict, stats: BuildStats, split: str, repo_id: str = "path
         "With the published robust model and the full train split this should be (nearly) all of them; a low "
         "count means different weights or preprocessing, or too few images per class for a stable estimate."
     )
-    join = ""
-    if constants["image_mode"] == "none":
-        join = ("## Join with your ImageNet copy\n\nThis build carries no images. Rows are keyed by `image_id` (the "
-                "ImageNet file name without its extension); attach your own copy, made upright (EXIF orientation "
-                "applied, `PIL.ImageOps.exif_transpose`), resized and center-cropped as above: "
-                "`salient-imagenet attach THIS_DATASET --imagenet /data/imagenet --out full` writes the dataset "
-                "with its images (as an `--image-mode crop` build stores them), or read them by id at evaluation "
-                "time: `salient-imagenet evaluate --dataset ... --imagenet /data/imagenet`.\n")
     demo = provenance.get("demo")
     values = {
         "yaml": yaml.safe_dump(front_matter(split, stats), sort_keys=False, allow_unicode=True, width=1000).strip(),
@@ -250,14 +241,19 @@ def render(provenance: dict, stats: BuildStats, split: str, repo_id: str = "path
         "answers_per_pair": constants.get("answers_per_pair", ANSWERS_PER_PAIR),
         "provenance_table": _table(provenance_rows), "statistics_table": _table(statistics_rows),
         "agreement_sentence": agreement_sentence, "repo_id": repo_id, "annotations_config": ANNOTATIONS_CONFIG,
-        "image_mode": constants["image_mode"], "join_section": join,
-        "studies_section": _generalization_section(stats.updates.get("generalization"))
-                           + _validation_section(stats.updates.get("validation")),
+        "image_mode": constants["image_mode"],
+        "studies_section": _sections(parts, "studies"),
+        "join_section": _sections(parts, "usage"),
         "gallery": f"![Top images of annotated pairs with their masks]({stats.gallery})\n"
                    if stats.gallery else "",
         **_layout_values(stats),
     }
     return Template(TEMPLATE.read_text(encoding="utf-8")).substitute(values)
+
+
+def _sections(parts: list, slot: str) -> str:
+    """The capabilities' sections of the card in one of its slots (`core.registry.CardPart`)."""
+    return "".join(part.section(data) for part, data in parts if part.section is not None and part.slot == slot)
 
 
 def _layout_values(stats: BuildStats) -> dict:
@@ -274,59 +270,6 @@ def _layout_values(stats: BuildStats) -> dict:
                "version that made this build)")
         sizes = ""
     return {"map_height": height, "map_width": width, "nam_text": nam, "size_rows": sizes}
-
-
-def _attached(attached: dict) -> str:
-    """The provenance row of an attached dataset: its images joined by `attach` from the user's copy."""
-    return (f"joined by `salient-imagenet attach` from {md_text(attached['imagenet'])} (split "
-            f"{md_text(attached['split'])}, as `--image-mode {attached['image_mode']}` stores them) to the masks-only "
-            f"build {md_text(attached['dataset'])}: {attached['attached']} of {attached['rows']} rows have an image")
-
-
-def generalization_studies(summary: dict | None) -> list[dict]:
-    """The study files `update --generalization` recorded, in order, as {file, sha256} (builds updated before
-    studies accumulated name one file)."""
-    if not summary:
-        return []
-    return summary.get("studies") or [{"file": summary["file"], "sha256": summary["sha256"]}]
-
-
-def _generalization_section(summary: dict | None) -> str:
-    """The generalization studies `update` recorded: a table per band (pairs studied, share judged same)."""
-    if not summary:
-        return ""
-    rows = "\n".join(f"| {b['band']} | {b['pairs']} | {b['same']} | {b['share_same']:.2f} |" for b in summary["bands"])
-    files = "; ".join(f"{md_text(s['file'])}, sha256 `{s['sha256']}`" for s in generalization_studies(summary))
-    return ("\n## Generalization study\n\nDo a pair's lower-ranked images show the same visual attribute as its top "
-            f"{summary['top_images']}? Annotators compared the top images with a band of lower ranks; a band's verdict "
-            "is `same` when enough of its answers are `same` (a majority unless `ingest --majority` set another "
-            f"count). Recorded from these studies, in order: {files}; a pair's band studied again keeps the later "
-            "answers. The `annotations` config has each pair's bands (`generalization`) and `generalizes_to_rank` (the "
-            f"last rank of the unbroken run from rank {summary['top_images'] + 1} up that a band judged `same` covers "
-            "and no band judged `not_same` does); `salient-imagenet evaluate --generalized-only` uses only those "
-            "masks.\n\n"
-            f"| band (ranks) | pairs studied | judged same | share judged same |\n|---|---|---|---|\n{rows}\n")
-
-
-def _number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def _validation_section(summary: dict | None) -> str:
-    """The scores against human segmentations `update --validation` recorded: per kind, the pairs' energy_inside."""
-    if not summary:
-        return ""
-    rows = "\n".join(f"| {k['kind']} | {k['pairs']} | {k['scored']} | {_number(k['mean'])} | "
-                     f"{_number(k['median'])} |" for k in summary["kinds"])
-    source = (f" against {md_text(summary['human_masks'])} (format `{summary['format']}`)"
-              if summary.get("human_masks") else "")
-    return ("\n## Validation against human segmentations\n\nThe soft masks were scored"
-            f"{source} by `salient-imagenet validate`: per image and feature, `energy_inside = sum(m * H) / sum(m)`, "
-            "the share of the mask's mass on the human object mask H; per pair, the mean over its images with a human "
-            "mask; here the mean and median over pairs (file "
-            f"{md_text(summary['file'])}, sha256 `{summary['sha256']}`). Core masks should put most of their mass on "
-            "the object, spurious masks little.\n\n"
-            f"| kind | pairs | pairs scored | mean energy_inside | median |\n|---|---|---|---|---|\n{rows}\n")
 
 
 def write_card(folder: Path, provenance: dict, stats: BuildStats, split: str, repo_id: str | None = None) -> None:

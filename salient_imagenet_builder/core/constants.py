@@ -11,8 +11,6 @@ CROP_SIZE = 224
 # have another; a build records its own).
 MAP_SHAPE = (7, 7)
 
-# `validate`: the layouts of human segmentations it reads (ImageNet-S ids R + 256 * G, or non-zero = object)
-HUMAN_MASK_FORMATS = ("imagenet-s", "binary")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -23,12 +21,6 @@ FEATURES_PER_CLASS = 5
 ANSWERS_PER_PAIR = 5
 ANSWER_CHOICES = ("main_object", "separate_object", "background")
 SPURIOUS_ANSWERS = ("separate_object", "background")
-# The generalization study (the paper's Section 3.4): do the pair's lower-ranked images (a band, e.g. ranks 61-65)
-# show the same visual attribute as its top 5?
-GENERALIZE_CHOICES = ("same", "different", "A_unclear", "B_unclear")
-GENERALIZE_ANSWER_COLUMNS = ("WorkerId", "Input.class_index", "Input.feature_index", "Input.band",
-                             "Answer.main_question", "Answer.confidence", "Answer.reasons")
-GENERALIZATION_COLUMNS = ("class_index", "feature_index", "band", "answers", *GENERALIZE_CHOICES, "verdict")
 # A pair is spurious when a majority of its answers are spurious answers (3 of the paper's 5; 2 of 3 in a study
 # with 3 annotators); the same count decides the spurious sub-type (background / separate_object, else mixed).
 
@@ -45,9 +37,6 @@ DEFAULT_TOP_K = 65
 # How many top images the annotators saw (stored in the annotations config).
 ANNOTATOR_TOP_IMAGES = 5
 
-# Evaluation: Gaussian noise inside a mask.
-DEFAULT_NOISE_STD = 0.25
-
 # Default robust model: ResNet-50, adversarially trained, L2 eps = 3 (madrylab robustness library).
 ROBUST_MODELS = {
     "resnet50_l2_eps3": {
@@ -63,39 +52,16 @@ DEFAULT_MODEL = "resnet50_l2_eps3"
 # sha256 after every download, so a changed upstream file is detected, not silently used.
 AUTHORS_FILES_URL = "https://raw.githubusercontent.com/singlasahil14/salient_imagenet/f41ce51b748096fc9c57f276b22db0178ed03030/"
 ANNOTATIONS_URL = AUTHORS_FILES_URL + "mturk_results/discover_spurious_features.csv"
-ANNOTATIONS_SIZE = 2_327_466
 ANNOTATIONS_SHA256 = "6fc1cfbc6e3c90d456420406b05b69ef45e8ce9e851917ddc751486fcec1fa07"
 # The published file's statistics (paper + release), checked as well when it is parsed.
 PUBLISHED_ANNOTATION_STATS = {"answers": 25000, "pairs": 5000, "spurious": 630, "workers": 265}
 DEFAULT_CACHE_DIR = "~/.cache/salient_imagenet"  # the annotation and zero-shot head downloads (models: huggingface_hub)
-# CLIP zero-shot: the image tower's embedding, L2-normalised, times a (D, 1000) head of class-prompt text embeddings
-# (columns in sorted-wnid order), times a fixed logit scale. The authors' heads for ViT-B/16 and B/32 (float16,
-# (512, 1000), unit-norm columns) are in their repository under the same licence as the annotations: downloaded at
-# run time, pinned by sha256, never shipped. Keyed by the timm image towers of OpenAI's CLIP they were made for
-# (timm's quickgelu variants carry OpenAI's own activation; both load the same weights).
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-ZERO_SHOT_LOGIT_SCALE = 100.0
-_B16_HEAD = {"url": AUTHORS_FILES_URL + "models/clip_vit_b16_zeroshot_weights.npy",
-             "sha256": "41e1b2474d8454e7bb9499d9e8f4faadfea6be7d13cc9ce9b9ca954cb21d5281"}
-_B32_HEAD = {"url": AUTHORS_FILES_URL + "models/clip_vit_b32_zeroshot_weights.npy",
-             "sha256": "0ce859e49a8a7f2f0f69d35257ac891f8fdbbbbddd1c231b7958532afe466687"}
-ZERO_SHOT_HEADS = {
-    "vit_base_patch16_clip_224.openai": _B16_HEAD,
-    "vit_base_patch16_clip_quickgelu_224.openai": _B16_HEAD,
-    "vit_base_patch32_clip_224.openai": _B32_HEAD,
-    "vit_base_patch32_clip_quickgelu_224.openai": _B32_HEAD,
-}
 DOWNLOAD_TIMEOUT_SECONDS = 60  # one read of the annotation download
 PROBE_TIMEOUT_SECONDS = 5  # is the Hub reachable at all: answered before any retrying download starts
 
 # Output layout.
 PACKAGE_NAME = "salient-imagenet-builder"  # written into build_info.json: marks a folder as our build
 BUILD_INFO = "build_info.json"
-DISCOVER_INFO = "discover_info.json"  # a discovery study's marker (it carries the package name too)
-GENERALIZE_INFO = "generalize_info.json"  # a generalization study's marker
-DEFAULT_BANDS = ("6-10", "31-35", "61-65")  # Section B's ranks: just below the top 5, the middle, the end of 65
-EVALUATE_INFO = "evaluate_info.json"  # an evaluate results folder's marker (it carries the package name)
 PAIRS_FILE = "pairs.csv"  # a study's pairs, in the published CSV's Input.* columns (what ingest checks against)
 DEFAULT_OUT = "salient_imagenet"
 ANNOTATIONS_CONFIG = "annotations"
@@ -108,13 +74,6 @@ ROW_GROUP_ROWS = 100  # small row groups: the viewer's first page reads one
 # deduplicates them (a re-push sends the new pages, not the whole build).
 CDC_OPTIONS = {"min_chunk_size": 256 * 1024, "max_chunk_size": 1024 * 1024, "norm_level": 0}
 
-# Evaluation runs (`salient-imagenet evaluate`).
-DEFAULT_DRAWS = 5  # seeded noise draws, reported as mean and standard deviation
-DEFAULT_SEED = 0
-DEFAULT_EVAL_BATCH_SIZE = 64
-DEFAULT_RESULTS_DIR = "results"  # each model writes results/<model>/
-DEFAULT_TOP_PAIRS = 10  # single-feature test: the (class, feature) pairs whose noise hurts most, listed and plotted
-EVAL_IN_MEMORY_BYTES = 8 * 1024**3  # decoded views + masks above this spill to a memory-mapped temporary file
 # What the Hub and its dataset viewer accept (checked by `salient-imagenet check`).
 HUB_MAX_SHARD_BYTES = 500 * 1000**2
 HUB_MAX_ROW_GROUP_BYTES = 100 * 1000**2
@@ -124,12 +83,6 @@ HUB_MAX_ROW_GROUP_BYTES = 100 * 1000**2
 DEFAULT_UNIT_SIZE = 1000
 WORK_DIR = "work"  # inside the staging folder: unit results, done markers, the fingerprint
 DISTRIBUTED_TIMEOUT_S = 6 * 3600  # a rank may wait this long at a barrier while rank 0 writes the shards
-# Discovery (`salient-imagenet discover`): panels as the authors' annotators saw them.
-ATTACK_STEP_SIZE = 10.0  # feature attack: x <- clamp(x + step * g / ||g||_2, 0, 1)
-DEFAULT_ATTACK_STEPS = 100
-CONTEXT_IMAGES = 3  # images of the class (most confident by its logit) shown for context on each panel
-DEFAULT_STUDY_DIR = "study"
-DEFAULT_GENERALIZE_DIR = "generalization_study"
 GALLERY_FILE = "gallery.png"  # a build's top-level preview image, shown at the top of the card
 GALLERY_PAIRS = 4
 GALLERY_IMAGES = 4  # images per gallery row

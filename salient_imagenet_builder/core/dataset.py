@@ -38,7 +38,7 @@ class Shown:
 
 
 class DatasetView:
-    def __init__(self, dataset: str, split: str | None = None, command: str = "show"):
+    def __init__(self, dataset: str, split: str | None = None, command: str = "reading"):
         try:
             self.target = Target(dataset, command)  # `command`: the one its messages name
         except UserError:

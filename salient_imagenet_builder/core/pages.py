@@ -9,7 +9,7 @@ import struct
 from dataclasses import dataclass
 from itertools import pairwise
 
-__all__ = ["Page", "column_pages", "offset_index", "page_index_problems"]
+__all__ = ["Page", "chunk_range", "offset_index", "page_index_problems"]
 
 PAGE_TYPES = {0: "data", 1: "index", 2: "dictionary", 3: "data_v2"}
 
@@ -99,20 +99,6 @@ class _Reader:
             delta = head >> 4
             last = last + delta if delta else self.zigzag()
             fields[last] = self.value(kind)
-
-
-def column_pages(data: bytes, start: int = 0) -> list[Page]:
-    """The pages of one column chunk, given its bytes (from its first page, `start` being their offset in the file)."""
-    pages, pos = [], 0
-    while pos < len(data):
-        reader = _Reader(data, pos)
-        header = reader.struct()
-        kind = PAGE_TYPES.get(header[1], str(header[1]))
-        values = next((header[f].get(1, 0) for f in (5, 7, 8) if f in header), 0)
-        page = Page(start + pos, reader.pos - pos, header[3], kind, values)
-        pages.append(page)
-        pos = page.end - start
-    return pages
 
 
 def chunk_range(column) -> tuple[int, int]:

@@ -6,22 +6,12 @@ slightly: TF32 matmuls/convolutions on Ampere+ GPUs, bfloat16 autocast, and `tor
 """
 
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 
 import torch
 
 from .images import to_unit_float
+from .options import Numerics
 from .stages import StageTimer, synchronize
-
-
-@dataclass(frozen=True)
-class Numerics:
-    tf32: bool = False
-    bf16: bool = False
-    compile: bool = False
-
-    def describe(self) -> dict:
-        return asdict(self)
 
 
 @contextmanager

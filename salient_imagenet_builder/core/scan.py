@@ -1,9 +1,7 @@
-"""Pass 1, the one scan that the build and discovery share: the robust model over a unit of the source, into a
-small result that merges.
+"""Pass 1's result, the one scan that the build and discovery share: what one unit (or several, merged) saw.
 
 A `ScanResult` holds, for the scanned classes (`ScanSpec.classes`, one row each):
-- the feature-importance sums: FI[c, j] = mean over images x grouped into c of r_j(x) * W[c, j]
-  (`FeatureImportance`, float64, so the sums do not depend on how the source was cut);
+- the feature-importance sums (`core.importance.FeatureImportance`);
 - for every *tracked* feature of a class (the annotated pairs of a build; every feature in a discovery, whose pairs
   are known only once FI is complete), the k images with the largest r_j(x), in [classes, tracked, k] tensors,
   ties broken by image id (larger id first);
@@ -11,16 +9,14 @@ A `ScanResult` holds, for the scanned classes (`ScanSpec.classes`, one row each)
   pass (`image_maps`, in the unit's own result: the reduce never moves them; the build's second pass reads them
   back per unit, so it needs no model);
 - with `context_k`, each class's images with the largest logit of the class itself (context on discovery panels);
-- the images those lists refer to (`ImageTable`, sorted by id), corrupt images, labels outside 0-999, timings, and
-  the unit's spilled rows where a caller made rows on the way (`--top-k all`).
-
-`ScanWorker` scans one unit (decode workers -> `runner.ModelRunner` -> `UnitScan`); `scan_units` runs (or
-resumes) every unit of a plan on this rank with `units.run_units` and merges the results in unit order. The merge
-is a total order on (activation, image id), so the result is the same for any number of ranks or unit cuts.
+- the images those lists refer to (`ImageTable`, sorted by id, with each image's size as displayed), corrupt
+  images, labels outside 0-999, timings, and the unit's spilled rows where a caller made rows on the way
+  (`--top-k all`).
+The merge is a total order on (activation, image id), so the result is the same for any number of ranks or unit
+cuts. `core.scan_units` scans units into such results and merges them.
 """
 
 import json
-import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,46 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import distributed
 from .constants import NUM_CLASSES
-from .decoding import BatchDecoder
-from .masks import normalized_maps
-from .stages import StageTimer, batched, timed_iter
-from .units import Unit, UnitFolder, fingerprint_hash, load_results, run_units
+from .importance import FeatureImportance
+from .units import fingerprint_hash
 
-MERGE_GROUP = 16  # unit results merged together before they meet the total (see `scan_units`)
-
-__all__ = ["FeatureImportance", "ImageTable", "ScanResult", "ScanSpec", "ScanWorker", "UnitScan", "fingerprint",
-           "merge_top", "scan_units"]
-
-
-class FeatureImportance:
-    """Per-group sums of r(x) (float64) and image counts, so FI needs no second pass."""
-
-    def __init__(self, num_classes: int, num_features: int):
-        self.sums = torch.zeros(num_classes, num_features, dtype=torch.float64)
-        self.counts = torch.zeros(num_classes, dtype=torch.int64)
-
-    def update(self, groups: torch.Tensor, pooled: torch.Tensor) -> None:
-        """Image by image in order (index_add_ on the CPU adds rows one after another): the same sums whatever
-        the batch size."""
-        groups = groups.cpu()
-        self.sums.index_add_(0, groups, pooled.detach().cpu().double())
-        self.counts.index_add_(0, groups, torch.ones_like(groups))
-
-    def importance(self, weight: torch.Tensor) -> torch.Tensor:
-        """FI (num_classes x num_features); rows of empty groups are NaN."""
-        means = self.sums / self.counts.clamp_min(1)[:, None].double()
-        fi = means * weight.detach().cpu().double()
-        fi[self.counts == 0] = float("nan")
-        return fi
-
-    def ranks(self, weight: torch.Tensor) -> torch.Tensor:
-        """1-based rank of every feature within its class by FI (1 = most important)."""
-        order = torch.argsort(self.importance(weight).nan_to_num(float("-inf")), dim=1, descending=True, stable=True)
-        ranks = torch.empty_like(order)
-        ranks.scatter_(1, order, torch.arange(1, order.shape[1] + 1).expand_as(order).contiguous())
-        return ranks
+__all__ = ["ImageTable", "ScanResult", "ScanSpec", "id_ranks", "merge_top"]
 
 
 @dataclass(frozen=True)
@@ -229,13 +190,13 @@ class ScanResult:
         self.rows_paths += other.rows_paths
         self.images, mine, theirs = self.images.union(other.images)
         rows = torch.nonzero(other.fi.counts[self.classes] > 0).flatten()  # only rows the other result touched
-        self.top_img = _remap(self.top_img, mine)
-        self.context_img = _remap(self.context_img, mine)
+        self.top_img = remap(self.top_img, mine)
+        self.context_img = remap(self.context_img, mine)
         self.image_maps = None  # maps stay in the units' own results (`ImageTable.units`, `unit_positions`)
         self.set_top(rows, *merge_top(self.top_act[rows], self.top_img[rows], other.top_act[rows],
-                                      _remap(other.top_img[rows], theirs), self.k)[:2])
+                                      remap(other.top_img[rows], theirs), self.k)[:2])
         self.set_context(rows, *merge_top(self.context_score[rows], self.context_img[rows], other.context_score[rows],
-                                          _remap(other.context_img[rows], theirs), self.context_k)[:2])
+                                          remap(other.context_img[rows], theirs), self.context_k)[:2])
         return self
 
     def set_top(self, rows: torch.Tensor, act: torch.Tensor, img: torch.Tensor) -> None:
@@ -350,205 +311,7 @@ def _widen(values: torch.Tensor, like: torch.Tensor, fill) -> torch.Tensor:
     return torch.nn.functional.pad(values, (0, grow), value=fill) if grow > 0 else values
 
 
-def _remap(img: torch.Tensor, where: np.ndarray) -> torch.Tensor:
+def remap(img: torch.Tensor, where: np.ndarray) -> torch.Tensor:
     """Positions in an old table -> positions in the merged one (-1 stays -1)."""
     lookup = torch.cat([torch.from_numpy(where).long(), torch.tensor([-1])])  # index -1 reads the trailing -1
     return lookup[img]
-
-
-def _slots(inverse: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """0, 1, 2... within each group of equal `inverse` values, in order of appearance."""
-    order = torch.argsort(inverse, stable=True)
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.empty_like(inverse)
-    slot[order] = torch.arange(len(inverse)) - starts[inverse[order]]
-    return slot
-
-
-class UnitScan:
-    """Accumulates one unit batch by batch. Images get positions in reading order (nothing is renumbered per
-    batch); ties compare by the ids' current sort ranks; `result()` sorts the table by id once at the end."""
-
-    def __init__(self, spec: ScanSpec, num_features: int, unit_index: int = 0):
-        self.acc = ScanResult.empty(spec, num_features)
-        self.keep_maps, self.unit_index = spec.keep_maps, unit_index
-        self.row_of = self.acc.rows()
-        self.ids, self.refs, self.labels, self.predictions, self.sizes, self.maps = [], [], [], [], [], []
-
-    def skip(self, failed) -> None:
-        """Samples that did not decode: (sample, error) pairs."""
-        self.acc.skipped += [(s.image_id, s.ref, error) for s, error in failed]
-
-    def add(self, samples, pooled: torch.Tensor, logits: torch.Tensor, groups: torch.Tensor,
-            spatial: torch.Tensor | None = None, sizes: list | None = None) -> None:
-        """One batch: pooled features r(x) and logits (CPU, float), the group of each image, with `keep_maps` the
-        spatial maps (any device) the kept images' maps are cut from, and each image's (width, height)."""
-        acc = self.acc
-        acc.scanned += len(samples)
-        rows = self.row_of[groups]
-        inside = torch.nonzero(rows >= 0).flatten()  # images grouped into a class outside the scan count for nothing
-        acc.fi.update(groups[inside], pooled[inside])
-        if not len(inside):
-            return
-        first = len(self.ids)
-        for i, prediction in zip(inside.tolist(), logits[inside].argmax(1).tolist()):
-            self.ids.append(samples[i].image_id)
-            self.refs.append(samples[i].ref)
-            self.labels.append(samples[i].label)
-            self.predictions.append(prediction)
-            self.sizes.append(sizes[i] if sizes is not None and sizes[i] is not None else (0, 0))
-        id_rank = torch.from_numpy(id_ranks(self.ids))
-        seq = torch.arange(first, len(self.ids))
-        pooled, logits, rows = pooled[inside], logits[inside], rows[inside]
-        activations = acc.tracked_activations(pooled, rows)
-        touched, inverse, counts = torch.unique(rows, return_inverse=True, return_counts=True)
-        slot = _slots(inverse, counts)  # each image's column among its row's candidates
-        shape = (len(touched), activations.shape[1], int(counts.max()))
-        act, img = torch.full(shape, float("-inf")), torch.full(shape, -1)
-        act[inverse, :, slot] = activations
-        img[inverse, :, slot] = torch.where(activations > float("-inf"), seq[:, None], -1)
-        acc.set_top(touched, *merge_top(acc.top_act[touched], acc.top_img[touched], act, img, acc.k, id_rank)[:2])
-        if self.keep_maps and spatial is not None:
-            self.maps.append(self._maps(spatial, inside, rows))
-        if acc.context_k:
-            score, score_img = torch.full((len(touched), 1, shape[2]), float("-inf")), torch.full_like(img[:, :1], -1)
-            own_logit = logits[torch.arange(len(rows)), torch.tensor(acc.classes)[rows]]  # the group's own class
-            score[inverse, 0, slot], score_img[inverse, 0, slot] = own_logit, seq
-            acc.set_context(touched, *merge_top(acc.context_score[touched], acc.context_img[touched], score, score_img,
-                                                acc.context_k, id_rank)[:2])
-
-    def _maps(self, spatial: torch.Tensor, inside: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Max-normalised maps of each image's tracked features [n, T, h, w], cut on the maps' device."""
-        features = (self.acc.tracked[rows] if self.acc.tracked is not None
-                    else torch.arange(spatial.shape[1]).expand(len(rows), -1)).clamp_min(0)
-        index = inside.to(spatial.device)[:, None]
-        return normalized_maps(spatial[index, features.to(spatial.device)].float()).cpu()
-
-    def result(self) -> ScanResult:
-        acc = self.acc
-        acc.images, position = ImageTable.of(self.ids, self.refs, self.labels, self.predictions, self.unit_index,
-                                             self.sizes)
-        acc.top_img, acc.context_img = _remap(acc.top_img, position), _remap(acc.context_img, position)
-        if self.maps:
-            acc.image_maps = torch.empty_like(torch.cat(self.maps))
-            acc.image_maps[torch.from_numpy(position)] = torch.cat(self.maps)
-        acc.compact()
-        acc.images.unit_positions = np.arange(len(acc.images), dtype=np.int64)  # rows of the saved unit result
-        return acc
-
-
-class ScanWorker:
-    """Built once per process (the clip-retrieval `Runner`'s builders): decode workers with a shared-memory
-    hand-over and the rank's `ModelRunner`; `worker(unit)` scans one unit.
-
-    `rows`, when given, makes rows on the way (`--top-k all`): `rows.open(unit)`, then `rows.add(decoded, spatial,
-    pooled, predictions, groups, decoder)` per batch, and `rows.close()` returns the unit's spilled rows file."""
-
-    def __init__(self, source, runner, spec: ScanSpec, *, batch_size: int, workers: int, draft: bool = True,
-                 limit: int | None = None, image_mode: str | None = None, rows=None, device_decode: bool = False):
-        self.source, self.runner, self.spec, self.rows = source, runner, spec, rows
-        self.batch_size, self.limit = batch_size, limit
-        self.class_filter = None if len(spec.classes) == NUM_CLASSES else set(spec.classes)
-        # `device_decode` (`--decode gpu`): JPEGs decoded on the model's device, in this process
-        self.decoder = BatchDecoder(workers, batch_size, draft, image_mode=image_mode,
-                                    pin_memory=runner.device.type == "cuda" and not device_decode,
-                                    decode_device=runner.device if device_decode else None)
-        self.overlap = runner.device.type != "cpu"  # on a CPU, decoding between forward passes is faster
-
-    def close(self, abort: bool = False) -> None:
-        self.decoder.close(abort)
-
-    def __call__(self, unit: Unit) -> ScanResult:
-        timer = self.runner.timer = StageTimer()
-        scan = UnitScan(self.spec, self.runner.model.num_features, unit.index)
-        if self.rows is not None:
-            self.rows.open(unit)
-        self.source.unlabelled = Counter()  # labels outside 0-999 are a result of the unit (they survive a resume)
-        self.source.io.take()  # bytes read are a result of the unit too
-        samples = batched(self.source.unit_samples(unit.spec, self.class_filter, self.limit), self.batch_size)
-        if self.overlap:  # a GPU: the next batch decodes while the device runs this one
-            batches = ((decoded, None) for decoded in self.decoder.batches(samples, overlap=True))
-        else:  # a CPU: the next batch decodes once this one's forward pass is over (`batches_with_next`)
-            batches = self.decoder.batches_with_next(samples)
-        for decoded, start_next in timed_iter(batches, timer, "read+decode"):
-            scan.skip(decoded.failed)
-            if decoded.good:
-                self._batch(decoded, scan, timer, start_next)
-        result = scan.result()
-        result.unlabelled = Counter({str(label): n for label, n in self.source.unlabelled.items()})
-        result.rows_paths = [self.rows.close()] if self.rows is not None else []
-        result.bytes_read = self.source.io.take()
-        result.decode_fallbacks, self.decoder.fallbacks = self.decoder.fallbacks, Counter()
-        result.timings = defaultdict(float, timer.report())
-        return result
-
-    def _batch(self, decoded, scan: UnitScan, timer: StageTimer, start_next=None) -> None:
-        spatial, pooled, logits = self.runner(decoded.views)
-        if start_next is not None:
-            start_next()
-        with timer("select"):
-            pooled, logits = pooled.cpu(), logits.cpu()
-            predictions = logits.argmax(1)
-            groups = predictions if self.spec.group_by == "prediction" else torch.tensor(
-                [s.label for s in decoded.good])
-            scan.add(decoded.good, pooled, logits, groups, spatial if self.spec.keep_maps else None, decoded.sizes)
-        if self.rows is not None:
-            with timer("masks+encode"):
-                self.rows.add(decoded, spatial, pooled, predictions.tolist(), groups.tolist(), self.decoder)
-
-
-def fingerprint(source, split: str, plan: list[Unit], model_info, spec: ScanSpec, *, limit, draft: bool,
-                unit_size: int, numerics: dict, **settings) -> dict:
-    """What makes two scans the same; `settings` adds what else the caller's output depends on, named in its own
-    words (e.g. the build's `top_k`). The speed knobs (batch size, workers, device, ranks) are not part of it: a
-    resume may change them (e.g. a smaller --batch-size after running out of GPU memory); each unit's marker
-    records the ones it ran with (`units.run_units`' `ran_with`)."""
-    from .. import __version__
-
-    return {
-        "package_version": __version__, "source": source.describe(), "split": split,
-        "plan_sha256": fingerprint_hash({"plan": [u.spec for u in plan]}), "model": model_info.name,
-        "arch": model_info.arch, "checkpoint_sha256": model_info.sha256 or model_info.checkpoint, "limit": limit,
-        "draft": draft, "unit_size": unit_size, "numerics": numerics, **spec.describe(), **settings,
-    }
-
-
-def scan_units(plan: list[Unit], folder: UnitFolder, spec: ScanSpec, num_features: int, make_worker, world,
-               log_name: str, desc: str, ran_with: dict | None = None) -> tuple[ScanResult, dict]:
-    """Run (or resume) this rank's share of the plan's units, then merge every unit's result in unit order (every
-    rank gets the same result). Returns the result and the unit runner's counts."""
-    counts = run_units(plan, folder, make_worker, world, log_name, desc=desc, ran_with=ran_with)
-    start = time.perf_counter()
-    total = ScanResult.empty(spec, num_features)
-    # Units are merged MERGE_GROUP at a time before they meet the total: a unit touches few slots, the total many,
-    # so the total is rewritten once per group rather than once per unit. The merge is a total order: the same
-    # result for any grouping.
-    results = (result for _, result in load_results(plan, folder, ScanResult))
-    for group in batched(results, MERGE_GROUP):
-        partial = group[0]
-        for result in group[1:]:
-            partial.merge(result)
-        total.merge(partial.compact()).compact()
-    total.timings["merge"] += time.perf_counter() - start
-    distributed.barrier()
-    return total, counts
-
-
-def nothing_grouped(source, where: str, classes: list[int], scanned: int, group_by: str) -> str:
-    """Why no image fell into the requested classes, in words that point the right way: no image of them in the
-    source (--group-by would not help), or images of them the model predicted as other classes (it would)."""
-    wanted = _classes_text(classes)
-    if scanned == 0:
-        counts = source._label_counts() or {}
-        present = sorted(c for c, n in counts.items() if n and 0 <= c < NUM_CLASSES)
-        has = f" (it holds images of the classes {_classes_text(present)})" if present else ""
-        return f"{where} has no image of the classes {wanted}{has}; check --classes"
-    if group_by == "prediction":
-        return (f"the model predicted none of the {scanned} images read as one of the classes {wanted}; "
-                "--group-by label groups them by their true label")
-    return f"none of the {scanned} images read is labelled with one of the classes {wanted}"
-
-
-def _classes_text(classes: list[int]) -> str:
-    shown = ", ".join(map(str, classes[:20]))
-    return shown + (f", ... ({len(classes)} classes)" if len(classes) > 20 else "")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .constants import PROBE_TIMEOUT_SECONDS
 from .errors import InputError, NetworkError
-from .output import half_replaced
+from .staging import half_replaced
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9_]")  # user/name; not ./x, ../x, /x, x/y/z
 
@@ -83,7 +83,7 @@ def resolve(text: str, option: str) -> Path | str:
 class Target:
     """A local folder or a Hub dataset repo, seen as files."""
 
-    def __init__(self, target: str, command: str = "check"):
+    def __init__(self, target: str, command: str):
         where = resolve(target, command)  # "no such folder" first; the Hub only for what could be a Hub id
         self.local = isinstance(where, Path)
         if self.local and not where.is_dir():

@@ -257,27 +257,34 @@ def run_units(plan: list[Unit], folder: UnitFolder, make_worker: Callable[[], Ca
                  _settings_change(folder, done, ran_with))
     mine = world.my_share(plan)
     todo = [unit for unit in mine if unit.index not in done]
-    with tqdm(total=len(mine), initial=len(mine) - len(todo), unit="unit", desc=desc or log_name,
-              disable=not world.is_main, dynamic_ncols=True) as bar:  # closed before any error line is printed
-        if todo:
-            worker = make_worker()
-            try:
-                for unit in todo:
-                    start = time.perf_counter()
-                    result = worker(unit)
-                    stop_if_interrupted()  # a Ctrl-C some library swallowed during the unit: not committed
-                    folder.commit(unit, result, time.perf_counter() - start, ran_with)
-                    bar.update()
-            except BaseException:  # an error or Ctrl-C: the worker's processes are stopped now, not at exit
-                _close(worker, abort=True)
-                raise
-            _close(worker, abort=False)
-    distributed.barrier()
+    # every rank learns whether the others finished their share (a rank that failed stops them all)
+    distributed.together(world, lambda: _run_share(todo, len(mine), folder, make_worker, world, desc or log_name,
+                                                   ran_with))
     finished = folder.done()
     missing = [u.index for u in plan if u.index not in finished]
     if missing:
         raise RuntimeError(f"{log_name}: units {missing[:10]} have no result after every rank finished")
     return {"units": len(plan), "resumed": len(done), "computed_here": len(todo)}
+
+
+def _run_share(todo: list[Unit], share: int, folder: UnitFolder, make_worker, world, desc: str,
+               ran_with: dict | None) -> None:
+    with tqdm(total=share, initial=share - len(todo), unit="unit", desc=desc, disable=not world.is_main,
+              dynamic_ncols=True) as bar:  # closed before any error line is printed
+        if not todo:
+            return
+        worker = make_worker()
+        try:
+            for unit in todo:
+                start = time.perf_counter()
+                result = worker(unit)
+                stop_if_interrupted()  # a Ctrl-C some library swallowed during the unit: not committed
+                folder.commit(unit, result, time.perf_counter() - start, ran_with)
+                bar.update()
+        except BaseException:  # an error or Ctrl-C: the worker's processes are stopped now, not at exit
+            _close(worker, abort=True)
+            raise
+        _close(worker, abort=False)
 
 
 def _close(worker, abort: bool) -> None:

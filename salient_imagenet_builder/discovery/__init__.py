@@ -1,6 +1,7 @@
 """Discover new core and spurious features: rank a model's features per class and make the annotation study.
 
-The stages, in order (`study.discover` wires them; `command` is the handler of `salient-imagenet discover`):
+The stages, in order (`study.DiscoverJob` fills in the engine's job with them; `options` declares `DiscoverConfig`,
+the command and the study folder's kind; `command` is the handler of `salient-imagenet discover`):
 1. scan: the build's own pass 1 (`core.scan`, resumable work units, torchrun ranks), every feature of every class
    tracked, with each class's most confident images for context;
 2. `ranking`: the top features of each class by importance, and `pairs.csv` (the published `Input.*` columns);
@@ -10,10 +11,12 @@ The stages, in order (`study.discover` wires them; `command` is the handler of `
 `ingest` (merging annotators' answers into the builder's annotation CSV) follows the study: see `..ingest`.
 """
 
-from .attack import activation_maps, feature_attack
-from .panels import render_panel, write_panels
-from .ranking import PairTask, rank_pairs, write_pairs
-from .study import DiscoverConfig, discover
+from ..core.lazy import lazy_exports
+from .options import DiscoverConfig
 
-__all__ = ["DiscoverConfig", "PairTask", "activation_maps", "discover", "feature_attack", "rank_pairs",
-           "render_panel", "write_pairs", "write_panels"]
+__all__ = ["DiscoverConfig", "DiscoverJob", "PairTask", "activation_maps", "discover", "feature_attack",
+           "rank_pairs", "render_panel", "write_pairs", "write_panels"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "DiscoverJob": ".study", "discover": ".study", "activation_maps": ".attack", "feature_attack": ".attack",
+    "render_panel": ".panels", "write_panels": ".panels", "PairTask": ".ranking", "rank_pairs": ".ranking",
+    "write_pairs": ".ranking"})

@@ -7,9 +7,9 @@ x <- clamp(x + step * g / ||g||_2, 0, 1), no projection; it exaggerates whatever
 
 import torch
 
-from ..core.constants import ATTACK_STEP_SIZE
 from ..core.images import to_unit_float
 from ..core.masks import normalized_maps, upsample
+from .options import ATTACK_STEP_SIZE
 
 
 def activation_maps(model, views: torch.Tensor, features: torch.Tensor) -> torch.Tensor:

@@ -1,31 +1,19 @@
-"""`salient-imagenet discover`: the command line's options -> `study.discover`, with Ctrl-C said in one line."""
+"""`salient-imagenet discover`: a `DiscoverJob`, then what to do next."""
 
 from pathlib import Path
 
 from ..core import distributed
 from ..core.constants import PAIRS_FILE
-from ..core.output import interruptible
+from ..core.job import run_command
 from ..core.sources import describe_reads
-from .study import DiscoverConfig, check_study_out, discover
+from .options import DiscoverConfig
+from .study import DiscoverJob
 
 
-def config_from_args(args) -> DiscoverConfig:
-    return DiscoverConfig(
-        source=args.source, out=args.out, split=args.split, source_type=args.source_type, model=args.model,
-        model_checkpoint=args.model_checkpoint, arch=args.arch, classes=args.classes, limit=args.limit,
-        group_by=args.group_by, features_per_class=args.features_per_class, top_images=args.top_images,
-        attack_steps=args.attack_steps, title=args.title, batch_size=args.batch_size, workers=args.workers,
-        device=args.device, draft=not args.no_draft, unit_size=args.unit_size, restart=args.restart,
-        overwrite=args.overwrite, tf32=args.tf32, bf16=args.bf16, compile=args.compile)
-
-
-def run(args) -> int:
-    config = config_from_args(args)
+def run(config: DiscoverConfig) -> int:
     out = Path(config.out)
-    check_study_out(config)  # before any work: what --out may be
     distributed.share_cores()
-    with interruptible(out):
-        provenance = discover(config)
+    provenance = run_command(DiscoverJob(config))
     if distributed.world_from_env().is_main:
         pairs = provenance["pairs"]
         print(f"\nWrote {out}: {len(pairs)} pairs of {len({p['class_index'] for p in pairs})} classes from "

@@ -105,13 +105,12 @@ class PanelWorker:
         classes = set(unit.spec["classes"])
         chunk = [t for t in self.tasks if t.class_index in classes]
         refs = [self.images.refs[i] for t in chunk for i in [*(p for p, _ in t.top), *t.context]]
-        self.source.io.take()
-        views = read_views(self.source, refs, self.draft)
-        read = self.source.io.take()
+        with self.source.io.measure() as read:
+            views = read_views(self.source, refs, self.draft)
         jobs = [(self.images.refs[i], t.feature_index) for t in chunk for i, _ in t.top]
         computed = compute_jobs(self.model, jobs, views, self.steps, self.batch_size, self.device)
         return PanelChunk({Path(t.panel).name: render_panel(t, self.images, views, computed, self.steps)
-                           for t in chunk}, read)
+                           for t in chunk}, read.bytes)
 
 
 def write_panels(out: Path, work: Path, tasks: list[PairTask], scan, source, model, steps: int, batch_size: int,

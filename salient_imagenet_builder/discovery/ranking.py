@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from ..core.annotations import STUDY_PAIR_COLUMNS
 from ..core.output import write_text_atomic
 from ..core.scan import ScanResult
 from ..core.schema import class_definition, class_names, wordnet_ids
+from .study_format import STUDY_PAIR_COLUMNS
 
 log = logging.getLogger(__name__)
 

@@ -20,20 +20,21 @@ The stages, one module each:
 A CLIP image tower is evaluated zero-shot (`zeroshot`): its embedding, L2-normalised, times a (D, 1000) head of class
 text embeddings, times 100; the authors' published head for ViT-B/16 and B/32 (a pinned download) or any
 `--zero-shot-head PATH.npy`.
-`runner.evaluate_model` wires 2-5 for one model; `api.evaluate` a whole run (`EvaluateConfig`: the command line's
-options as fields); `command` is the handler of `salient-imagenet evaluate`.
+`runner.evaluate_model` wires 2-5 for one model; `api.EvaluateJob` a whole run (the engine's job, `..core.job`);
+`options` declares `EvalSettings` and `EvaluateConfig` (the command line's options as fields), the command and the
+results folder's kind; `command` is the handler of `salient-imagenet evaluate`.
 """
 
-from .api import EvaluateConfig, evaluate
-from .metrics import class_metrics, pair_metrics, relative_core_sensitivity
-from .models import Classifier, Preprocess, load_classifier
-from .noise import add_noise, unit_noise
-from .rows import EvalData, load_eval_data
-from .runner import ModelResult, evaluate_model
-from .settings import NOISE_ON_CORE, NOISE_ON_FEATURE, NOISE_ON_SPURIOUS, EvalSettings, EvaluationError
-from .zeroshot import ZeroShotClassifier
+from ..core.lazy import lazy_exports
+from .options import EvalSettings, EvaluateConfig, EvaluationError
 
 __all__ = ["NOISE_ON_CORE", "NOISE_ON_FEATURE", "NOISE_ON_SPURIOUS", "Classifier", "EvalData", "EvalSettings",
-           "EvaluateConfig", "EvaluationError", "ModelResult", "Preprocess", "ZeroShotClassifier", "add_noise", "class_metrics", "evaluate",
-           "evaluate_model", "load_classifier", "load_eval_data", "pair_metrics", "relative_core_sensitivity",
-           "unit_noise"]
+           "EvaluateConfig", "EvaluateJob", "EvaluationError", "ModelResult", "Preprocess", "ZeroShotClassifier",
+           "add_noise", "class_metrics", "evaluate", "evaluate_model", "load_classifier", "load_eval_data",
+           "pair_metrics", "relative_core_sensitivity", "unit_noise"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "EvaluateJob": ".api", "evaluate": ".api", "class_metrics": ".metrics", "pair_metrics": ".metrics",
+    "relative_core_sensitivity": ".metrics", "Classifier": ".models", "Preprocess": ".models",
+    "load_classifier": ".models", "add_noise": ".noise", "unit_noise": ".noise", "EvalData": ".rows",
+    "load_eval_data": ".rows", "ModelResult": ".runner", "evaluate_model": ".runner", "NOISE_ON_CORE": ".settings",
+    "NOISE_ON_FEATURE": ".settings", "NOISE_ON_SPURIOUS": ".settings", "ZeroShotClassifier": ".zeroshot"})

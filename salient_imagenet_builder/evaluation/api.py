@@ -1,85 +1,32 @@
-"""Evaluation as a library call: `evaluate(EvaluateConfig(dataset=..., model=["resnet50.a1_in1k"]))` decodes the
-dataset once, evaluates each model (core / spurious accuracy, RCS, the single-feature test) and writes its results
-folder; returns each model's `ModelResult`."""
+"""Evaluation as a job of the engine (`core.job.Job`: the claim of `--out`, the lock, the staging folder and the
+swap are the base's) and as a library call: `evaluate(EvaluateConfig(dataset=..., model=["resnet50.a1_in1k"]))`
+decodes the dataset once, evaluates each model (core / spurious accuracy, RCS, the single-feature test) and writes
+its results folder; returns each model's `ModelResult`."""
 
 import logging
 import platform
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import timm
 import torch
 
-from .. import __version__
-from ..core.constants import (
-    DEFAULT_CACHE_DIR,
-    DEFAULT_DRAWS,
-    DEFAULT_EVAL_BATCH_SIZE,
-    DEFAULT_NOISE_STD,
-    DEFAULT_RESULTS_DIR,
-    DEFAULT_SEED,
-    DEFAULT_TOP_PAIRS,
-    WORK_DIR,
-)
+from ..core.job import Job
 from ..core.model import pick_device
-from ..core.output import check_out, discard_staging, move_into_place, prepare_output, staging_folder
 from ..core.stages import StageTimer, default_workers
 from ..core.targets import resolve
-from ..core.units import WorkLock
+from ..version import __version__
 from .generalized import generalization_limits, keep_generalized
 from .models import check_model_name, load_classifier
+from .options import DEFAULT_HEAD, EvalSettings, EvaluateConfig, EvaluationError
 from .outputs import earlier_models, format_table, format_top_pairs, write_comparison, write_model_outputs
 from .rows import load_eval_data
 from .runner import evaluate_model, place
-from .settings import EvalSettings, EvaluationError
-from .zeroshot import DEFAULT_HEAD
 
-__all__ = ["EvaluateConfig", "evaluate"]
+__all__ = ["EvaluateJob", "evaluate"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvaluateConfig:
-    """The options of `salient-imagenet evaluate`, as fields (`model`, `checkpoint` and `zero_shot_head`: one entry
-    per model; a `zero_shot_head` entry "default" keeps the published head of a CLIP tower, and none for others)."""
-
-    dataset: str
-    model: list[str] = field(default_factory=list)
-    checkpoint: list[str] | None = None
-    zero_shot_head: list[str] | None = None
-    cache_dir: str = DEFAULT_CACHE_DIR  # where the published zero-shot heads are downloaded
-    split: str = "train"
-    imagenet: str | None = None
-    imagenet_type: str | None = None
-    noise_std: float = DEFAULT_NOISE_STD
-    draws: int = DEFAULT_DRAWS
-    seed: int = DEFAULT_SEED
-    batch_size: int = DEFAULT_EVAL_BATCH_SIZE
-    device: str | None = None
-    amp: bool = True
-    single_feature: bool = True
-    top_pairs: int = DEFAULT_TOP_PAIRS
-    workers: int | None = None
-    out: str = DEFAULT_RESULTS_DIR
-    generalized_only: bool = False  # masks only up to each pair's generalizes_to_rank (see `generalized`)
-
-    def __post_init__(self):
-        if isinstance(self.model, str):
-            self.model = [self.model]
-        if isinstance(self.checkpoint, str):
-            self.checkpoint = [self.checkpoint]
-        if isinstance(self.zero_shot_head, str):
-            self.zero_shot_head = [self.zero_shot_head]
-        if not self.model:
-            raise EvaluationError("no model to evaluate: give at least one --model")
-
-    @property
-    def settings(self) -> EvalSettings:
-        return EvalSettings(noise_std=self.noise_std, draws=self.draws, seed=self.seed, batch_size=self.batch_size,
-                            device=self.device, amp=self.amp, single_feature=self.single_feature,
-                            top_pairs=self.top_pairs)
 
 
 @dataclass
@@ -119,37 +66,34 @@ def per_model(values: list[str] | None, models: list[str], option: str) -> list:
     return list(values)
 
 
-def check_inputs(config: EvaluateConfig) -> None:
-    """Before torch and timm are imported: --out, then "no such folder" for the dataset and the ImageNet copy."""
-    check_out(Path(config.out), overwrite=True, kind="results")  # a rerun replaces its own earlier results
-    resolve(config.dataset, "--dataset")
-    if config.imagenet:
-        resolve(config.imagenet, "--imagenet")
+class EvaluateJob(Job):
+    """A results folder: a rerun replaces its own earlier results, once its own are complete."""
+
+    kind = "results"
+
+
+    def check(self) -> None:
+        """Before torch and timm load anything: the models, then "no such folder" for the dataset and the copy."""
+        self.specs = model_specs(self.config.model, self.config.checkpoint, self.config.zero_shot_head)
+        resolve(self.config.dataset, "--dataset")
+        if self.config.imagenet:
+            resolve(self.config.imagenet, "--imagenet")
+
+    def write(self, staging: Path) -> tuple[list, dict, object]:
+        results, heads, data = evaluate_into(staging, self.config, self.specs)
+        dropped = earlier_models(self.out, [r.label for r in results])
+        if dropped:
+            log.info("%s: removed the earlier results of %s (this run evaluates %s; the comparison lists these only)",
+                     self.out, ", ".join(dropped), ", ".join(r.label for r in results))
+        return results, heads, data
 
 
 def evaluate(config: EvaluateConfig) -> list:
     """Every model of `config` on its dataset; writes `<out>/<label>/` per model and the comparison in `<out>`.
-    Written in `.<out>.partial` and swapped into place once every model is done (`core.output`): an interrupted or
-    failed run leaves `--out` as it was, and an earlier results folder stays whole until the new one replaces it."""
-    check_inputs(config)
-    specs = model_specs(config.model, config.checkpoint, config.zero_shot_head)
-    out = Path(config.out)
-    staging = staging_folder(out)
-    lock = WorkLock(staging / WORK_DIR, f"--out {out}")  # one run at a time writes `out`
-    try:
-        prepare_output(out, overwrite=True, kind="results")  # a rerun replaces its own earlier results
-        results, heads, data = evaluate_into(staging, config, specs)
-        dropped = earlier_models(out, [r.label for r in results])
-        move_into_place(staging, out)  # not after a Ctrl-C that some library swallowed: it raises then
-    except BaseException:
-        discard_staging(staging)
-        raise
-    finally:
-        lock.release()
-    if dropped:
-        log.info("%s: removed the earlier results of %s (this run evaluates %s; the comparison lists these only)",
-                 out, ", ".join(dropped), ", ".join(r.label for r in results))
-    report(out, results, heads, data, config)
+    An interrupted or failed run leaves `--out` as it was, and an earlier results folder stays whole until the new one
+    replaces it; returns each model's result, after printing the comparison."""
+    results, heads, data = EvaluateJob(config).run()
+    report(Path(config.out), results, heads, data, config)
     return results
 
 

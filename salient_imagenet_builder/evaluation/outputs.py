@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..core.constants import EVALUATE_INFO, PACKAGE_NAME
+from ..core.constants import PACKAGE_NAME
 from ..core.output import write_text_atomic
 from ..core.schema import class_names, wordnet_ids
+from ..version import __version__
 from .metrics import mean_std
+from .options import EVALUATE_INFO
 from .rows import Pairs
 from .runner import ModelResult
-
 
 CLASS_COLUMNS = ["class", "wordnet_id", "class_name", "core_feature_images", "spurious_feature_images",
                  "clean_acc_core_images", "spurious_acc", "spurious_acc_std", "clean_acc_spurious_images", "core_acc",

@@ -12,18 +12,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.card import BUILD_INFO, read_build_info
-from ..core.constants import (
-    CROP_SIZE,
-    EVAL_IN_MEMORY_BYTES,
-)
+from ..core.constants import CROP_SIZE
 from ..core.images import CorruptImage, view_uint8
 from ..core.masks import decode_mask
 from ..core.sources import Sample, open_source
 from ..core.stages import ordered_map
-from .settings import (
-    EvaluationError,
-    log,
-)
+from .options import EVAL_IN_MEMORY_BYTES
+from .settings import EvaluationError, log
 
 REQUIRED_COLUMNS = ("image_id", "label", "group", "core_mask", "spurious_mask")
 ROW_BATCH = 64  # dataset rows handed to the decoders at a time

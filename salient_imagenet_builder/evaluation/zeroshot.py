@@ -13,13 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.constants import CLIP_MEAN, NUM_CLASSES, ZERO_SHOT_HEADS, ZERO_SHOT_LOGIT_SCALE
+from ..core.constants import NUM_CLASSES
 from ..core.download import fetch_pinned
 from ..core.output import sha256_file
 from ..core.schema import class_names, wordnet_ids
-from .settings import EvaluationError
+from .options import CLIP_MEAN, DEFAULT_HEAD, ZERO_SHOT_HEADS, ZERO_SHOT_LOGIT_SCALE, EvaluationError
 
-DEFAULT_HEAD = "default"  # a --zero-shot-head entry: the model's own (a CLIP tower's published head, else none)
 NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
 FORMULA = f"logits = {ZERO_SHOT_LOGIT_SCALE:g} * normalize(tower(x)) @ head"
 

@@ -1,8 +1,8 @@
 """`--bands`: ranges of ranks within a pair's top-k that Section B shows, checked against the build."""
 
-from ..core.annotations import parse_band
 from ..core.constants import ANNOTATOR_TOP_IMAGES
 from ..core.errors import InputError
+from .study_format import parse_band
 
 
 def parse_bands(text: str | tuple | list) -> list[tuple[int, int]]:

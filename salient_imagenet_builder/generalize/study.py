@@ -1,105 +1,73 @@
-"""A generalization study, as a library call: `make_study(GeneralizeConfig(dataset=..., out=...))`.
+"""A generalization study as a job of the engine (`core.job.Job`: the claim of `--out`, the lock, the staging folder
+and the swap are the base's), and as a library call: `make_study(GeneralizeConfig(dataset=..., out=...))`.
 
 Everything comes from the build: the pairs (its annotations config), each pair's ranked images and their masks
 (its image rows). Only an `--image-mode none` build needs `--imagenet`, read by image id for the shown images
-alone. The study is written in a staging folder beside `out` and renamed into place when complete.
+alone.
 """
 
 import csv
 import io
 import json
 import logging
-import shlex
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from ..core import render
 from ..core.annotation_page import study_data, write_page
-from ..core.annotations import GENERALIZATION_PAIR_COLUMNS, band_text
-from ..core.constants import (
-    ANNOTATOR_TOP_IMAGES,
-    BUILD_INFO,
-    DEFAULT_BANDS,
-    DEFAULT_GENERALIZE_DIR,
-    GENERALIZE_INFO,
-    PACKAGE_NAME,
-    PAIRS_FILE,
-    WORK_DIR,
-)
+from ..core.constants import ANNOTATOR_TOP_IMAGES, BUILD_INFO, PAIRS_FILE
 from ..core.dataset import DatasetView, Shown
 from ..core.errors import InputError
 from ..core.images import CorruptImage, center_view, decode
-from ..core.output import (
-    check_out,
-    discard_staging,
-    move_into_place,
-    prepare_output,
-    staging_folder,
-    write_text_atomic,
-)
+from ..core.job import Job
+from ..core.output import write_text_atomic
+from ..core.provenance import made_by
 from ..core.schema import wordnet_ids
 from ..core.sources import open_source
 from ..core.targets import resolve
-from ..core.units import WorkLock
 from .bands import check_within, parse_bands
+from .options import GENERALIZE_INFO, GeneralizeConfig
 from .panels import BandTask, render_band_panel
+from .study_format import PAIR_COLUMNS as STUDY_COLUMNS
+from .study_format import band_text
 
 log = logging.getLogger(__name__)
 # pairs.csv: the columns ingest checks, then what the panel shows (the image ids of A and B, space-separated)
-PAIR_COLUMNS = (*GENERALIZATION_PAIR_COLUMNS, "Input.feature_rank", "Input.panel", "Input.images_a",
+PAIR_COLUMNS = (*STUDY_COLUMNS, "Input.feature_rank", "Input.panel", "Input.images_a",
                 "Input.images_b")
 
-__all__ = ["GeneralizeConfig", "make_study"]
+__all__ = ["GeneralizeJob", "make_study"]
 
 
-@dataclass
-class GeneralizeConfig:
-    """The options of `salient-imagenet generalize`, as fields."""
+class GeneralizeJob(Job):
+    kind = "generalization study"
 
-    dataset: str
-    out: str = DEFAULT_GENERALIZE_DIR
-    bands: str | tuple = DEFAULT_BANDS
-    classes: list[int] | None = None
-    imagenet: str | None = None
-    imagenet_type: str | None = None
-    split: str | None = None
-    title: str | None = None
-    overwrite: bool = False
-    command: str = ""
+
+    def check(self) -> None:
+        self.bands = parse_bands(self.config.bands)
+        if self.config.imagenet:
+            resolve(self.config.imagenet, "--imagenet")  # "no such folder" before the dataset is read
+
+    def prepare(self) -> None:
+        config = self.config
+        self.view = DatasetView(config.dataset, config.split, command="generalize")
+        build = json.loads(self.view.target.read_text(BUILD_INFO)) if BUILD_INFO in self.view.target.files else {}
+        constants = build.get("provenance", {}).get("constants", {})
+        check_within(self.bands, constants.get("top_k"), config.dataset)
+        self.pairs = [p for p in self.view.pairs() if config.classes is None or p["class_index"] in config.classes]
+        if not self.pairs:
+            raise InputError(f"{config.dataset}: no annotated pair of the classes {config.classes} (its annotations "
+                             "config names the pairs to study)")
+        self.images = ImageSupply(config, build, constants)
+
+    def write(self, staging: Path) -> dict:
+        return _write(staging, self.config, self.view, self.pairs, self.bands, self.images)
 
 
 def make_study(config: GeneralizeConfig) -> dict:
     """Panels, pairs.csv, the page and generalize_info.json in `config.out`; returns what the info file holds."""
-    out = Path(config.out)
-    check_out(out, config.overwrite, kind="generalization")  # before reading anything
-    bands = parse_bands(config.bands)
-    if config.imagenet:
-        resolve(config.imagenet, "--imagenet")  # "no such folder" before the dataset is read
-    view = DatasetView(config.dataset, config.split, command="generalize")
-    build = json.loads(view.target.read_text(BUILD_INFO)) if BUILD_INFO in view.target.files else {}
-    constants = build.get("provenance", {}).get("constants", {})
-    check_within(bands, constants.get("top_k"), config.dataset)
-    pairs = [p for p in view.pairs() if config.classes is None or p["class_index"] in config.classes]
-    if not pairs:
-        raise InputError(f"{config.dataset}: no annotated pair of the classes {config.classes} (its annotations "
-                         "config names the pairs to study)")
-    images = ImageSupply(config, build, constants)
-    lock = WorkLock(staging_folder(out) / WORK_DIR, f"--out {out}")
-    try:
-        staging = prepare_output(out, config.overwrite, kind="generalization")
-        try:
-            info = _write(staging, config, view, pairs, bands, images)
-        except BaseException:
-            discard_staging(staging)
-            raise
-        move_into_place(staging, out)
-    finally:
-        lock.release()
-    return info
+    return GeneralizeJob(config).run()
 
 
 def _write(staging: Path, config, view, pairs: list[dict], bands, images) -> dict:
@@ -189,12 +157,13 @@ class ImageSupply:
         if self.source is None or not wanted:
             return
         views = {}
-        for image_id, data in self.source.read_ids(self.source.index_ids(wanted)):
-            try:
-                views[image_id] = np.asarray(center_view(decode(data, self.draft)).convert("RGB"))
-            except CorruptImage as e:
-                log.warning("--imagenet %s: %s: %s", self.name, image_id, e)
-        self.bytes_read += self.source.io.take()
+        with self.source.io.measure() as read:
+            for image_id, data in self.source.read_ids(self.source.index_ids(wanted)):
+                try:
+                    views[image_id] = np.asarray(center_view(decode(data, self.draft)).convert("RGB"))
+                except CorruptImage as e:
+                    log.warning("--imagenet %s: %s: %s", self.name, image_id, e)
+        self.bytes_read += read.bytes
         self.missing += sorted(wanted - set(views))
         for s in shown:
             if s.view is None and s.image_id in views:
@@ -206,8 +175,7 @@ def provenance(config: GeneralizeConfig, bands, tasks: list[BandTask], short: li
         log.warning("--imagenet %s: %d shown image(s) not found or unreadable (their heatmaps show without the "
                     "image), e.g. %s", config.imagenet, len(images.missing), images.missing[0])
     return {
-        "package": PACKAGE_NAME, "package_version": __version__,
-        "command": config.command or shlex.join(["salient-imagenet", *sys.argv[1:]]),
+        **made_by(config.command),
         "dataset": config.dataset, "imagenet": config.imagenet, "bands": [band_text(b) for b in bands],
         "tasks": len(tasks), "pairs": len({(t.class_index, t.feature_index) for t in tasks}),
         "left_out": [{"class_index": c, "feature_index": j, "band": b} for c, j, b in short],

@@ -1,14 +1,19 @@
 """`salient-imagenet push` and `salient-imagenet check`."""
 
 from ..core.targets import hub_endpoint, resolve
+from .options import CheckConfig, PushConfig
 from .upload import push
 from .validate import check
 
+__all__ = ["run_check", "run_check_command", "run_push", "run_push_command"]
 
-def run(args) -> int:
-    if args.command == "push":
-        return run_push(args.out, args.repo_id, args.public)
-    return run_check(args.target, stream=not args.no_stream)
+
+def run_push_command(config: PushConfig) -> int:
+    return run_push(config.out, config.repo_id, config.public)
+
+
+def run_check_command(config: CheckConfig) -> int:
+    return run_check(config.target, config.stream)
 
 
 def run_push(out: str, repo_id: str | None, public: bool) -> int:

@@ -18,7 +18,8 @@ from pathlib import Path
 from ..core.card import BuildStats, read_build_info, write_card
 from ..core.constants import BUILD_INFO
 from ..core.errors import HubError, InputError, NetworkError
-from ..core.output import half_replaced, is_build
+from ..core.output import kind_of
+from ..core.staging import half_replaced
 from ..core.targets import hub_unreachable, offline
 from .validate import check
 
@@ -121,7 +122,7 @@ def check_pushable(folder: Path) -> None:
     if not folder.is_dir():
         raise InputError(f"push {folder}: no such folder; build it first (python build_dataset.py --source ... "
                          f"--out {folder})")
-    if not is_build(folder):
+    if kind_of(folder) != "build":
         raise InputError(f"push {folder}: not a Salient ImageNet build (no {BUILD_INFO} from this tool); build it "
                          "first")
     problems = check(str(folder), stream=False)

@@ -18,6 +18,7 @@ import yaml
 from datasets import Features
 from datasets import Image as ImageFeature
 
+from ..core.card import yaml_features
 from ..core.constants import (
     ANNOTATIONS_CONFIG,
     HUB_MAX_ROW_GROUP_BYTES,
@@ -48,7 +49,7 @@ def parse_card(text: str) -> dict:
 def check(target: str, stream: bool = True) -> list[str]:
     """Problems found (empty: all good)."""
     try:
-        where = Target(target)
+        where = Target(target, "check")
     except UserError:
         raise  # neither a folder nor a Hub dataset: a usage error (one line, exit 2/4), not a problem of a dataset
     except Exception as e:
@@ -76,7 +77,7 @@ def _declared(name: str, declared, info: dict | None) -> Features:
     """The config's schema; a build from before the generalization columns declares (and holds) the older
     annotations schema, which stays valid. The default config's raw maps have the shape of the build's model; older
     builds' layouts (Array2D maps, nested lists: `schema.LEGACY_LAYOUTS`) stay valid."""
-    card = Features._from_yaml_list(info.get("features", [])) if info else None
+    card = _features(name, info) if info else None
     if name == ANNOTATIONS_CONFIG and card == legacy_annotation_features():
         return legacy_annotation_features()
     if name == "default" and card is not None and "features" in card:
@@ -84,12 +85,20 @@ def _declared(name: str, declared, info: dict | None) -> Features:
     return declared()
 
 
+def _features(name: str, info: dict) -> Features | None:
+    """The features the card declares for a config (None: none it can read)."""
+    try:
+        return yaml_features(name, info)
+    except Exception:  # a hand-edited card: the comparison with the declared schema says what is wrong
+        return None
+
+
 def _check_config(where: Target, name: str, config: dict, info: dict | None, declared: Features,
                   stream: bool) -> list[str]:
     problems = []
     if info is None:
         problems.append(f"README.md: no `dataset_info` for config `{name}`")
-    elif Features._from_yaml_list(info.get("features", [])) != declared:
+    elif _features(name, info) != declared:
         problems.append(f"README.md: dataset_info features of `{name}` differ from the declared schema")
     sizes = {s["name"]: s.get("num_examples") for s in (info or {}).get("splits", [])}
     for data_files in config.get("data_files", []):

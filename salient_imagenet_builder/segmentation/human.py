@@ -6,9 +6,9 @@ import numpy as np
 from PIL import Image
 
 from ..core.constants import CROP_SIZE
-from ..core.constants import HUMAN_MASK_FORMATS as FORMATS
 from ..core.errors import InputError
 from ..core.images import CorruptImage, check_size, view_geometry
+from .options import FORMATS
 
 IMAGENET_S_OTHER = 0  # ImageNet-S: class id R + 256 * G; 0 = no object, 1000 = ignore (boundaries, unsure)
 IMAGENET_S_IGNORE = 1000

@@ -9,22 +9,25 @@ from pathlib import Path
 import numpy as np
 
 from ..core.output import write_text_atomic
+from ..core.provenance import made_by
 from ..core.schema import KINDS
+from .options import CSV_FILE, PLOT_FILE, SUMMARY_FILE
 from .scoring import Scores
 
-CSV_FILE, SUMMARY_FILE, PLOT_FILE = "validation.csv", "summary.json", "energy_inside.png"
 COLUMNS = ["class_index", "feature_index", "kind", "images", "energy_inside"]
 
 
-def summary(scores: Scores, dataset: str, human_masks: str, fmt: str) -> dict:
-    """Per kind: the mean over pairs with at least one scored image (pairs without are counted apart)."""
+def summary(scores: Scores, dataset: str, human_masks: str, fmt: str, command: str = "") -> dict:
+    """Per kind: the mean over pairs with at least one scored image (pairs without are counted apart); the report's
+    marker: it names the package."""
     kinds = {}
     for kind in KINDS:
         values = [p["energy_inside"] for p in scores.pairs if p["kind"] == kind and p["energy_inside"] is not None]
         kinds[kind] = {"pairs": len(values), "energy_inside": float(np.mean(values)) if values else None,
                        "pairs_without_scored_images": sum(1 for p in scores.pairs if p["kind"] == kind
                                                           and p["energy_inside"] is None)}
-    return {"dataset": dataset, "human_masks": human_masks, "format": fmt, "pairs": len(scores.pairs),
+    return {**made_by(command), "dataset": dataset, "human_masks": human_masks, "format": fmt,
+            "pairs": len(scores.pairs),
             "image_rows": scores.images, "images_without_human_mask": scores.without_mask,
             "scored": scores.scored, "soft_masks_without_mass": scores.empty_masks, "kinds": kinds}
 

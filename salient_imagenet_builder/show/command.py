@@ -6,17 +6,18 @@ from ..core import render
 from ..core.dataset import DatasetView
 from ..core.output import check_out_file
 from ..core.png import PNG_SIGNATURE
+from .options import ShowConfig
 from .pictures import class_summary, pair_panel
 
 
-def run(args) -> int:
-    check_out(Path(args.out))
-    view = DatasetView(args.dataset, args.split)
-    if args.feature is None:
-        picture = class_summary(view, args.class_index, args.images)
+def run(config: ShowConfig) -> int:
+    check_out(Path(config.out))
+    view = DatasetView(config.dataset, config.split, command="show")
+    if config.feature is None:
+        picture = class_summary(view, config.class_index, config.images)
     else:
-        picture = pair_panel(view, args.class_index, args.feature, args.images)
-    path = render.save_png(picture, Path(args.out))
+        picture = pair_panel(view, config.class_index, config.feature, config.images)
+    path = render.save_png(picture, Path(config.out))
     print(f"Wrote {path} ({picture.width}x{picture.height})")
     return 0
 

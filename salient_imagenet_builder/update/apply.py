@@ -1,4 +1,6 @@
-"""The update itself: stage a hard-linked copy of the build, rewrite its annotations config and card, swap it in."""
+"""The update as a job of the engine (`core.job.Job`: the claim of `--out`, the lock, the staging folder and the
+swap are the base's): stage a hard-linked copy of the build, rewrite its annotations config and card, swap it in.
+It replaces nothing: every file of the build, the user's own included, is kept."""
 
 import logging
 import os
@@ -11,9 +13,13 @@ import pyarrow.parquet as pq
 from ..core.card import BuildStats, read_build_info, write_card
 from ..core.constants import ANNOTATIONS_CONFIG, BUILD_INFO
 from ..core.errors import InputError
-from ..core.output import half_replaced, is_build, move_into_place, prepare_output
+from ..core.job import Job
+from ..core.output import kind_of
 from ..core.schema import annotation_features
+from ..core.staging import half_replaced
 from ..core.writer import ShardWriter, encode_rows
+
+__all__ = ["Recording", "UpdateError", "UpdateJob", "update"]
 
 log = logging.getLogger(__name__)
 REWRITTEN = ("README.md", BUILD_INFO)  # written anew in the staging folder, with the annotation shards
@@ -33,30 +39,40 @@ class Recording(Protocol):
         the summary an earlier update of this study recorded (None: the first)."""
 
 
-def update(dataset: str | os.PathLike, recordings: list[Recording]) -> dict:
-    """Record every study of `recordings` in the local build `dataset`; returns {name: summary}."""
-    out = Path(dataset)
-    check_build(out)
-    info = read_build_info(out)
-    stats = BuildStats.from_dict(info["stats"])
-    rows = read_annotation_rows(out)
-    # every input checked before anything is written; a study recorded before is passed its earlier summary
-    summaries = {r.name: r.fill(rows, stats.updates.get(r.name)) for r in recordings}
-    staging = prepare_output(out, overwrite=True, replacing=False)  # every file of it is kept (linked)
-    try:
-        link_build(out, staging)
+class UpdateJob(Job):
+    kind = "build"
+    replacing = False  # every file of the build is kept (linked into the staging folder)
+
+    def __init__(self, dataset: str | os.PathLike, recordings: list[Recording]):
+        super().__init__(None, out=dataset)
+        self.recordings = recordings
+
+    def check(self) -> None:
+        check_build(self.out)
+
+    def prepare(self) -> None:
+        """Every input checked before anything is written; a study recorded before is passed its earlier summary."""
+        self.info = read_build_info(self.out)
+        self.stats = BuildStats.from_dict(self.info["stats"])
+        self.rows = read_annotation_rows(self.out)
+        self.summaries = {r.name: r.fill(self.rows, self.stats.updates.get(r.name)) for r in self.recordings}
+
+    def write(self, staging: Path) -> dict:
+        stats, info = self.stats, self.info
+        link_build(self.out, staging)
         writer = ShardWriter(staging / "data", ANNOTATIONS_CONFIG, annotation_features())
-        writer.write(encode_rows(rows, annotation_features()))
+        writer.write(encode_rows(self.rows, annotation_features()))
         stats.annotation_shards = [p.name for p in writer.close()]
         stats.annotation_bytes = writer.bytes
         stats.generalization_columns = True
-        stats.updates = {**stats.updates, **summaries}
-        write_card(staging, info["provenance"], stats, info["split"], repo_id=out.name)
-        move_into_place(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # the build stays as it was
-        raise
-    return summaries
+        stats.updates = {**stats.updates, **self.summaries}
+        write_card(staging, info["provenance"], stats, info["split"], repo_id=self.out.name)
+        return self.summaries
+
+
+def update(dataset: str | os.PathLike, recordings: list[Recording]) -> dict:
+    """Record every study of `recordings` in the local build `dataset`; returns {name: summary}."""
+    return UpdateJob(dataset, recordings).run()
 
 
 def check_build(out: Path) -> None:
@@ -65,7 +81,7 @@ def check_build(out: Path) -> None:
         raise UpdateError(reason)
     if not out.is_dir():
         raise UpdateError(f"{out}: no such folder (update records a study in a local build)")
-    if not is_build(out):
+    if kind_of(out) != "build":
         raise UpdateError(f"{out}: not a build of this tool (no {BUILD_INFO})")
 
 

@@ -3,21 +3,23 @@ record studies in a local build."""
 
 from pathlib import Path
 
-from .apply import UpdateError, update
+from ..core.job import run_command
+from .apply import UpdateError, UpdateJob
 from .generalization import GeneralizationRecording
+from .options import UpdateConfig
 from .validation import ValidationRecording
 
 
-def run(args) -> int:
+def run(config: UpdateConfig) -> int:
     recordings = []
-    if args.generalization:
-        recordings.append(GeneralizationRecording(Path(args.generalization)))
-    if args.validation:
-        recordings.append(ValidationRecording(Path(args.validation)))
+    if config.generalization:
+        recordings.append(GeneralizationRecording(Path(config.generalization)))
+    if config.validation:
+        recordings.append(ValidationRecording(Path(config.validation)))
     if not recordings:
         raise UpdateError("nothing to record: pass --generalization generalization.csv and/or --validation "
                           "REPORT/validation.csv")
-    summaries = update(args.dataset, recordings)
+    summaries = run_command(UpdateJob(config.dataset, recordings))
     generalization = summaries.get("generalization", {})
     for band in generalization.get("replaced", []):
         print(replaced_line(band))
@@ -28,8 +30,8 @@ def run(args) -> int:
     for kind in summaries.get("validation", {}).get("kinds", []):
         mean = "n/a" if kind["mean"] is None else f"{kind['mean']:.3f}"
         print(f"{kind['kind']}: mean energy_inside {mean} over {kind['scored']} scored pairs")
-    print(f"Updated {args.dataset}: the annotations config and the card (the image shards are unchanged). Check it "
-          f"with:\n  salient-imagenet check {args.dataset}")
+    print(f"Updated {config.dataset}: the annotations config and the card (the image shards are unchanged). Check it "
+          f"with:\n  salient-imagenet check {config.dataset}")
     return 0
 
 

@@ -6,11 +6,24 @@ ranks) replaces that pair's earlier answers for it; `generalizes_to_rank` is cou
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.annotations import band_text, generalizes_to_rank, parse_band, read_generalization
-from ..core.card import generalization_studies
 from ..core.constants import ANNOTATOR_TOP_IMAGES
 from ..core.output import sha256_file
+from ..core.registry import study_format
 from .apply import UpdateError
+from .card import generalization_studies
+
+
+def study():
+    """The generalization study's format, as the capability that makes the study registered it."""
+    return study_format("band comparison")
+
+
+def parse_band(text: str) -> tuple[int, int]:
+    return study().parse_band(text)
+
+
+def band_text(band: tuple[int, int]) -> str:
+    return study().band_text(band)
 
 
 @dataclass
@@ -19,7 +32,7 @@ class GeneralizationRecording:
     name: str = "generalization"
 
     def fill(self, rows: list[dict], earlier: dict | None = None) -> dict:
-        studied = read_generalization(self.path)
+        studied = study().read_results(self.path)
         known = {(r["class_index"], r["feature_index"]) for r in rows}
         unknown = sorted(set(studied) - known)
         if unknown:
@@ -31,7 +44,7 @@ class GeneralizationRecording:
             if key in studied:
                 row["generalization"], again = merge_bands(row["generalization"], studied[key])
                 replaced += [(key, old, new) for old, new in again]
-            row["generalizes_to_rank"] = generalizes_to_rank(row["generalization"])
+            row["generalizes_to_rank"] = study().generalizes_to_rank(row["generalization"])
         sha256 = sha256_file(self.path)
         studies = [s for s in generalization_studies(earlier) if s["sha256"] != sha256]
         recorded = {(r["class_index"], r["feature_index"]): r["generalization"] for r in rows if r["generalization"]}

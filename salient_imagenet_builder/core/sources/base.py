@@ -52,7 +52,7 @@ class Source:
 
     @property
     def io(self) -> ReadCounter:
-        """Bytes read from the source's files by this process (`io.take()`: so far, and reset)."""
+        """Bytes read from the source's files by this process (`io.total`; `io.measure()` for a stretch of work)."""
         if "_io" not in self.__dict__:
             self._io = ReadCounter()
         return self._io

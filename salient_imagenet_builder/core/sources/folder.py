@@ -81,7 +81,7 @@ class FolderSource(Source):
 
     def _read(self, ref: str) -> bytes:
         data = (self.dir / ref).read_bytes()
-        self.io.bytes += len(data)
+        self.io.total += len(data)
         return data
 
     def read_many(self, refs):

@@ -9,19 +9,33 @@ Every byte a reader returns is counted in the source's `ReadCounter`, so a build
 """
 
 import io
+from contextlib import contextmanager
+from typing import Iterator
 
-__all__ = ["CountingFile", "ReadCounter", "describe_reads", "open_file"]
+__all__ = ["CountingFile", "ReadCounter", "Reads", "describe_reads", "open_file"]
 
 
 class ReadCounter:
-    """Bytes read from a source's files by this process (`take()` returns the count so far and resets it)."""
+    """Bytes read from a source's files by this process: `total` so far, and `measure()` for a stretch of work
+    (`with source.io.measure() as read: ...; read.bytes`)."""
 
     def __init__(self):
-        self.bytes = 0
+        self.total = 0
 
-    def take(self) -> int:
-        value, self.bytes = self.bytes, 0
-        return value
+    @contextmanager
+    def measure(self) -> Iterator["Reads"]:
+        yield Reads(self, self.total)
+
+
+class Reads:
+    """What was read since it began (its `bytes` counts on while the work goes on)."""
+
+    def __init__(self, counter: ReadCounter, start: int):
+        self.counter, self.start = counter, start
+
+    @property
+    def bytes(self) -> int:
+        return self.counter.total - self.start
 
 
 class CountingFile(io.RawIOBase):
@@ -44,7 +58,7 @@ class CountingFile(io.RawIOBase):
 
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(size)
-        self.counter.bytes += len(data)
+        self.counter.total += len(data)
         return data
 
     def readinto(self, buffer) -> int:

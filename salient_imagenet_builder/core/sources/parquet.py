@@ -57,7 +57,7 @@ class ParquetSource(Source):
         path = self.files[file_index]
         if self.fs is None:
             data = pa.memory_map(path)  # no copy; counted as read whole
-            self.io.bytes += data.size()
+            self.io.total += data.size()
         else:
             with self.open(path, sequential=True) as f:
                 data = pa.py_buffer(f.read())
